@@ -1,0 +1,122 @@
+"""Eq. 12 and the per-request cost ledger.
+
+TFLOPs = 2e-12 · (|θL| · L_L + |θS| · (L_L + L_S))
+
+L_L: tokens the mentor generated (each once: stages continue, never restart); L_S: tokens the intern
+generated for the final answer. The intern's term covers reading the mentor's L_L tokens. As in the
+paper, prompt tokens of the question are not counted, and neither is the intern's scoring of the
+stage prompts (its prefill; reported separately as ``intern_scored_tokens`` so it stays visible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+def tflops(mentor_params: float, intern_params: float, mentor_tokens, intern_tokens):
+    """Eq. 12, elementwise over arrays or on scalars."""
+    mentor_tokens = np.asarray(mentor_tokens, dtype=np.float64)
+    intern_tokens = np.asarray(intern_tokens, dtype=np.float64)
+    if np.any(mentor_tokens < 0) or np.any(intern_tokens < 0):
+        raise ValueError("token counts must be >= 0")
+    if mentor_params < 0 or intern_params < 0:
+        raise ValueError("parameter counts must be >= 0")
+    out = 2e-12 * (mentor_params * mentor_tokens + intern_params * (mentor_tokens + intern_tokens))
+    return float(out) if out.ndim == 0 else out
+
+
+@dataclass
+class PhaseTimes:
+    """Wall seconds by phase. A batched call's time is shared equally by the requests in the batch."""
+
+    mentor_generate: float = 0.0
+    intern_score: float = 0.0
+    classify: float = 0.0
+    intern_generate: float = 0.0
+
+    @property
+    def backend(self) -> float:
+        return self.mentor_generate + self.intern_score + self.intern_generate
+
+
+@dataclass
+class RequestCost:
+    """What one request cost; one row of the ledger."""
+
+    mentor_tokens: int = 0  # L_L
+    intern_tokens: int = 0  # L_S
+    stop_stage: int = 0  # t*: 0 = question alone, k = after the k-th mentor stage
+    stage_scores: list[float] = field(default_factory=list)  # s_t for every stage that was scored
+    stopped_early: bool = False  # s_t > tau_t at t*; False when t* came from the argmax fallback
+    intern_scored_tokens: int = 0
+    mentor_prompt_tokens: int = 0
+    mentor_cached_tokens: int = 0
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    tflops: float = 0.0
+    usd: float | None = None
+
+    def finalize(self, mentor_params: float, intern_params: float) -> None:
+        self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """Totals over a run: what the log prints and ``get_model_info`` reports."""
+
+    requests: int
+    mentor_tokens: int
+    intern_tokens: int
+    tflops: float
+    stage_counts: dict[int, int]
+    early_stops: int
+    times: PhaseTimes
+    usd: float | None = None
+
+    @classmethod
+    def of(cls, costs: Sequence[RequestCost], num_stages: int) -> RunSummary:
+        counts = {t: 0 for t in range(num_stages)}
+        times = PhaseTimes()
+        usd = None
+        for c in costs:
+            counts[c.stop_stage] = counts.get(c.stop_stage, 0) + 1
+            for name in ("mentor_generate", "intern_score", "classify", "intern_generate"):
+                setattr(times, name, getattr(times, name) + getattr(c.times, name))
+            if c.usd is not None:
+                usd = (usd or 0.0) + c.usd
+        return cls(
+            requests=len(costs),
+            mentor_tokens=sum(c.mentor_tokens for c in costs),
+            intern_tokens=sum(c.intern_tokens for c in costs),
+            tflops=float(sum(c.tflops for c in costs)),
+            stage_counts=counts,
+            early_stops=sum(c.stopped_early for c in costs),
+            times=times,
+            usd=usd,
+        )
+
+    def format(self) -> str:
+        n = max(self.requests, 1)
+        dist = ", ".join(f"stage {t}: {c} ({100 * c / n:.1f}%)" for t, c in sorted(self.stage_counts.items()))
+        lines = [
+            f"Tandem run: {self.requests} requests, {self.tflops:.3f} TFLOPs "
+            f"({self.tflops / n:.4f} per request), mentor tokens {self.mentor_tokens}, "
+            f"intern tokens {self.intern_tokens}",
+            f"  stop stage: {dist}; stopped by the classifier: {self.early_stops}",
+            f"  time (s): mentor generate {self.times.mentor_generate:.2f}, intern score "
+            f"{self.times.intern_score:.2f}, classify {self.times.classify:.3f}, intern generate "
+            f"{self.times.intern_generate:.2f}",
+        ]
+        if self.usd is not None:
+            lines.append(f"  API cost: ${self.usd:.4f}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_counts"] = {str(k): v for k, v in self.stage_counts.items()}
+        return d
