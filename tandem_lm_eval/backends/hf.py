@@ -177,7 +177,7 @@ class HFBackend(Backend):
         for start in range(0, len(order), self._batch_size):
             batch = order[start : start + self._batch_size]
             seqs = [rendered[i] for i in batch]
-            for i, seq in zip(batch, seqs):
+            for seq in seqs:
                 if len(seq) > self._max_context:
                     raise BackendError(
                         f"{self._name}: prompt of {len(seq)} tokens exceeds the context of {self._max_context} tokens"
@@ -196,7 +196,10 @@ class HFBackend(Backend):
                 for row, (i, seq) in enumerate(zip(batch, seqs)):
                     logprobs, entropies = _token_logprobs_and_entropy(torch, logits[row, : len(seq)], seq)
                     results[i] = PromptScores(
-                        token_logprobs=logprobs, entropies=entropies, num_tokens=len(seq), entropy_method="exact"
+                        token_logprobs=logprobs,
+                        entropies=entropies,
+                        num_tokens=len(seq),
+                        entropy_method="exact",
                     )
         return results  # type: ignore[return-value]
 
@@ -297,4 +300,3 @@ def _resolve_dtype(dtype: str, device: str):
     if not isinstance(value, torch.dtype):
         raise BackendError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return value
-

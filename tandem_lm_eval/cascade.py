@@ -1,0 +1,270 @@
+"""The Tandem cascade (section 2): stages of mentor insight, intern judgment, intern answer.
+
+All questions of a call move through the stages together, one batched backend call per phase:
+
+    stage 0:  intern scores x_0 = Q                      -> s_0 -> stop?
+    stage t:  mentor continues its generation to budget B_t (never restarts; finished mentors stop)
+              intern scores x_t = Q ⊕ I_t                -> s_t -> stop?
+    answer:   intern generates from x_t* (t* = first s_t > τ_t, else argmax s_t)
+
+The policy (policies/) decides when to stop; the classifier only runs for policies that need scores.
+Backends are used only through the Backend interface: no engine-specific code here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
+from .classifier import SufficiencyClassifier
+from .cost import RequestCost
+from .features import feature_matrix
+from .policies.base import StopPolicy
+from .prompts import Question, insights_text, intern_prompt, mentor_prompt
+
+logger = logging.getLogger(__name__)
+
+# Smallest answer room a stage prompt must leave in the intern's context to be usable.
+MIN_ANSWER_TOKENS = 16
+
+
+@dataclass
+class StageRecord:
+    stage: int
+    mentor_tokens: int  # cumulative mentor tokens behind I_t
+    insights: str  # I_t, cumulative
+    score: float | None = None
+    usable: bool = True  # False when Q ⊕ I_t does not fit in the intern's context
+
+
+@dataclass
+class CascadeResult:
+    answer: str
+    cost: RequestCost
+    stages: list[StageRecord] = field(default_factory=list)
+    answer_finish_reason: str = "stop"
+
+
+@dataclass
+class _State:
+    question: Question
+    mentor: Generation | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    prompts: list[Prompt] = field(default_factory=list)  # x_t per stage
+    chosen: int | None = None
+    early: bool = False
+    cost: RequestCost = field(default_factory=RequestCost)
+
+    @property
+    def scores(self) -> list[float]:
+        return [s.score if (s.score is not None and s.usable) else -1.0 for s in self.stages]
+
+
+class Cascade:
+    def __init__(
+        self,
+        mentor: Backend | None,
+        intern: Backend,
+        policy: StopPolicy,
+        budgets: Sequence[int],
+        classifier: SufficiencyClassifier | None = None,
+        mentor_params: float = 0.0,
+        intern_params: float = 0.0,
+        mentor_thinking: bool | None = None,
+        intern_thinking: bool | None = None,
+        progress: bool = True,
+    ) -> None:
+        budgets = tuple(int(b) for b in budgets)
+        if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
+            raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
+        self.num_stages = len(budgets) + 1
+        self.last_stage = policy.last_stage(self.num_stages)
+        if self.last_stage > 0 and mentor is None:
+            raise ValueError(f"the {policy.name} policy needs a mentor")
+        if policy.needs_scores and classifier is None:
+            raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
+        self.mentor, self.intern, self.policy, self.classifier = mentor, intern, policy, classifier
+        self.budgets = budgets
+        self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
+        self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
+        self.progress = progress
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
+        states = [_State(q) for q in questions]
+        if not states:
+            return []
+        bar = _progress(len(states) * (self.last_stage + 2), self.progress)
+        active = list(range(len(states)))
+        for stage in range(self.last_stage + 1):
+            if stage > 0:
+                self._mentor_stage(states, active, stage)
+            self._add_stage_prompts(states, active, stage)
+            if self.policy.needs_scores:
+                self._score_stage(states, active, stage)
+            still = []
+            for i in active:
+                st = states[i]
+                if st.stages[stage].usable and self.policy.stop_after(stage, st.scores):
+                    st.chosen, st.early = stage, True
+                else:
+                    still.append(i)
+            bar.update(len(active))
+            active = still
+            if not active:
+                break
+        for i in active:
+            st = states[i]
+            st.chosen = self.policy.final_stage(st.scores, self.num_stages)
+            if not st.stages[st.chosen].usable:  # e.g. fixed:k whose prompt does not fit: last usable stage
+                st.chosen = max(s.stage for s in st.stages if s.usable)
+        results = self._answer(states)
+        bar.update(len(states) * (self.last_stage + 2) - bar.n)
+        bar.close()
+        return results
+
+    # --- phases -------------------------------------------------------------------------------------
+    def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+        budget = self.budgets[stage - 1]
+        todo = []
+        for i in active:
+            st = states[i]
+            if st.mentor is not None and st.mentor.finished:
+                continue  # the mentor already ended its insights: I_t = I_{t-1}, nothing to generate
+            done = len(st.mentor.token_ids) if st.mentor else 0
+            todo.append((i, budget - done))
+        if todo:
+            requests = [
+                GenerationRequest(
+                    prompt=mentor_prompt(states[i].question, self.mentor_thinking),
+                    max_new_tokens=n_new,
+                    prefix=states[i].mentor,
+                )
+                for i, n_new in todo
+            ]
+            t0 = time.perf_counter()
+            gens = self.mentor.generate(requests)
+            share = (time.perf_counter() - t0) / len(todo)
+            for (i, n_new), gen in zip(todo, gens):
+                st = states[i]
+                before = len(st.mentor.token_ids) if st.mentor else 0
+                if len(gen.token_ids) - before != gen.new_tokens or gen.new_tokens > n_new:
+                    raise BackendError(
+                        f"mentor backend returned {gen.new_tokens} new tokens for a budget of {n_new} "
+                        f"(had {before}, now {len(gen.token_ids)})"
+                    )
+                st.mentor = gen
+                st.cost.times.mentor_generate += share
+                if gen.prompt_tokens is not None:
+                    st.cost.mentor_prompt_tokens += gen.prompt_tokens
+                if gen.cached_prompt_tokens:
+                    st.cost.mentor_cached_tokens += gen.cached_prompt_tokens
+        for i in active:
+            st = states[i]
+            st.cost.mentor_tokens = len(st.mentor.token_ids) if st.mentor else 0
+
+    def _add_stage_prompts(self, states: list[_State], active: list[int], stage: int) -> None:
+        for i in active:
+            st = states[i]
+            insights = insights_text(st.mentor.text) if (stage > 0 and st.mentor) else ""
+            prompt = intern_prompt(st.question, insights, self.intern_thinking)
+            n = self.intern.count_tokens(prompt)
+            usable = n + MIN_ANSWER_TOKENS <= self.intern.max_context
+            if not usable:
+                if stage == 0:
+                    raise BackendError(
+                        f"the question alone is {n} tokens, longer than the intern's context of "
+                        f"{self.intern.max_context} tokens (minus {MIN_ANSWER_TOKENS} for the answer)"
+                    )
+                logger.warning(
+                    "stage %d prompt of %d tokens does not fit the intern's context (%d): stage skipped",
+                    stage,
+                    n,
+                    self.intern.max_context,
+                )
+            st.stages.append(
+                StageRecord(stage, st.cost.mentor_tokens if stage else 0, insights, None, usable)
+            )
+            st.prompts.append(prompt)
+
+    def _score_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+        todo = []
+        for i in active:
+            st = states[i]
+            rec = st.stages[stage]
+            if not rec.usable:
+                continue
+            if stage > 0 and rec.insights == st.stages[stage - 1].insights and st.stages[stage - 1].usable:
+                rec.score = st.stages[stage - 1].score  # same x_t as before: same features, same s_t
+                continue
+            todo.append(i)
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        scores = self.intern.score([states[i].prompts[stage] for i in todo])
+        t1 = time.perf_counter()
+        s = self.classifier.sufficiency(feature_matrix(scores))
+        t2 = time.perf_counter()
+        for i, sc, value in zip(todo, scores, s):
+            st = states[i]
+            st.stages[stage].score = float(value)
+            st.cost.intern_scored_tokens += sc.num_tokens
+            st.cost.times.intern_score += (t1 - t0) / len(todo)
+            st.cost.times.classify += (t2 - t1) / len(todo)
+
+    def _answer(self, states: list[_State]) -> list[CascadeResult]:
+        requests = []
+        for st in states:
+            prompt = st.prompts[st.chosen]
+            room = self.intern.max_context - self.intern.count_tokens(prompt)
+            max_new = min(st.question.max_gen_toks, room)
+            if max_new < st.question.max_gen_toks:
+                logger.info(
+                    "answer capped at %d tokens (asked %d): the intern's context is %d tokens",
+                    max_new,
+                    st.question.max_gen_toks,
+                    self.intern.max_context,
+                )
+            requests.append(
+                GenerationRequest(
+                    prompt=prompt,
+                    max_new_tokens=max_new,
+                    stop=st.question.until,
+                    temperature=st.question.temperature,
+                    top_p=st.question.top_p,
+                    seed=st.question.seed,
+                )
+            )
+        t0 = time.perf_counter()
+        gens = self.intern.generate(requests)
+        share = (time.perf_counter() - t0) / len(states)
+        results = []
+        for st, gen in zip(states, gens):
+            cost = st.cost
+            cost.intern_tokens = gen.new_tokens
+            cost.stop_stage = st.chosen
+            cost.stopped_early = st.early
+            cost.stage_scores = [s.score for s in st.stages if s.score is not None]
+            cost.times.intern_generate += share
+            cost.finalize(self.mentor_params, self.intern_params)
+            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason))
+        return results
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Tandem cascade", unit="step", disable=not enabled)
+
+
+def stage_distribution(results: Sequence[CascadeResult], num_stages: int) -> np.ndarray:
+    """Fraction of requests answered from each stage (paper Table 12)."""
+    counts = np.zeros(num_stages)
+    for r in results:
+        counts[r.cost.stop_stage] += 1
+    return counts / max(len(results), 1)

@@ -1,0 +1,301 @@
+"""``--model_args`` for ``--model tandem``: parsed and validated in one place, like vLLM's SamplingParams.
+
+Keys without a role prefix configure the cascade. Keys ``mentor_<option>`` / ``intern_<option>`` go to
+that role's backend (``mentor_dtype=bfloat16``, ``intern_gpu_memory_utilization=0.3``,
+``mentor_base_url=...``); ``dtype``/``device`` without a prefix apply to both roles. Lists
+(``budgets``, ``thresholds``) are written ``[100,500,1000]`` (the CLI keeps bracketed commas
+together) or ``100/500/1000``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .backends import BACKENDS, backend_class
+
+DEFAULT_BUDGETS = (100, 500, 1000)
+
+
+class ConfigError(ValueError):
+    """A model_args problem; the message names the key."""
+
+
+@dataclass
+class RoleConfig:
+    """One role (mentor or intern): which weights, which engine, and engine options."""
+
+    model: str
+    backend: str = "auto"
+    num_params: float | None = None  # |θ| override for Eq. 12 (active parameters for MoE models)
+    thinking: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the backend constructor
+
+
+@dataclass
+class TandemConfig:
+    mentor: RoleConfig
+    intern: RoleConfig
+    budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    mode: str = "tandem"
+    classifier: str | None = None
+    thresholds: tuple[float, ...] | None = None
+    # Refuse a classifier made for another intern or entropy method (False: warn and go on).
+    classifier_strict: bool = True
+    max_gen_toks: int = 8192
+    # Use the intern's chat template for the answer prompt even without --apply_chat_template.
+    chat_template: bool = True
+    trace_path: str | None = None
+    progress: bool = True
+    is_demo: bool = False
+
+    # keys handled by lm-eval's own plumbing (never rejected)
+    LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
+    TOP_LEVEL_KEYS = (
+        "mentor",
+        "intern",
+        "budgets",
+        "mode",
+        "classifier",
+        "thresholds",
+        "classifier_strict",
+        "max_gen_toks",
+        "thinking",
+        "dtype",
+        "chat_template",
+        "trace_path",
+        "progress",
+    )
+    ROLE_KEYS = ("backend", "num_params", "thinking")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.budgets) + 1
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        role = [f"{r}_{k}" for r in ("mentor", "intern") for k in cls.ROLE_KEYS]
+        return sorted(
+            {
+                *cls.TOP_LEVEL_KEYS,
+                *cls.LM_EVAL_KEYS,
+                *role,
+                "mentor_<backend option>",
+                "intern_<backend option>",
+            }
+        )
+
+    @classmethod
+    def from_model_args(cls, args: dict[str, Any]) -> TandemConfig:
+        args = dict(args)
+        role_args: dict[str, dict[str, Any]] = {"mentor": {}, "intern": {}}
+        top: dict[str, Any] = {}
+        for key, value in args.items():
+            if key in cls.TOP_LEVEL_KEYS or key in cls.LM_EVAL_KEYS:
+                top[key] = value
+                continue
+            role, _, option = key.partition("_")
+            if role in role_args and option:
+                role_args[role][option] = value
+                continue
+            raise ConfigError(f"unknown model_args key {key!r}; valid keys: {', '.join(cls.valid_keys())}")
+
+        mentor, intern = top.get("mentor"), top.get("intern")
+        is_demo = mentor is None and intern is None
+        if is_demo:
+            mentor = intern = "demo"
+        elif mentor is None or intern is None:
+            missing = "mentor" if mentor is None else "intern"
+            raise ConfigError(f"model_args names one role but not {missing!r}: give both mentor= and intern=")
+
+        shared = {}
+        if top.get("dtype") is not None:
+            shared["dtype"] = str(top["dtype"])
+        device = top.get("device")
+        thinking = _as_bool("thinking", top["thinking"]) if top.get("thinking") is not None else None
+        roles = {}
+        for role, model in (("mentor", mentor), ("intern", intern)):
+            opts = role_args[role]
+            rc = RoleConfig(model=_as_str(role, model))
+            rc.backend = _as_str(f"{role}_backend", opts.pop("backend", "auto"))
+            if "num_params" in opts:
+                rc.num_params = _as_float(f"{role}_num_params", opts.pop("num_params"), minimum=0)
+            rc.thinking = (
+                _as_bool(f"{role}_thinking", opts.pop("thinking")) if "thinking" in opts else thinking
+            )
+            rc.backend = resolve_backend_name(rc.backend, role)
+            accepted = _backend_options(role, rc.backend)
+            # Shared keys (dtype) reach only the backends that take them (a server has no dtype).
+            rc.options = {**{k: v for k, v in shared.items() if accepted is None or k in accepted}, **opts}
+            if rc.backend == "hf":
+                # lm-eval's --device and --batch_size reach the transformers backend unless set per role.
+                if device is not None:
+                    rc.options.setdefault("device", str(device))
+                bs = top.get("batch_size")
+                if bs is not None and str(bs) != "auto" and not str(bs).startswith("auto"):
+                    rc.options.setdefault("batch_size", _as_int("batch_size", bs, minimum=1))
+            _check_backend_options(role, rc, accepted)
+            roles[role] = rc
+
+        cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
+        if "budgets" in top:
+            cfg.budgets = tuple(_as_int("budgets", b, minimum=1) for b in _as_list("budgets", top["budgets"]))
+            if not cfg.budgets or any(b2 <= b1 for b1, b2 in zip(cfg.budgets, cfg.budgets[1:])):
+                raise ConfigError(
+                    f"budgets must be increasing cumulative token counts, got {list(cfg.budgets)}"
+                )
+        if "mode" in top:
+            cfg.mode = _as_str("mode", top["mode"])
+        if top.get("classifier") is not None:
+            cfg.classifier = _as_str("classifier", top["classifier"])
+        if top.get("thresholds") is not None:
+            cfg.thresholds = tuple(
+                _as_float("thresholds", t, minimum=0, maximum=1)
+                for t in _as_list("thresholds", top["thresholds"])
+            )
+            if len(cfg.thresholds) != cfg.num_stages:
+                raise ConfigError(
+                    f"thresholds has {len(cfg.thresholds)} values; {cfg.num_stages} are needed "
+                    f"(stage 0 = question alone, then one per budget {list(cfg.budgets)})"
+                )
+        if "classifier_strict" in top:
+            cfg.classifier_strict = _as_bool("classifier_strict", top["classifier_strict"])
+        if "max_gen_toks" in top:
+            cfg.max_gen_toks = _as_int("max_gen_toks", top["max_gen_toks"], minimum=1)
+        if "chat_template" in top:
+            cfg.chat_template = _as_bool("chat_template", top["chat_template"])
+        if top.get("trace_path") is not None:
+            cfg.trace_path = _as_str("trace_path", top["trace_path"])
+        if "progress" in top:
+            cfg.progress = _as_bool("progress", top["progress"])
+        return cfg
+
+    def public_dict(self) -> dict[str, Any]:
+        """What results["config"]["tandem"] records (no secrets: backend options are reported by name)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("mentor", "intern")}
+        for role in ("mentor", "intern"):
+            rc: RoleConfig = getattr(self, role)
+            out[role] = {
+                "model": rc.model,
+                "backend": rc.backend,
+                "num_params": rc.num_params,
+                "thinking": rc.thinking,
+                "options": {k: (v if "key" not in k.lower() else "<set>") for k, v in rc.options.items()},
+            }
+        out["budgets"] = list(self.budgets)
+        out["thresholds"] = list(self.thresholds) if self.thresholds else None
+        return out
+
+
+def resolve_backend_name(name: str, role: str) -> str:
+    """``auto``: vLLM when it is installed and a GPU is there, else transformers."""
+    if name == "auto":
+        if importlib.util.find_spec("vllm") is not None:
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    return "vllm"
+            except ImportError:
+                pass
+        return "hf"
+    if name not in BACKENDS:
+        raise ConfigError(
+            f"{role}_backend={name!r} is not a backend; valid: auto, {', '.join(sorted(BACKENDS))}"
+        )
+    return name
+
+
+def _backend_options(role: str, backend: str) -> list[str] | None:
+    """Keyword options the backend's constructor takes; None when it takes any (**kwargs)."""
+    try:
+        cls = backend_class(backend)
+    except Exception as exc:
+        raise ConfigError(f"{role}_backend={backend}: {exc}") from exc
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [
+        n
+        for n, p in params.items()
+        if n not in ("self", "model") and p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+
+
+def _check_backend_options(role: str, rc: RoleConfig, accepted: list[str] | None) -> None:
+    """Reject options the backend's constructor does not take (backends with **kwargs check their own)."""
+    if accepted is None:
+        return
+    for key in rc.options:
+        if key not in accepted:
+            raise ConfigError(
+                f"unknown model_args key {role}_{key!r} for the {rc.backend} backend; its options: "
+                + ", ".join(f"{role}_{a}" for a in accepted)
+                + f"; role keys: {', '.join(f'{role}_{k}' for k in TandemConfig.ROLE_KEYS)}"
+            )
+
+
+# --- value coercion (lm-eval hands values over as str, int, float, bool or list) --------------------
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "1",
+        "yes",
+        "on",
+        "false",
+        "0",
+        "no",
+        "off",
+    ):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _as_int(key: str, value: Any, minimum: int | None = None) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        out = int(float(value)) if isinstance(value, (str, float)) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {out}")
+    return out
+
+
+def _as_float(key: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if out != out or (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
+        raise ConfigError(f"{key} must be in [{minimum}, {maximum}], got {value!r}")
+    return out
+
+
+def _as_list(key: str, value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        for sep in ("/", ":", ";", ",", " "):
+            if sep in text:
+                return [p for p in (s.strip() for s in text.split(sep)) if p]
+        return [text] if text else []
+    raise ConfigError(f"{key} must be a list like [100,500,1000] or 100/500/1000, got {value!r}")
