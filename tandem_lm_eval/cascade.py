@@ -111,7 +111,7 @@ class Cascade:
             for i in active:
                 st = states[i]
                 if st.stages[stage].usable and self.policy.stop_after(stage, st.scores):
-                    st.chosen, st.early = stage, True
+                    st.chosen, st.early = stage, self.policy.needs_scores  # a classifier decision
                 else:
                     still.append(i)
             bar.update(len(active))

@@ -153,7 +153,7 @@ class SufficiencyClassifier:
                 loss = loss_fn(net(xt[idx])[:, 0], yt[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             net.eval()
             with torch.no_grad():
                 val_pred = (torch.sigmoid(net(xv)[:, 0]).numpy() > 0.5).astype(float)

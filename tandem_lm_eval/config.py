@@ -231,7 +231,7 @@ def _check_backend_options(role: str, rc: RoleConfig, accepted: list[str] | None
     for key in rc.options:
         if key not in accepted:
             raise ConfigError(
-                f"unknown model_args key {role}_{key!r} for the {rc.backend} backend; its options: "
+                f"unknown model_args key '{role}_{key}' for the {rc.backend} backend; its options: "
                 + ", ".join(f"{role}_{a}" for a in accepted)
                 + f"; role keys: {', '.join(f'{role}_{k}' for k in TandemConfig.ROLE_KEYS)}"
             )

@@ -40,7 +40,9 @@ class TandemResponse(str):
 
     tandem: dict
 
-    def __new__(cls, text: str, cost: RequestCost):
+    def __new__(cls, text: str, cost: RequestCost | None = None):
+        if cost is None:  # lm-eval builds strings with type(response)(x): give a plain str back
+            return str(text)
         obj = super().__new__(cls, text)
         obj.tandem = cost.as_dict()
         return obj

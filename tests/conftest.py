@@ -39,3 +39,54 @@ def demo_model_dir() -> Path:
     from tandem_lm_eval.demo import demo_model_dir as build
 
     return build()
+
+
+TINY_NAME = "tiny-llama"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, demo_model_dir) -> Path:
+    """A tiny random Llama (2 layers, width 64) with the demo's real tokenizer and chat template.
+
+    Fast enough to run the whole cascade through the lm_eval CLI in seconds; its text is noise, so
+    tests on it check plumbing and accounting, never answer quality.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("models") / TINY_NAME
+    tok = AutoTokenizer.from_pretrained(str(demo_model_dir))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A real (if meaningless) classifier for the tiny intern: trained on synthetic features, 3 stages."""
+    import numpy as np
+
+    from tandem_lm_eval.classifier import SufficiencyClassifier
+    from tandem_lm_eval.features import NUM_FEATURES
+
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(3, 1, (64, NUM_FEATURES)))
+    y = (X[:, 7] > 3).astype(int)
+    clf = SufficiencyClassifier(max_epochs=2).fit(X, y)
+    clf.card.intern_model = TINY_NAME
+    clf.card.budgets = [8, 16]
+    clf.card.thresholds = [0.5, 0.5, 0.5]
+    return clf.save(tmp_path_factory.mktemp("classifiers") / "tiny")

@@ -1,0 +1,80 @@
+"""A scripted backend for unit tests of the cascade (fault injection and call accounting).
+
+It is not a language model: it "generates" word tokens from a fixed script per prompt and "scores"
+with numbers derived from the prompt length. Real-model tests live beside these (test_cascade_real.py,
+test_e2e_cli.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Prompt, PromptScores
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+
+    def __init__(
+        self, script_len: dict[str, int] | None = None, default_len: int = 10_000, params: int = 1000
+    ):
+        # script_len: question text -> how many tokens the "model" writes before EOS
+        self.script_len = script_len or {}
+        self.default_len = default_len
+        self.params = params
+        self.generate_calls: list[list[GenerationRequest]] = []
+        self.score_calls: list[list[Prompt]] = []
+        self.generated_total = 0
+
+    @property
+    def model_name(self) -> str:
+        return "scripted"
+
+    @property
+    def num_parameters(self) -> int:
+        return self.params
+
+    @property
+    def max_context(self) -> int:
+        return 100_000
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return sum(len(m.content.split()) for m in prompt.messages) + 3
+
+    def _question(self, prompt: Prompt) -> str:
+        return [m for m in prompt.messages if m.role == "user"][-1].content.split("\n\n")[0]
+
+    def generate(self, requests):
+        self.generate_calls.append(list(requests))
+        out = []
+        for req in requests:
+            q = self._question(req.prompt)
+            total = self.script_len.get(q, self.default_len)
+            start = len(req.prefix.token_ids) if req.prefix else 0
+            n_new = min(req.max_new_tokens, max(total - start, 0))
+            new_ids = tuple(range(start, start + n_new))
+            self.generated_total += n_new
+            ids = (req.prefix.token_ids if req.prefix else ()) + new_ids
+            text = " ".join(f"w{i}" for i in ids)
+            finished = start + n_new >= total
+            out.append(Generation(text, ids, n_new, "stop" if finished else "length", prompt_tokens=5))
+        return out
+
+    def score(self, prompts):
+        self.score_calls.append(list(prompts))
+        out = []
+        for p in prompts:
+            n = self.count_tokens(p)
+            lp = -np.linspace(1.0, 0.1, n - 1)
+            out.append(PromptScores(lp, -lp, n))
+        return out
+
+
+class LengthClassifier:
+    """s_t grows with the prompt length: more insight, more sufficient (for stop-rule wiring tests)."""
+
+    def __init__(self, scale: float = 200.0):
+        self.scale = scale
+
+    def sufficiency(self, X):
+        return np.clip(X[:, -1] / self.scale, 0, 1)

@@ -1,0 +1,134 @@
+"""End to end through the stock ``lm_eval`` command in a subprocess, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE_TASKS = Path(__file__).parent / "fixtures" / "tasks"
+COST_KEYS = (
+    "tandem_tflops,none",
+    "tandem_mentor_tokens,none",
+    "tandem_intern_tokens,none",
+    "tandem_stop_stage,none",
+)
+
+
+def lm_eval(args: list[str], tmp_path: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    lm_eval_bin = Path(sys.executable).with_name("lm_eval")
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets")}
+    return subprocess.run(
+        [str(lm_eval_bin), *args, "--output_path", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def results_and_samples(tmp_path: Path):
+    results = sorted((tmp_path / "out").rglob("results_*.json"))
+    assert results, "no results file written"
+    data = json.loads(results[-1].read_text())
+    samples = {}
+    for f in (tmp_path / "out").rglob("samples_*.jsonl"):
+        task = f.name[len("samples_") :].rsplit("_", 1)[0]
+        samples[task] = [json.loads(line) for line in f.read_text().splitlines()]
+    return data, samples
+
+
+@pytest.mark.slow
+def test_tandem_on_local_task_with_tiny_model(tmp_path, tiny_model_dir, tiny_classifier_dir):
+    model_args = (
+        f"mentor={tiny_model_dir},intern={tiny_model_dir},classifier={tiny_classifier_dir},"
+        "budgets=[8,16],mentor_num_params=2e9,dtype=float32"
+    )
+    proc = lm_eval(
+        [
+            "--model",
+            "tandem",
+            "--model_args",
+            model_args,
+            "--tasks",
+            "tandem_test_arith",
+            "--include_path",
+            str(FIXTURE_TASKS),
+            "--log_samples",
+            "--limit",
+            "4",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data, samples = results_and_samples(tmp_path)
+    res = data["results"]["tandem_test_arith"]
+    for key in COST_KEYS:
+        assert key in res, res
+    assert "exact_match,none" in res
+    # the printed table shows the cost beside the task metric
+    assert "tandem_tflops" in proc.stdout and "exact_match" in proc.stdout
+    rows = samples["tandem_test_arith"]
+    assert len(rows) == 4
+    tiny_params = data["config"]["tandem"]["intern_params"]
+    for row in rows:
+        assert row["tandem_mentor_tokens"] in (0, 8, 16)
+        expected = 2e-12 * (
+            2e9 * row["tandem_mentor_tokens"]
+            + tiny_params * (row["tandem_mentor_tokens"] + row["tandem_intern_tokens"])
+        )
+        assert row["tandem_tflops"] == pytest.approx(expected)
+        assert 0 <= row["tandem_stop_stage"] <= 2
+    summary = data["config"]["tandem"]["summary"]
+    assert summary["requests"] == 4
+    assert sum(summary["stage_counts"].values()) == 4
+    assert res["tandem_tflops,none"] == pytest.approx(sum(r["tandem_tflops"] for r in rows) / 4)
+
+
+@pytest.mark.slow
+def test_bad_model_args_give_one_clear_line(tmp_path):
+    proc = lm_eval(
+        [
+            "--model",
+            "tandem",
+            "--model_args",
+            "mentr=x",
+            "--tasks",
+            "tandem_test_arith",
+            "--include_path",
+            str(FIXTURE_TASKS),
+            "--limit",
+            "1",
+        ],
+        tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "tandem: bad model_args: unknown model_args key 'mentr'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_missing_model_path_is_one_clear_line(tmp_path):
+    proc = lm_eval(
+        [
+            "--model",
+            "tandem",
+            "--model_args",
+            "mentor=/nope/model,intern=/nope/model,mode=fixed:1",
+            "--tasks",
+            "tandem_test_arith",
+            "--include_path",
+            str(FIXTURE_TASKS),
+            "--limit",
+            "1",
+        ],
+        tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "model path '/nope/model' does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr

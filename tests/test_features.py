@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from tandem_lm_eval.features import (
+    FEATURE_NAMES,
+    FEATURE_SET,
+    NUM_FEATURES,
+    feature_matrix,
+    feature_vector,
+    per_token_perplexity,
+    trend,
+)
+
+
+def test_feature_set_is_the_documented_17():
+    assert FEATURE_SET == "tandem-v1"
+    assert NUM_FEATURES == 17 == len(set(FEATURE_NAMES))
+    assert FEATURE_NAMES[:7] == (
+        "ppl_mean",
+        "ppl_std",
+        "ppl_median",
+        "ppl_max",
+        "ppl_min",
+        "ppl_p25",
+        "ppl_p75",
+    )
+    assert FEATURE_NAMES[-3:] == ("ppl_trend", "entropy_trend", "length")
+
+
+def test_feature_vector_values_by_hand():
+    logprobs = np.log(np.array([0.5, 0.25, 1.0, 0.125]))  # PPL = 2, 4, 1, 8
+    ent = np.array([1.0, 2.0, 3.0, 4.0])
+    f = dict(zip(FEATURE_NAMES, feature_vector(logprobs, ent, num_tokens=5)))
+    ppl = np.array([2.0, 4.0, 1.0, 8.0])
+    assert f["ppl_mean"] == pytest.approx(3.75)
+    assert f["ppl_std"] == pytest.approx(ppl.std())
+    assert f["ppl_median"] == pytest.approx(3.0)
+    assert f["ppl_max"] == pytest.approx(8.0) and f["ppl_min"] == pytest.approx(1.0)
+    assert f["ppl_p25"] == pytest.approx(np.percentile(ppl, 25))
+    assert f["ppl_p75"] == pytest.approx(np.percentile(ppl, 75))
+    assert f["entropy_mean"] == pytest.approx(2.5)
+    assert f["entropy_min"] == 1.0 and f["entropy_max"] == 4.0
+    # fewer than 20 values: k = n, so last-k minus first-k is 0
+    assert f["ppl_trend"] == pytest.approx(0.0) and f["entropy_trend"] == pytest.approx(0.0)
+    assert f["length"] == 5
+
+
+def test_trend_uses_last_and_first_twenty():
+    values = np.concatenate([np.zeros(20), np.full(30, 5.0), np.full(20, 2.0)])
+    assert trend(values) == pytest.approx(2.0)
+    rising = np.arange(100, dtype=float)
+    assert trend(rising) == pytest.approx(80.0)  # mean(80..99) - mean(0..19)
+
+
+def test_perplexity_is_exp_of_negative_logprob_and_capped():
+    assert per_token_perplexity(np.array([0.0, -1.0]))[1] == pytest.approx(np.e)
+    assert np.isfinite(per_token_perplexity(np.array([-5000.0]))).all()
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError):
+        feature_vector(np.zeros(3), np.zeros(4), 5)
+    with pytest.raises(ValueError):
+        feature_vector(np.array([np.nan]), np.zeros(1), 5)
+    with pytest.raises(ValueError):
+        feature_vector(np.zeros(6), np.zeros(6), 3)
+
+
+def test_single_token_prompt_gives_zeros_not_nan():
+    f = feature_vector(np.zeros(0), np.zeros(0), 1)
+    assert np.isfinite(f).all() and f[-1] == 1
+
+
+def test_feature_matrix_stacks_rows():
+    class S:
+        def __init__(self, n):
+            self.token_logprobs = -np.linspace(0.1, 2, n)
+            self.entropies = np.linspace(0.5, 1, n)
+            self.num_tokens = n + 1
+
+    m = feature_matrix([S(5), S(40)])
+    assert m.shape == (2, NUM_FEATURES)
+    assert m[1, -1] == 41 and m[1, FEATURE_NAMES.index("entropy_trend")] > 0

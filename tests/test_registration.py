@@ -1,0 +1,53 @@
+"""The stock lm_eval CLI finds --model tandem and the package's tasks, with no heavy start-up import."""
+
+import subprocess
+import sys
+
+from tandem_lm_eval.resources import classifiers_dir, tasks_dir
+
+
+def python(code: str, **env) -> str:
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_startup_hook_imports_nothing_heavy():
+    out = python(
+        "import sys; print(sorted(m for m in ('lm_eval', 'torch', 'transformers', 'vllm', 'numpy') if m in sys.modules));"
+        "print('tandem_lm_eval._startup' in sys.modules)"
+    )
+    assert out.splitlines() == ["[]", "True"]
+
+
+def test_registry_has_tandem_and_keeps_builtins():
+    out = python(
+        "from lm_eval.api.registry import get_model, model_registry;"
+        "cls = get_model('tandem'); print(cls.__module__, cls.__name__);"
+        "print(all(n in model_registry for n in ('hf', 'vllm', 'local-completions', 'dummy')))"
+    )
+    assert out.splitlines() == ["tandem_lm_eval.model TandemLM", "True"]
+
+
+def test_task_manager_indexes_package_tasks_before_user_paths(tmp_path):
+    out = python(
+        "from lm_eval.tasks import TaskManager;"
+        f"tm = TaskManager(include_path={str(tmp_path)!r}); print(tm.include_path)"
+    )
+    assert out == str([str(tasks_dir()), str(tmp_path)])
+
+
+def test_hook_can_be_disabled():
+    out = python(
+        "import lm_eval.models; from lm_eval.api.registry import model_registry; print('tandem' in model_registry)",
+        TANDEM_LM_EVAL_NO_HOOK="1",
+    )
+    assert out == "False"
+
+
+def test_data_folders_exist():
+    assert tasks_dir().is_dir() and classifiers_dir().is_dir()
