@@ -40,6 +40,18 @@ class StageRecord:
     insights: str  # I_t, cumulative
     score: float | None = None
     usable: bool = True  # False when Q ⊕ I_t does not fit in the intern's context
+    features: np.ndarray | None = field(default=None, repr=False)  # f_t (Eq. 7)
+
+
+@dataclass
+class StageOutcome:
+    """One (question, stage) pair of ``Cascade.explore``: the classifier's training row."""
+
+    stage: int
+    features: np.ndarray | None
+    answer: str | None  # None when the stage's prompt did not fit the intern's context
+    mentor_tokens: int
+    intern_tokens: int
 
 
 @dataclass
@@ -128,6 +140,52 @@ class Cascade:
         bar.close()
         return results
 
+    def explore(self, questions: Sequence[Question]) -> list[list[StageOutcome]]:
+        """Every stage of every question: features of x_t and the intern's answer from x_t.
+
+        This is how classifier training data is made (section 3.1: a stage is labelled sufficient
+        when the intern answers correctly from it). The mentor runs through all stages once,
+        continuing between stages; the intern scores and answers each distinct x_t once.
+        """
+        states = [_State(q) for q in questions]
+        if not states:
+            return []
+        active = list(range(len(states)))
+        bar = _progress(len(states) * (self.num_stages + 1), self.progress)
+        for stage in range(self.num_stages):
+            if stage > 0:
+                self._mentor_stage(states, active, stage)
+            self._add_stage_prompts(states, active, stage)
+            self._score_stage(states, active, stage)
+            bar.update(len(states))
+        pairs = [
+            (i, t)
+            for i, st in enumerate(states)
+            for t in range(self.num_stages)
+            if st.stages[t].usable and not _same_as_previous(st, t)
+        ]
+        gens = self.intern.generate([self._answer_request(states[i], t) for i, t in pairs])
+        bar.update(len(states))
+        bar.close()
+        answers = {pair: gen for pair, gen in zip(pairs, gens)}
+        out = []
+        for i, st in enumerate(states):
+            rows, last = [], None
+            for t, rec in enumerate(st.stages):
+                gen = answers.get((i, t), last if rec.usable else None)
+                last = gen if rec.usable else last
+                rows.append(
+                    StageOutcome(
+                        stage=t,
+                        features=rec.features,
+                        answer=gen.text if gen is not None else None,
+                        mentor_tokens=rec.mentor_tokens,
+                        intern_tokens=gen.new_tokens if gen is not None else 0,
+                    )
+                )
+            out.append(rows)
+        return out
+
     # --- phases -------------------------------------------------------------------------------------
     def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> None:
         budget = self.budgets[stage - 1]
@@ -199,8 +257,9 @@ class Cascade:
             rec = st.stages[stage]
             if not rec.usable:
                 continue
-            if stage > 0 and rec.insights == st.stages[stage - 1].insights and st.stages[stage - 1].usable:
-                rec.score = st.stages[stage - 1].score  # same x_t as before: same features, same s_t
+            if _same_as_previous(st, stage):
+                # same x_t as before: same features, same s_t
+                rec.score, rec.features = st.stages[stage - 1].score, st.stages[stage - 1].features
                 continue
             todo.append(i)
         if not todo:
@@ -208,38 +267,39 @@ class Cascade:
         t0 = time.perf_counter()
         scores = self.intern.score([states[i].prompts[stage] for i in todo])
         t1 = time.perf_counter()
-        s = self.classifier.sufficiency(feature_matrix(scores))
+        features = feature_matrix(scores)
+        s = self.classifier.sufficiency(features) if self.classifier is not None else [None] * len(todo)
         t2 = time.perf_counter()
-        for i, sc, value in zip(todo, scores, s):
+        for i, sc, f, value in zip(todo, scores, features, s):
             st = states[i]
-            st.stages[stage].score = float(value)
+            st.stages[stage].features = f
+            st.stages[stage].score = None if value is None else float(value)
             st.cost.intern_scored_tokens += sc.num_tokens
             st.cost.times.intern_score += (t1 - t0) / len(todo)
             st.cost.times.classify += (t2 - t1) / len(todo)
 
-    def _answer(self, states: list[_State]) -> list[CascadeResult]:
-        requests = []
-        for st in states:
-            prompt = st.prompts[st.chosen]
-            room = self.intern.max_context - self.intern.count_tokens(prompt)
-            max_new = min(st.question.max_gen_toks, room)
-            if max_new < st.question.max_gen_toks:
-                logger.info(
-                    "answer capped at %d tokens (asked %d): the intern's context is %d tokens",
-                    max_new,
-                    st.question.max_gen_toks,
-                    self.intern.max_context,
-                )
-            requests.append(
-                GenerationRequest(
-                    prompt=prompt,
-                    max_new_tokens=max_new,
-                    stop=st.question.until,
-                    temperature=st.question.temperature,
-                    top_p=st.question.top_p,
-                    seed=st.question.seed,
-                )
+    def _answer_request(self, st: _State, stage: int) -> GenerationRequest:
+        prompt = st.prompts[stage]
+        room = self.intern.max_context - self.intern.count_tokens(prompt)
+        max_new = min(st.question.max_gen_toks, room)
+        if max_new < st.question.max_gen_toks:
+            logger.info(
+                "answer capped at %d tokens (asked %d): the intern's context is %d tokens",
+                max_new,
+                st.question.max_gen_toks,
+                self.intern.max_context,
             )
+        return GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=max_new,
+            stop=st.question.until,
+            temperature=st.question.temperature,
+            top_p=st.question.top_p,
+            seed=st.question.seed,
+        )
+
+    def _answer(self, states: list[_State]) -> list[CascadeResult]:
+        requests = [self._answer_request(st, st.chosen) for st in states]
         t0 = time.perf_counter()
         gens = self.intern.generate(requests)
         share = (time.perf_counter() - t0) / len(states)
@@ -254,6 +314,15 @@ class Cascade:
             cost.finalize(self.mentor_params, self.intern_params)
             results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason))
         return results
+
+
+def _same_as_previous(st: _State, stage: int) -> bool:
+    """Stage ``stage`` adds nothing to the previous one (the mentor had already finished)."""
+    return (
+        stage > 0
+        and st.stages[stage].insights == st.stages[stage - 1].insights
+        and st.stages[stage - 1].usable
+    )
 
 
 def _progress(total: int, enabled: bool):

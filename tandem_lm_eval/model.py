@@ -50,14 +50,7 @@ class TandemLM(LM):
                 cfg.intern.backend,
             )
         try:
-            self.intern = _build_backend("intern", cfg.intern)
-            needs_mentor = not cfg.mode.startswith("intern_only")
-            if needs_mentor and _same_engine(cfg.mentor, cfg.intern):
-                self.mentor: Backend | None = self.intern  # one model in both roles: load it once
-            else:
-                self.mentor = _build_backend("mentor", cfg.mentor) if needs_mentor else None
-            self.mentor_params = _param_count("mentor", cfg.mentor, self.mentor)
-            self.intern_params = _param_count("intern", cfg.intern, self.intern)
+            self.mentor, self.intern, self.mentor_params, self.intern_params = build_backends(cfg)
             self.classifier, thresholds = self._load_classifier()
             policy = make_policy(cfg.mode, thresholds)
             self.cascade = Cascade(
@@ -240,6 +233,16 @@ class TandemLM(LM):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend, float, float]:
+    """(mentor, intern, |θL|, |θS|). One engine serves both roles when they name the same model and
+    options; no mentor is loaded for intern-only runs."""
+    intern = _build_backend("intern", cfg.intern)
+    mentor: Backend | None = None
+    if cfg.mode != "intern_only":
+        mentor = intern if _same_engine(cfg.mentor, cfg.intern) else _build_backend("mentor", cfg.mentor)
+    return mentor, intern, _param_count(cfg.mentor, mentor), _param_count(cfg.intern, intern)
+
+
 def _build_backend(role: str, rc: RoleConfig) -> Backend:
     logger.info("tandem: loading %s %s on %s", role, rc.model, rc.backend)
     return make_backend(rc.backend, rc.model, **rc.options)
@@ -249,7 +252,7 @@ def _same_engine(a: RoleConfig, b: RoleConfig) -> bool:
     return a.model == b.model and a.backend == b.backend and a.options == b.options
 
 
-def _param_count(role: str, rc: RoleConfig, backend: Backend | None) -> float:
+def _param_count(rc: RoleConfig, backend: Backend | None) -> float:
     if rc.num_params is not None:
         return float(rc.num_params)
     if backend is None:

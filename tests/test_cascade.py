@@ -140,3 +140,21 @@ def test_misconfigurations_fail_clearly():
         Cascade(None, ScriptedBackend(), make_policy("fixed:1"), (100,))
     with pytest.raises(ValueError, match="empty prompt"):
         q("   ")
+
+
+def test_explore_gives_features_and_an_answer_for_every_stage():
+    mentor = ScriptedBackend(script_len={"short": 60}, params=32)
+    intern = ScriptedBackend(default_len=7, params=7)
+    cascade = Cascade(mentor, intern, make_policy("fixed:3"), (100, 500, 1000), progress=False)
+    rows = cascade.explore([q("short"), q("long")])
+    assert [len(r) for r in rows] == [4, 4]
+    short, long = rows
+    assert [o.mentor_tokens for o in long] == [0, 100, 500, 1000]
+    assert [o.mentor_tokens for o in short] == [0, 60, 60, 60]
+    assert all(o.features is not None and o.features.shape == (17,) for r in rows for o in r)
+    # identical prompts (short's stages 1-3) are scored and answered once
+    assert sum(len(c) for c in intern.score_calls) == 2 + 2 + 1 + 1
+    assert len(intern.generate_calls) == 1 and len(intern.generate_calls[0]) == 4 + 2
+    assert short[3].answer == short[1].answer and short[3].features is short[1].features
+    # the mentor generated each token once
+    assert mentor.generated_total == 60 + 1000
