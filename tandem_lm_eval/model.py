@@ -51,7 +51,7 @@ class TandemLM(LM):
             )
         try:
             self.mentor, self.intern, self.mentor_params, self.intern_params = build_backends(cfg)
-            self.classifier, thresholds = self._load_classifier()
+            self.classifier, thresholds = load_classifier(cfg, self.intern)
             policy = make_policy(cfg.mode, thresholds)
             self.cascade = Cascade(
                 mentor=self.mentor,
@@ -70,59 +70,6 @@ class TandemLM(LM):
         self.thresholds = thresholds
         self._costs: list[RequestCost] = []
         install_task_patches()
-
-    # --- classifier ---------------------------------------------------------------------------------
-    def _load_classifier(self) -> tuple[SufficiencyClassifier | None, tuple[float, ...] | None]:
-        cfg = self.config
-        if cfg.mode != "tandem":
-            return None, cfg.thresholds
-        name = cfg.classifier or (DEMO_CLASSIFIER if cfg.is_demo or cfg.intern.model == "demo" else None)
-        if name is None:
-            raise ConfigError(
-                "mode=tandem needs a sufficiency classifier trained for your intern: give classifier=PATH "
-                f"(or a name under {classifiers_dir()}), train one with scripts/train_classifier.py, or run a "
-                "baseline mode (intern_only, fixed:<k>)"
-            )
-        path = Path(name).expanduser()
-        if not path.exists():
-            path = classifiers_dir() / name
-        if not path.exists():
-            shipped = (
-                sorted(p.name for p in classifiers_dir().iterdir() if p.is_dir())
-                if classifiers_dir().is_dir()
-                else []
-            )
-            raise ClassifierError(
-                f"classifier {name!r} not found (not a path; shipped: {', '.join(shipped) or 'none'})"
-            )
-        clf = SufficiencyClassifier.load(path)
-        self._check_classifier(clf, path)
-        thresholds = cfg.thresholds or tuple(clf.card.thresholds)
-        if len(thresholds) != cfg.num_stages:
-            raise ConfigError(
-                f"classifier {path.name} has {len(thresholds)} thresholds but budgets {list(cfg.budgets)} make "
-                f"{cfg.num_stages} stages: give thresholds=[...] with {cfg.num_stages} values"
-            )
-        return clf, thresholds
-
-    def _check_classifier(self, clf: SufficiencyClassifier, path: Path) -> None:
-        problems = []
-        want_intern = normalize_model_name(_intern_identity(self.config.intern, self.intern))
-        if clf.card.intern_model and normalize_model_name(clf.card.intern_model) != want_intern:
-            problems.append(
-                f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
-            )
-        method = getattr(self.intern, "entropy_method", "exact")
-        if clf.card.entropy_method != method:
-            problems.append(
-                f"its features used {clf.card.entropy_method!r} entropy, the intern backend gives {method!r}"
-            )
-        if not problems:
-            return
-        message = f"classifier {path.name}: " + "; ".join(problems)
-        if self.config.classifier_strict:
-            raise ClassifierError(message + " (classifier_strict=false to use it anyway)")
-        logger.warning("tandem: %s; using it anyway (classifier_strict=false)", message)
 
     # --- lm-eval interface ----------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -231,6 +178,62 @@ class TandemLM(LM):
                     "stages": [s.__dict__ for s in res.stages],
                 }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def load_classifier(
+    cfg: TandemConfig, intern: Backend
+) -> tuple[SufficiencyClassifier | None, tuple[float, ...] | None]:
+    """The sufficiency classifier and per-stage thresholds for this run (None for baseline modes).
+
+    ``classifier`` is a folder path or a name under ``classifiers/``; the demo intern gets the shipped
+    demo classifier. Thresholds from model_args override the classifier's.
+    """
+    if cfg.mode != "tandem":
+        return None, cfg.thresholds
+    name = cfg.classifier or (DEMO_CLASSIFIER if cfg.intern.model == "demo" else None)
+    if name is None:
+        raise ConfigError(
+            "mode=tandem needs a sufficiency classifier trained for your intern: give classifier=PATH "
+            f"(or a name under {classifiers_dir()}), train one with `python -m tandem_lm_eval.train_classifier`, "
+            "or run a baseline mode (intern_only, fixed:<k>)"
+        )
+    path = Path(name).expanduser()
+    if not path.exists():
+        path = classifiers_dir() / name
+    if not path.exists():
+        shipped = sorted(p.name for p in classifiers_dir().glob("*/") if p.is_dir())
+        raise ClassifierError(
+            f"classifier {name!r} not found (not a path; shipped: {', '.join(shipped) or 'none'})"
+        )
+    clf = SufficiencyClassifier.load(path)
+    _check_classifier(cfg, clf, path, intern)
+    thresholds = cfg.thresholds or tuple(clf.card.thresholds)
+    if len(thresholds) != cfg.num_stages:
+        raise ConfigError(
+            f"classifier {path.name} has {len(thresholds)} thresholds but budgets {list(cfg.budgets)} make "
+            f"{cfg.num_stages} stages: give thresholds=[...] with {cfg.num_stages} values"
+        )
+    return clf, thresholds
+
+
+def _check_classifier(cfg: TandemConfig, clf: SufficiencyClassifier, path: Path, intern: Backend) -> None:
+    problems = []
+    want_intern = normalize_model_name(_intern_identity(cfg.intern, intern))
+    if clf.card.intern_model and normalize_model_name(clf.card.intern_model) != want_intern:
+        problems.append(
+            f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
+        )
+    method = getattr(intern, "entropy_method", "exact")
+    if clf.card.entropy_method != method:
+        problems.append(
+            f"its features used {clf.card.entropy_method!r} entropy, the intern backend gives {method!r}"
+        )
+    if not problems:
+        return
+    message = f"classifier {path.name}: " + "; ".join(problems)
+    if cfg.classifier_strict:
+        raise ClassifierError(message + " (classifier_strict=false to use it anyway)")
+    logger.warning("tandem: %s; using it anyway (classifier_strict=false)", message)
 
 
 def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend, float, float]:

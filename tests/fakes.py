@@ -16,19 +16,26 @@ class ScriptedBackend(Backend):
     name = "scripted"
 
     def __init__(
-        self, script_len: dict[str, int] | None = None, default_len: int = 10_000, params: int = 1000
+        self,
+        script_len: dict[str, int] | None = None,
+        default_len: int = 10_000,
+        params: int = 1000,
+        model_name: str = "scripted",
+        entropy_method: str = "exact",
     ):
         # script_len: question text -> how many tokens the "model" writes before EOS
         self.script_len = script_len or {}
         self.default_len = default_len
         self.params = params
+        self._model_name = model_name
+        self.entropy_method = entropy_method
         self.generate_calls: list[list[GenerationRequest]] = []
         self.score_calls: list[list[Prompt]] = []
         self.generated_total = 0
 
     @property
     def model_name(self) -> str:
-        return "scripted"
+        return self._model_name
 
     @property
     def num_parameters(self) -> int:

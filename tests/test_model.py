@@ -1,0 +1,143 @@
+"""TandemLM in-process with the tiny real model, and classifier loading checks."""
+
+import json
+
+import pytest
+from fakes import ScriptedBackend
+
+from tandem_lm_eval.classifier import ClassifierError
+from tandem_lm_eval.config import ConfigError, TandemConfig
+from tandem_lm_eval.model import DEMO_CLASSIFIER, TandemLM, load_classifier
+from tandem_lm_eval.reporting import TandemResponse
+
+
+class Req:
+    def __init__(self, context, gen_kwargs, task_name="t", doc_id=0):
+        self.args = (context, gen_kwargs)
+        self.task_name, self.doc_id = task_name, doc_id
+
+
+def cfg(**kw):
+    return TandemConfig.from_model_args(kw)
+
+
+def test_classifier_for_another_intern_is_refused(tiny_classifier_dir):
+    c = cfg(mentor="/m", intern="/models/Qwen3-8B", classifier=str(tiny_classifier_dir), budgets="8/16")
+    intern = ScriptedBackend(model_name="/models/Qwen3-8B")
+    with pytest.raises(ClassifierError, match="trained for intern 'tiny-llama'"):
+        load_classifier(c, intern)
+    lenient = cfg(
+        mentor="/m",
+        intern="/models/Qwen3-8B",
+        classifier=str(tiny_classifier_dir),
+        budgets="8/16",
+        classifier_strict=False,
+    )
+    clf, thresholds = load_classifier(lenient, intern)
+    assert clf is not None and thresholds == (0.5, 0.5, 0.5)
+
+
+def test_entropy_method_mismatch_is_refused(tiny_classifier_dir, tiny_model_dir):
+    intern = ScriptedBackend(model_name=str(tiny_model_dir), entropy_method="topk")
+    c = cfg(mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir), budgets="8/16")
+    with pytest.raises(ClassifierError, match="'exact' entropy, the intern backend gives 'topk'"):
+        load_classifier(c, intern)
+
+
+def test_stage_count_mismatch_needs_thresholds(tiny_classifier_dir, tiny_model_dir):
+    intern = ScriptedBackend(model_name=str(tiny_model_dir))
+    c = cfg(
+        mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir)
+    )  # 3 budgets -> 4 stages
+    with pytest.raises(ConfigError, match="3 thresholds but budgets \\[100, 500, 1000\\] make 4 stages"):
+        load_classifier(c, intern)
+    ok = cfg(
+        mentor="/m",
+        intern=str(tiny_model_dir),
+        classifier=str(tiny_classifier_dir),
+        thresholds="[.1,.2,.3,.4]",
+    )
+    assert load_classifier(ok, intern)[1] == (0.1, 0.2, 0.3, 0.4)
+
+
+def test_missing_classifier_messages(tmp_path):
+    with pytest.raises(ConfigError, match="needs a sufficiency classifier trained for your intern"):
+        load_classifier(cfg(mentor="/m", intern="/i"), ScriptedBackend())
+    with pytest.raises(ClassifierError, match="classifier 'nope' not found"):
+        load_classifier(cfg(mentor="/m", intern="/i", classifier="nope"), ScriptedBackend())
+    assert load_classifier(cfg(mentor="/m", intern="/i", mode="fixed:1"), ScriptedBackend()) == (None, None)
+
+
+def test_demo_classifier_is_shipped():
+    from tandem_lm_eval.resources import classifiers_dir
+
+    folder = classifiers_dir() / DEMO_CLASSIFIER
+    assert (folder / "classifier.json").is_file() and (folder / "README.md").is_file()
+    meta = json.loads((folder / "classifier.json").read_text())
+    assert meta["feature_set"] == "tandem-v1" and meta["intern_model"] == "SmolLM2-135M-Instruct"
+    assert len(meta["thresholds"]) == 4 and meta["budgets"] == [100, 500, 1000]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir, tiny_classifier_dir):
+    return TandemLM(
+        mentor=str(tiny_model_dir),
+        intern=str(tiny_model_dir),
+        classifier=str(tiny_classifier_dir),
+        budgets="[8,16]",
+        progress=False,
+        dtype="float32",
+    )
+
+
+def test_one_engine_serves_both_roles_and_params_are_counted(tiny_lm):
+    assert tiny_lm.mentor is tiny_lm.intern
+    assert tiny_lm.intern_params == sum(p.numel() for p in tiny_lm.intern.model.parameters())
+
+
+def test_generate_until_returns_costed_responses_in_order(tiny_lm):
+    reqs = [
+        Req(f"Question: {i} plus {i}?\nAnswer:", {"until": ["Question:"], "max_gen_toks": 6}, doc_id=i)
+        for i in range(3)
+    ]
+    out = tiny_lm.generate_until(reqs)
+    assert len(out) == 3 and all(isinstance(r, TandemResponse) for r in out)
+    for r in out:
+        c = r.tandem
+        assert c["intern_tokens"] <= 6 and c["mentor_tokens"] in (0, 8, 16)
+        assert c["tflops"] == pytest.approx(
+            2e-12 * tiny_lm.intern_params * (2 * c["mentor_tokens"] + c["intern_tokens"])
+        )
+    # pickling (lm-eval's cache) keeps the cost
+    import pickle
+
+    back = pickle.loads(pickle.dumps(out[0]))
+    assert isinstance(back, TandemResponse) and back.tandem == out[0].tandem and back == out[0]
+    # lm-eval builds plain strings with type(response)(x)
+    assert type(type(out[0])("gold")) is str
+    info = tiny_lm.get_model_info()["tandem"]
+    assert info["summary"]["requests"] >= 3 and info["config"]["budgets"] == [8, 16]
+
+
+def test_chat_history_round_trips_through_apply_chat_template(tiny_lm):
+    ctx = tiny_lm.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    )
+    q = tiny_lm._question(ctx, {"until": ["\n"], "max_gen_toks": 3})
+    assert [(m.role, m.content) for m in q.messages] == [("system", "Be brief."), ("user", "Hi?")]
+
+
+def test_empty_prompt_is_one_clear_error(tiny_lm):
+    with pytest.raises(SystemExit, match="empty prompt"):
+        tiny_lm.generate_until([Req("   ", {"until": []})])
+
+
+def test_loglikelihood_is_answered_by_the_intern(tiny_lm):
+    class LLReq:
+        def __init__(self, a):
+            self.args = a
+
+    ((ll, greedy),) = tiny_lm.loglikelihood([LLReq(("The sky is", " blue"))])
+    assert ll < 0 and isinstance(greedy, bool)
+    with pytest.raises(SystemExit, match="loglikelihood_rolling"):
+        tiny_lm.loglikelihood_rolling([])
