@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..thinking import THINK_CLOSE, THINK_OPEN
 from .base import BackendError, Prompt
 
 
@@ -38,12 +39,17 @@ def resolve_model_path(model: str) -> tuple[str, str | None]:
     return model, None
 
 
-def render_prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt as the model sees it, through its chat template when it has one."""
+def render_prompt_ids(tokenizer, prompt: Prompt, chat_template: str | None = None) -> list[int]:
+    """Token ids of a prompt as the model sees it, through its chat template when it has one.
+
+    ``chat_template`` replaces the tokenizer's own template (a backend's ``chat_template`` option). It
+    is passed per call rather than set on the tokenizer: vLLM's tokenizer renders on pooled copies,
+    so an attribute set on it would not be seen.
+    """
     if prompt.raw_text is not None:
         ids = tokenizer(prompt.raw_text, add_special_tokens=True).input_ids
-    elif getattr(tokenizer, "chat_template", None):
-        kwargs = {}
+    elif chat_template or getattr(tokenizer, "chat_template", None):
+        kwargs = {"chat_template": chat_template} if chat_template else {}
         if prompt.thinking is not None:
             kwargs["enable_thinking"] = prompt.thinking  # ignored by templates without the switch
         ids = tokenizer.apply_chat_template(
@@ -62,3 +68,42 @@ def render_prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     if not ids:
         raise BackendError("empty prompt")
     return ids
+
+
+def think_opening(tokenizer, prompt_ids: list[int]) -> str:
+    """The reasoning-block opening the chat template left open at the end of a rendered prompt.
+
+    DeepSeek-R1-Distill templates (and Qwen3.5-style ones with thinking on) end the prompt with
+    ``<think>\n``: the model's output then starts inside the block and holds only
+    ``reasoning </think> answer``. Backends put this opening back in front of the generated text, so
+    every model's output has the same ``<think>reasoning</think>answer`` shape as a model that opens
+    the block itself (Qwen3) and as a server's ``reasoning`` field; ``thinking.split_thinking`` then
+    needs no per-template knowledge. Returns ``""`` when no block is open (a closed
+    ``<think></think>`` from Qwen3's ``enable_thinking=False`` included).
+    """
+    tail = tokenizer.decode(list(prompt_ids[-16:]), skip_special_tokens=False)
+    at = tail.rfind(THINK_OPEN)
+    if at == -1 or tail.rfind(THINK_CLOSE) > at or tail[at + len(THINK_OPEN) :].strip():
+        return ""
+    return tail[at:]
+
+
+def loglikelihood_ids(tokenizer, context: str, continuation: str, max_tokens: int) -> tuple[list[int], int]:
+    """``(token ids, n_context)`` for an lm-eval loglikelihood pair, at most ``max_tokens`` long.
+
+    The whole string is tokenized and split where the context ends (as lm-eval's HFLM does), so a
+    token spanning the boundary is not split in two. An empty context conditions on BOS (or EOS); a
+    too-long pair keeps the continuation and drops the oldest context.
+    """
+    whole = list(tokenizer(context + continuation, add_special_tokens=False).input_ids)
+    ctx = list(tokenizer(context, add_special_tokens=False).input_ids)
+    n_ctx = len(ctx)
+    while n_ctx > 0 and whole[:n_ctx] != ctx[:n_ctx]:
+        n_ctx -= 1
+    if n_ctx == 0:
+        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        whole, n_ctx = [first, *whole], 1
+    if len(whole) > max_tokens:
+        dropped = len(whole) - max_tokens
+        whole, n_ctx = whole[dropped:], max(1, n_ctx - dropped)
+    return whole, n_ctx

