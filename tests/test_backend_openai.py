@@ -18,7 +18,13 @@ from fault_proxy import FAULTS, FaultProxy
 from vllm_server import VLLMServer, vllm_server  # noqa: F401 - the session fixture
 
 from tandem_lm_eval.backends import BackendError, GenerationRequest, Prompt, make_backend
-from tandem_lm_eval.backends.openai import OpenAIBackend, join_reasoning, parse_count, topk_entropy
+from tandem_lm_eval.backends.openai import (
+    UNKNOWN_TOKEN_ID,
+    OpenAIBackend,
+    join_reasoning,
+    parse_count,
+    topk_entropy,
+)
 from tandem_lm_eval.thinking import split_thinking
 
 # Prompts whose greedy answers run past 32 tokens, so every stage is a real continuation.
@@ -132,8 +138,8 @@ def server(vllm_server: VLLMServer) -> VLLMServer:  # noqa: F811
     return vllm_server
 
 
-def _backend(server: VLLMServer, base_url: str | None = None, **options) -> OpenAIBackend:
-    return make_backend("openai", server.model, base_url=base_url or server.base_url, **options)  # type: ignore[return-value]
+def _backend(srv: VLLMServer, base_url: str | None = None, **options) -> OpenAIBackend:
+    return make_backend("openai", srv.model, base_url=base_url or srv.base_url, **options)  # type: ignore[return-value]
 
 
 def _requests(n: int, prefixes=None) -> list[GenerationRequest]:
@@ -192,6 +198,35 @@ def test_local_tokenizer_renders_like_the_server(server, reference):
     for p in PROMPTS:
         assert local.count_tokens(p) == remote.count_tokens(p)
     assert [g.token_ids for g in local.generate(_requests(32))] == [g.token_ids for g in full]
+
+
+@pytest.mark.vllm
+def test_standard_fields_only_as_for_a_hosted_api(server, reference, caplog):
+    """server=openai: no vLLM extras (no /tokenize, no token ids, no prefill, no prompt_logprobs)."""
+    full, clean_scores = reference
+    story = PROMPTS.index(next(p for p in PROMPTS if p.raw_text is not None))
+    b = _backend(server, server="openai")
+    assert b.server_kind == "openai"
+    with pytest.raises(BackendError, match="pass tokenizer="):
+        b.count_tokens(PROMPTS[0])
+    with pytest.raises(BackendError, match="cannot apply the chat template"):
+        b.generate(_requests(8)[:1])
+    # completions: text in, text out; the token count comes from usage, as a hosted API bills it
+    first = b.generate([GenerationRequest(PROMPTS[story], 16)])[0]
+    cont = b.generate([GenerationRequest(PROMPTS[story], 16, prefix=first)])[0]
+    assert first.token_ids == (UNKNOWN_TOKEN_ID,) * 16 and cont.new_tokens == 16 and len(cont.token_ids) == 32
+    assert cont.text.startswith(first.text) and first.text == full[story].text[: len(first.text)]
+    # echo scoring without token ids: the same exact log-probabilities as prompt_logprobs
+    echo = b.score([PROMPTS[story]])[0]
+    np.testing.assert_allclose(echo.token_logprobs, clean_scores[story].token_logprobs, atol=1e-5)
+    # chat without prefill: a continuation regenerates the whole answer with the larger budget
+    chat = _backend(server, server="openai", endpoint="chat")
+    with caplog.at_level(logging.WARNING, logger="tandem_lm_eval.backends.openai"):
+        a = chat.generate([GenerationRequest(PROMPTS[0], 16)])[0]
+        c = chat.generate([GenerationRequest(PROMPTS[0], 16, prefix=a)])[0]
+    assert "regenerates the whole answer" in caplog.text
+    assert c.text == full[0].text and c.new_tokens == 16 and len(c.token_ids) == 32
+    assert chat.usage.completion_tokens == 16 + 32  # billed: the prefix was generated twice
 
 
 @pytest.fixture(scope="module")
