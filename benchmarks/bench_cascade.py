@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
     from tandem_lm_eval.model import build_backends, load_classifier
     from tandem_lm_eval.policies import make_policy
     from tandem_lm_eval.prompts import Question
-    from tandem_lm_eval.train_classifier import MATH_INSTRUCTION
+    from tandem_lm_eval.scoring.prompts import math_prompt
 
     model_args = dict(kv.split("=", 1) for kv in args.model_arg)
     cfg = TandemConfig.from_model_args(model_args)
@@ -126,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
     )
     docs = load_gsm8k("test")[: args.n]
     questions = [
-        Question((Message("user", f"{d['question']}\n{MATH_INSTRUCTION}"),), max_gen_toks=args.max_gen_toks)
-        for d in docs
+        Question((Message("user", math_prompt(d["question"])),), max_gen_toks=args.max_gen_toks) for d in docs
     ]
     t1 = time.perf_counter()
     results = cascade.run(questions)

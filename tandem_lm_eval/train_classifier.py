@@ -36,11 +36,9 @@ from .config import DEFAULT_BUDGETS, TandemConfig
 from .features import FEATURE_SET
 from .policies import FixedStagePolicy
 from .prompts import Question
+from .scoring.prompts import MATH_INSTRUCTION, math_prompt
 
 logger = logging.getLogger("tandem_lm_eval.train_classifier")
-
-# The user turn of the training questions; the same wording as the tandem_gsm8k / tandem_math tasks.
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -66,9 +64,10 @@ def load_training_questions(dataset: str, limit: int | None, offset: int = 0) ->
 
 def checker_for(dataset: str) -> Callable[[str, str], bool]:
     if dataset.startswith("gsm8k"):
-        from .scoring.gsm8k_answer import score_gsm8k_response
+        from .scoring.gsm8k_answer import gsm8k_gold, score_gsm8k_response
 
-        return lambda answer, gold: bool(score_gsm8k_response(answer, gold))
+        # rows keep GSM8K's whole answer field ("... #### 72"); the gold is the number after ####
+        return lambda answer, gold: bool(score_gsm8k_response(answer, gsm8k_gold(gold) if "####" in gold else gold))
     from .scoring.math_answer import score_math_response
 
     return lambda answer, gold: bool(score_math_response(answer, gold))
@@ -96,7 +95,8 @@ def collect(
         t0 = time.perf_counter()
         rows = cascade.explore(
             [
-                Question((Message("user", f"{q.text}\n{MATH_INSTRUCTION}"),), max_gen_toks=answer_max_tokens)
+                # the same user turn as the tandem_gsm8k / tandem_math tasks
+                Question((Message("user", math_prompt(q.text)),), max_gen_toks=answer_max_tokens)
                 for q in batch
             ]
         )
@@ -247,7 +247,7 @@ def model_card(name: str, clf: SufficiencyClassifier, report: dict, provenance: 
         f"- data: {provenance.get('dataset')}, {r['questions']['train'] + r['questions']['validation']} questions "
         f"x {len(clf.card.budgets) + 1} stages; the intern answered at every stage (greedy, at most "
         f"{provenance.get('answer_max_tokens')} tokens), label = answer correct",
-        f"- prompt: the question, then `{MATH_INSTRUCTION}`",
+        f"- prompt: {provenance.get('prompt', 'the tandem_gsm8k task prompt: the question, a blank line, then `' + MATH_INSTRUCTION + '`')}",
         f"- split by question, {r['questions']['train']} train / {r['questions']['validation']} validation "
         f"(seed {clf.random_state})",
         f"- MLP 64-32, ReLU, dropout {clf.dropout}, Adam lr {clf.learning_rate}, batch {clf.batch_size}, "
