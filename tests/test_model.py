@@ -141,3 +141,17 @@ def test_loglikelihood_is_answered_by_the_intern(tiny_lm):
     assert ll < 0 and isinstance(greedy, bool)
     with pytest.raises(SystemExit, match="loglikelihood_rolling"):
         tiny_lm.loglikelihood_rolling([])
+
+
+def test_prompt_longer_than_intern_context_is_one_clear_error(tiny_model_dir):
+    lm = TandemLM(
+        mentor=str(tiny_model_dir),
+        intern=str(tiny_model_dir),
+        mode="fixed:1",
+        budgets="[4]",
+        intern_max_length=64,
+        progress=False,
+    )
+    long_question = "Question: " + "how many apples " * 40 + "?\nAnswer:"
+    with pytest.raises(SystemExit, match=r"the question alone is \d+ tokens, longer than the intern's context of 64"):
+        lm.generate_until([Req(long_question, {"until": [], "max_gen_toks": 4})])
