@@ -25,6 +25,7 @@ from .classifier import SufficiencyClassifier
 from .cost import RequestCost
 from .features import feature_matrix
 from .policies.base import StopPolicy
+from .pricing import TokenPrices
 from .prompts import Question, insights_text, intern_prompt, mentor_prompt
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Cascade:
         mentor_thinking: bool | None = None,
         intern_thinking: bool | None = None,
         progress: bool = True,
+        mentor_prices: TokenPrices | None = None,
+        intern_prices: TokenPrices | None = None,
     ) -> None:
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
@@ -105,6 +108,7 @@ class Cascade:
         self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
         self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
         self.progress = progress
+        self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
@@ -218,6 +222,7 @@ class Cascade:
                     )
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
+                _bill(st.cost, self.mentor_prices, gen.prompt_tokens or 0, gen.new_tokens)
                 if gen.prompt_tokens is not None:
                     st.cost.mentor_prompt_tokens += gen.prompt_tokens
                 if gen.cached_prompt_tokens:
@@ -275,6 +280,7 @@ class Cascade:
             st.stages[stage].features = f
             st.stages[stage].score = None if value is None else float(value)
             st.cost.intern_scored_tokens += sc.num_tokens
+            _bill(st.cost, self.intern_prices, sc.num_tokens, 0)
             st.cost.times.intern_score += (t1 - t0) / len(todo)
             st.cost.times.classify += (t2 - t1) / len(todo)
 
@@ -307,6 +313,7 @@ class Cascade:
         for st, gen in zip(states, gens):
             cost = st.cost
             cost.intern_tokens = gen.new_tokens
+            _bill(cost, self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
             cost.stop_stage = st.chosen
             cost.stopped_early = st.early
             cost.stage_scores = [s.score for s in st.stages if s.score is not None]
@@ -314,6 +321,12 @@ class Cascade:
             cost.finalize(self.mentor_params, self.intern_params)
             results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason))
         return results
+
+
+def _bill(cost: RequestCost, prices: TokenPrices | None, input_tokens: int, output_tokens: int) -> None:
+    """Add an API call's $ cost: every call pays for all the prompt tokens it sends (pricing.py)."""
+    if prices is not None:
+        cost.usd = (cost.usd or 0.0) + prices.cost(input_tokens, output_tokens)
 
 
 def _same_as_previous(st: _State, stage: int) -> bool:

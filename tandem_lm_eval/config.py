@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .backends import BACKENDS, backend_class
+from .pricing import TokenPrices
 
 DEFAULT_BUDGETS = (100, 500, 1000)
 
@@ -31,6 +32,7 @@ class RoleConfig:
     backend: str = "auto"
     num_params: float | None = None  # |θ| override for Eq. 12 (active parameters for MoE models)
     thinking: bool | None = None
+    prices: TokenPrices | None = None  # $ per 1M input / output tokens (API models)
     options: dict[str, Any] = field(default_factory=dict)  # passed to the backend constructor
 
 
@@ -68,7 +70,7 @@ class TandemConfig:
         "trace_path",
         "progress",
     )
-    ROLE_KEYS = ("backend", "num_params", "thinking")
+    ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
     @property
     def num_stages(self) -> int:
@@ -125,6 +127,16 @@ class TandemConfig:
             rc.thinking = (
                 _as_bool(f"{role}_thinking", opts.pop("thinking")) if "thinking" in opts else thinking
             )
+            if "price_in" in opts or "price_out" in opts:
+                if not ("price_in" in opts and "price_out" in opts):
+                    raise ConfigError(f"give both {role}_price_in and {role}_price_out ($ per 1M tokens)")
+                try:
+                    rc.prices = TokenPrices(
+                        parse_price(f"{role}_price_in", opts.pop("price_in")),
+                        parse_price(f"{role}_price_out", opts.pop("price_out")),
+                    )
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
             rc.backend = resolve_backend_name(rc.backend, role)
             accepted = _backend_options(role, rc.backend)
             # Shared keys (dtype) reach only the backends that take them (a server has no dtype).
@@ -182,6 +194,9 @@ class TandemConfig:
                 "backend": rc.backend,
                 "num_params": rc.num_params,
                 "thinking": rc.thinking,
+                "prices_per_million": None
+                if rc.prices is None
+                else [rc.prices.input_per_million, rc.prices.output_per_million],
                 "options": {k: (v if "key" not in k.lower() else "<set>") for k, v in rc.options.items()},
             }
         out["budgets"] = list(self.budgets)

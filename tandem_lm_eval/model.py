@@ -64,6 +64,8 @@ class TandemLM(LM):
                 mentor_thinking=cfg.mentor.thinking,
                 intern_thinking=cfg.intern.thinking,
                 progress=cfg.progress,
+                mentor_prices=cfg.mentor.prices,
+                intern_prices=cfg.intern.prices,
             )
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None

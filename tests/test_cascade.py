@@ -158,3 +158,25 @@ def test_explore_gives_features_and_an_answer_for_every_stage():
     assert short[3].answer == short[1].answer and short[3].features is short[1].features
     # the mentor generated each token once
     assert mentor.generated_total == 60 + 1000
+
+
+def test_api_prices_bill_every_call_including_resent_prefixes():
+    from tandem_lm_eval.pricing import TokenPrices
+
+    mentor = ScriptedBackend(params=32)  # reports prompt_tokens=5 per call
+    intern = ScriptedBackend(default_len=7, params=7)
+    cascade = Cascade(
+        mentor,
+        intern,
+        make_policy("fixed:2"),
+        (100, 500),
+        mentor_prices=TokenPrices(1.0, 10.0),
+        progress=False,
+    )
+    (r,) = cascade.run([q("z")])
+    # two mentor calls: 5 input + 100 output, then 5 input + 400 output; the intern is unpriced
+    assert r.cost.usd == pytest.approx((5 * 1.0 + 100 * 10.0 + 5 * 1.0 + 400 * 10.0) / 1e6)
+    (free,) = Cascade(
+        ScriptedBackend(), ScriptedBackend(default_len=3), make_policy("fixed:1"), (10,), progress=False
+    ).run([q("z")])
+    assert free.cost.usd is None

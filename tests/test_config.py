@@ -88,3 +88,20 @@ def test_lm_eval_plumbing_keys_are_accepted():
 def test_bad_values(kw, match):
     with pytest.raises(ConfigError, match=match):
         parse(**kw)
+
+
+def test_prices_are_role_keys():
+    cfg = parse(
+        mentor="m",
+        intern="i",
+        mentor_backend="hf",
+        intern_backend="hf",
+        mentor_price_in="$0.15",
+        mentor_price_out=0.6,
+    )
+    assert cfg.mentor.prices.input_per_million == 0.15 and cfg.mentor.prices.output_per_million == 0.6
+    assert cfg.intern.prices is None and "price_in" not in cfg.mentor.options
+    with pytest.raises(ConfigError, match="give both mentor_price_in and mentor_price_out"):
+        parse(mentor="m", intern="i", mentor_price_in=1)
+    with pytest.raises(ConfigError, match="mentor_price_out"):
+        parse(mentor="m", intern="i", mentor_price_in=1, mentor_price_out="cheap")
