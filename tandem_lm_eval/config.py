@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .backends import BACKENDS, backend_class
-from .pricing import TokenPrices
+from .pricing import TokenPrices, parse_price
 
 DEFAULT_BUDGETS = (100, 500, 1000)
 
