@@ -161,10 +161,11 @@ class HFBackend(Backend):
             new_ids: list[int] = []
             hit_eos = False
             for tok in row:
+                new_ids.append(tok)
                 if tok in eos_ids:
+                    # The EOS token was generated (and costs compute): it counts, as on vLLM and servers.
                     hit_eos = True
                     break
-                new_ids.append(tok)
             results.append((new_ids, hit_eos))
         return results
 
