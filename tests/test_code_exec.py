@@ -225,10 +225,12 @@ def test_every_canonical_solution_passes(shared_data: Path) -> None:
     results = run_programs(_programs(rows, [r["canonical_solution"] for r in rows]), workers=2)
     failed = [(r["task_id"], res.output_tail[-300:]) for r, res in zip(rows, results) if not res.passed]
     assert not failed, failed[:5]
-    # ... and as a chat answer with a full definition in a code block.
-    fenced = [f"Sure.\n```python\n{r['prompt']}{r['canonical_solution']}```\n" for r in rows]
-    results = run_programs(_programs(rows, fenced), workers=2)
-    failed = [r["task_id"] for r, res in zip(rows, results) if not res.passed]
+    # ... and as a chat answer with a full definition in a code block (every fourth problem: the
+    # extraction differs, the execution does not).
+    some = rows[::4]
+    fenced = [f"Sure.\n```python\n{r['prompt']}{r['canonical_solution']}```\n" for r in some]
+    results = run_programs(_programs(some, fenced), workers=2)
+    failed = [r["task_id"] for r, res in zip(some, results) if not res.passed]
     assert not failed, failed
 
 

@@ -57,7 +57,7 @@ def _plain(answer: str) -> str:
     text = normalize_for_parse(answer)
     text = re.sub(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}", r"\1", text)
     text = text.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "")
-    return re.sub(r"\s+", "", text).lower()
+    return re.sub(r"\s+", "", text)
 
 
 def compare(pred: str, gold: str, timeout_s: float) -> bool:

@@ -219,12 +219,12 @@ def _run_program(cfg: dict, result_fd: int) -> int:
     workdir = cfg["workdir"]
     with open(os.path.join(workdir, cfg["program_file"]), encoding="utf-8") as handle:
         source = handle.read()
-    drop = os.geteuid() == 0 and cfg.get("sandbox_uid") is not None
-    if drop:
-        _preimport(source)
-    # Before the uid switch: the guards import modules of their own.
+    # Before the uid switch: the guards import modules of their own. Before the pre-imports too,
+    # so that a standard module with side effects on import (antigravity starts a browser) meets
+    # the guards even while still privileged.
     _install_guards(workdir)
-    if drop:
+    if os.geteuid() == 0 and cfg.get("sandbox_uid") is not None:
+        _preimport(source)
         _drop_privileges(cfg["sandbox_uid"])
         cfg = {**cfg, "dedicated_uid": True}
     _set_limits(cfg)
