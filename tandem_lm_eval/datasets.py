@@ -197,8 +197,7 @@ def _math_split_rows(
     for one in [subject] if subject else MATH_SUBJECTS:
         rows = _load_hub(MATH_HUB, one.hub_config, split, relpath)
         out += [
-            _math_row({**row, "type": one.name}, f"math/{split}/{one.key}/{i}")
-            for i, row in enumerate(rows)
+            _math_row({**row, "type": one.name}, f"math/{split}/{one.key}/{i}") for i, row in enumerate(rows)
         ]
     return out
 

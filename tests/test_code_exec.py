@@ -251,3 +251,19 @@ def test_broken_canonical_solutions_fail(shared_data: Path) -> None:
     results = run_programs(_programs(rows, broken), workers=2)
     passed = [r["task_id"] for r, res in zip(rows, results) if res.passed]
     assert not passed, passed
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only matters when the host reads the output as root")
+def test_output_symlink_does_not_leak_host_files(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    secret.chmod(0o600)
+    os.chmod(tmp_path, 0o755)
+    # Through ctypes: os.symlink to a path outside is refused by the guards already.
+    program = (
+        "import ctypes, os\nos.remove('output.txt')\n"
+        f"assert ctypes.CDLL(None).symlink({str(secret).encode()!r}, b'output.txt') == 0\n"
+    )
+    result, _ = _run(program)
+    assert result.passed  # the swap itself worked ...
+    assert "TOP-SECRET" not in result.output_tail  # ... but the host did not follow the link

@@ -68,6 +68,19 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def _read_tail(path: str) -> str:
+    """The end of the program's output file. O_NOFOLLOW: the program may have swapped the file for
+    a symlink to something only we (root) can read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        handle.seek(max(0, size - _OUTPUT_TAIL))
+        return handle.read().decode(errors="replace")
+
+
 def run_program(program: str, limits: SandboxLimits | None = None) -> ExecResult:
     """Execute ``program`` (complete Python source) in a fresh sandboxed process."""
     limits = limits or SandboxLimits()
@@ -115,11 +128,9 @@ def run_program(program: str, limits: SandboxLimits | None = None) -> ExecResult
         isolation = tuple(reports[0].get("isolation", ())) if reports else ()
         timed_out = timed_out or any(report.get("timed_out") for report in reports)
         passed = not timed_out and proc.returncode == 0 and f"PASSED {nonce}" in lines
-        try:
-            output = Path(workdir, "output.txt").read_bytes()[-_OUTPUT_TAIL:].decode(errors="replace")
-        except OSError:
-            output = ""
-        output += stderr.decode(errors="replace")[-_OUTPUT_TAIL:]
+        output = (
+            _read_tail(os.path.join(workdir, "output.txt")) + stderr.decode(errors="replace")[-_OUTPUT_TAIL:]
+        )
         status = "timeout" if timed_out else "passed" if passed else "failed"
         return ExecResult(status, None if timed_out else proc.returncode, duration, output, isolation)
     finally:
