@@ -125,6 +125,51 @@ def test_local_math_train_split_is_used_when_present(tmp_path: Path, shared_data
         load_math("train", data_dir=tmp_path, train_source="math500_complement")
 
 
+def test_hub_path_uses_the_standard_datasets(monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    """Without a data folder the loaders ask `datasets` for the standard hub ids. No network here:
+    a stand-in serves the shared files in the hub datasets' own shapes."""
+    import datasets
+
+    def rows(rel: str) -> list[dict]:
+        return [json.loads(line) for line in (shared_data / rel).read_text().splitlines()]
+
+    by_config = {s.hub_config: s.name for s in MATH_SUBJECTS}
+    calls: list[tuple] = []
+
+    def fake_load_dataset(path: str, name: str | None = None, split: str | None = None, **kwargs):
+        calls.append((path, name, split))
+        if path == "EleutherAI/hendrycks_math":  # fields problem, level, type, solution
+            data = [
+                {k: r[k] for k in ("problem", "level", "type", "solution")}
+                for r in rows("math/test.jsonl")
+                if r["type"] == by_config[name]
+            ]
+        elif path == "HuggingFaceH4/MATH-500":
+            data = rows("math/math500.jsonl")
+        elif path == "openai/gsm8k":
+            data = rows(f"gsm8k/{split}.jsonl")
+        elif path == "openai/openai_humaneval":
+            data = rows("humaneval/HumanEval.jsonl")
+        else:
+            raise AssertionError(path)
+        return datasets.Dataset.from_list(data)
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    geometry = load_math("test", "geometry")
+    assert len(geometry) == 479 and calls == [("EleutherAI/hendrycks_math", "geometry", "test")]
+    assert geometry[0]["level"] in range(1, 6) and geometry[0]["subject"] == "Geometry"
+    assert len(load_math("test")) == 5000
+    assert len(load_math("math500")) == 500
+    assert calls[-1] == ("HuggingFaceH4/MATH-500", None, "test")
+    calls.clear()
+    load_math("train", "algebra")  # the hub has a train split: it is used
+    assert calls == [("EleutherAI/hendrycks_math", "algebra", "train")]
+    assert len(load_math("train", train_source="math500_complement")) == 4500
+    assert len(load_gsm8k("test")) == 1319 and calls[-1] == ("openai/gsm8k", "main", "test")
+    assert len(load_humaneval()) == 164 and calls[-1] == ("openai/openai_humaneval", None, "test")
+
+
 # ---------------------------------------------------------------- scripted model through lm-eval
 
 
