@@ -132,3 +132,63 @@ def test_missing_model_path_is_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "model path '/nope/model' does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def stock_gsm8k_on_local_data(tmp_path: Path, shared: Path) -> Path:
+    """The stock lm-eval `gsm8k` task, unchanged except that it reads ../shared/data (no hub here)."""
+    import lm_eval
+
+    stock = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
+    folder = tmp_path / "stock_tasks"
+    folder.mkdir()
+    (folder / "gsm8k_local.yaml").write_text(
+        f"include: {stock}\n"
+        "task: gsm8k_local\n"
+        "dataset_path: json\n"
+        "dataset_name: null\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    train: {shared / 'gsm8k' / 'train.jsonl'}\n"
+        f"    test: {shared / 'gsm8k' / 'test.jsonl'}\n"
+    )
+    return folder
+
+
+@pytest.mark.slow
+def test_demo_pair_on_stock_gsm8k_with_real_smollm2(tmp_path, shared_data):
+    """No model_args: the embedded demo (real SmolLM2-135M-Instruct as mentor and intern, shipped
+    classifier, transformers backend) on the stock gsm8k task, cost metrics in the results JSON."""
+    folder = stock_gsm8k_on_local_data(tmp_path, shared_data)
+    proc = lm_eval(
+        [
+            "--model",
+            "tandem",
+            "--tasks",
+            "gsm8k_local",
+            "--include_path",
+            str(folder),
+            "--limit",
+            "2",
+            "--log_samples",
+            "--gen_kwargs",
+            "max_gen_toks=64",
+        ],
+        tmp_path,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "running the offline DEMO pair" in proc.stderr
+    data, samples = results_and_samples(tmp_path)
+    res = data["results"]["gsm8k_local"]
+    for key in COST_KEYS:
+        assert key in res
+    assert any(k.startswith("exact_match,") for k in res)
+    rows = samples["gsm8k_local"]
+    assert len(rows) == 2
+    info = data["config"]["tandem"]
+    assert info["intern_params"] == info["mentor_params"] == 134_515_008
+    for row in rows:
+        assert row["tandem_mentor_tokens"] <= 1000 and 0 <= row["tandem_stop_stage"] <= 3
+        # the stock task's regex filters made new strings: the cost came through the ledger
+        assert row["tandem_intern_tokens"] <= 64
+    assert info["summary"]["requests"] == 2
