@@ -12,7 +12,8 @@ standard library. Layers, strongest first:
    stops it from regaining root through setuid binaries. The modules it imports are imported
    before the switch, because the interpreter's own files may not be readable by ``nobody`` (a
    Python installed under /root); only the standard library is reachable (``-I -S``).
-3. Resource limits: address space, CPU seconds, file size, open files, processes, no core dumps.
+3. Resource limits: address space, CPU seconds, file size, open files, processes, no core dumps;
+   and a lower scheduling priority (nice 10).
 4. Python-level guards (sockets, process creation, file changes outside the working directory).
    These are NOT a security boundary (ctypes gets around them); they catch accidents and make the
    non-root, no-namespace case fail closed for the common calls.
@@ -228,6 +229,12 @@ def _run_program(cfg: dict, result_fd: int) -> int:
         _drop_privileges(cfg["sandbox_uid"])
         cfg = {**cfg, "dedicated_uid": True}
     _set_limits(cfg)
+    # Below the launcher and the host: a CPU-hungry program (a fork bomb) must not starve the
+    # launcher that has to kill it on time.
+    try:
+        os.nice(10)
+    except OSError:
+        pass
     os.chdir(workdir)
     # The program's own output goes to a file (bounded by RLIMIT_FSIZE), never to our pipes.
     out = os.open(os.path.join(workdir, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -36,7 +36,7 @@ class SandboxLimits:
 
     timeout_s: float = 10.0  # wall clock, whole process group; CPU time is capped at about the same
     memory_bytes: int = 1 << 30  # address space per process
-    max_processes: int = 32  # on top of what the user already runs (exactly this many as nobody)
+    max_processes: int = 16  # on top of what the user already runs (exactly this many as nobody)
     max_file_bytes: int = 16 << 20  # largest file the program may write (its output included)
     max_open_files: int = 256
     # Used only when this process runs as root: the uid the program runs as (65534 = nobody).
