@@ -111,29 +111,6 @@ def test_bad_model_args_give_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
-def test_missing_model_path_is_one_clear_line(tmp_path):
-    proc = lm_eval(
-        [
-            "--model",
-            "tandem",
-            "--model_args",
-            "mentor=/nope/model,intern=/nope/model,mode=fixed:1",
-            "--tasks",
-            "tandem_test_arith",
-            "--include_path",
-            str(FIXTURE_TASKS),
-            "--limit",
-            "1",
-        ],
-        tmp_path,
-        timeout=300,
-    )
-    assert proc.returncode != 0
-    assert "model path '/nope/model' does not exist" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def stock_gsm8k_on_local_data(tmp_path: Path, shared: Path) -> Path:
     """The stock lm-eval `gsm8k` task, unchanged except that it reads ../shared/data (no hub here)."""
     import lm_eval

@@ -153,5 +153,12 @@ def test_prompt_longer_than_intern_context_is_one_clear_error(tiny_model_dir):
         progress=False,
     )
     long_question = "Question: " + "how many apples " * 40 + "?\nAnswer:"
-    with pytest.raises(SystemExit, match=r"the question alone is \d+ tokens, longer than the intern's context of 64"):
+    with pytest.raises(
+        SystemExit, match=r"the question alone is \d+ tokens, longer than the intern's context of 64"
+    ):
         lm.generate_until([Req(long_question, {"until": [], "max_gen_toks": 4})])
+
+
+def test_missing_model_path_is_one_clear_error():
+    with pytest.raises(SystemExit, match="tandem: model path '/nope/model' does not exist"):
+        TandemLM(mentor="/nope/model", intern="/nope/model", mode="fixed:1")
