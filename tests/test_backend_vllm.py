@@ -80,6 +80,7 @@ def test_cpu_engine_settings_and_identity(backend, reference):
     assert args["dtype"] == "float32" and args["enforce_eager"] is True
     assert args["kv_cache_memory_bytes"] == 1 << 30
     assert backend.block_size == 32 and backend.max_context == 2048
+    assert backend.kv_cache_tokens and backend.kv_cache_tokens > 10_000  # 1 GiB of fp32 SmolLM2 KV
     assert backend.num_parameters == reference.num_parameters
     # vLLM's tokenizer renders exactly the ids transformers does (chat template and raw text)
     for p in PROMPTS:

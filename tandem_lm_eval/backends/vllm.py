@@ -170,7 +170,13 @@ class VLLMBackend(Backend):
         model_config = self.llm.llm_engine.model_config
         self._max_context = int(model_config.max_model_len)
         self.vocab_size = int(model_config.get_vocab_size())
-        self.block_size = int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        self.block_size = int(cache.block_size)
+        # Tokens the KV cache holds (None when this vLLM does not say): continuations hit the prefix
+        # cache only while their earlier blocks are still there.
+        size = getattr(cache, "kv_cache_size_tokens", None) or (cache.num_gpu_blocks or 0) * self.block_size
+        self.kv_cache_tokens: int | None = int(size) if size else None
+        self._warned_cache = False
         self._eos_ids = _eos_ids(self.tokenizer, model_config)
         self._num_parameters: int | None = None
         self._torch_scorer: Backend | None = None
@@ -240,6 +246,7 @@ class VLLMBackend(Backend):
             )
         if not batch:
             return results  # type: ignore[return-value]
+        self._warn_if_cache_too_small(prompts, params)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         for (i, prompt_ids, prefix_ids, opening), out in zip(batch, outputs):
             completion = out.outputs[0]
@@ -404,6 +411,22 @@ class VLLMBackend(Backend):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+
+    def _warn_if_cache_too_small(self, prompts: list, params: list) -> None:
+        """Continuations reuse the blocks of the previous stage only if the cache can keep them all."""
+        if self._warned_cache or not self.kv_cache_tokens:
+            return
+        need = sum(len(p["prompt_token_ids"]) + sp.max_tokens for p, sp in zip(prompts, params))
+        if need > self.kv_cache_tokens:
+            self._warned_cache = True
+            logger.warning(
+                "%s: this batch needs %d KV-cache tokens, the cache holds %d: the next stage's "
+                "continuations will find fewer of their blocks cached (raise kv_cache_memory_bytes or "
+                "gpu_memory_utilization for prefix-cache hits)",
+                self._name,
+                need,
+                self.kv_cache_tokens,
+            )
 
     def _check_gpu_share(self, args: dict[str, Any]) -> None:
         if not _LIVE_GPU_SHARES:
