@@ -163,7 +163,9 @@ def test_demo_pair_on_stock_gsm8k_with_real_smollm2(tmp_path, shared_data):
         for key in COST_KEYS:
             assert key.replace(",none", f",{filt}") in res, res
     rows = samples["gsm8k_local"]
-    assert len(rows) == 2
+    assert (
+        sorted(r["filter"] for r in rows) == ["flexible-extract"] * 2 + ["strict-match"] * 2
+    )  # 2 docs x 2 filters
     info = data["config"]["tandem"]
     assert info["intern_params"] == info["mentor_params"] == 134_515_008
     for row in rows:
