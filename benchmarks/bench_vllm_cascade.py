@@ -105,6 +105,7 @@ class Call:
     seconds: float
     count: int
     features_s: float = 0.0  # score calls: feature extraction on the returned scores
+    positions: int = 0  # score calls: prompt tokens scored
     generations: list[Generation] = field(default_factory=list, repr=False)
     prefixed: list[bool] = field(default_factory=list, repr=False)
 
@@ -141,7 +142,9 @@ class Recorder(Backend):
         out = self.inner.score(prompts)
         t1 = time.perf_counter()
         feature_matrix(out)  # the cascade does exactly this next; time it on the same scores
-        self.calls.append(Call("score", t1 - t0, len(prompts), features_s=time.perf_counter() - t1))
+        features_s = time.perf_counter() - t1
+        positions = sum(s.num_tokens for s in out)
+        self.calls.append(Call("score", t1 - t0, len(prompts), features_s=features_s, positions=positions))
         return out
 
 
@@ -232,6 +235,8 @@ def stage_table(mentor_rec: Recorder, intern_rec: Recorder, clf: TimedClassifier
             {
                 "stage": stage,
                 "questions_scored": sc.count,
+                "positions_scored": sc.positions,
+                "score_ms_per_position": 1000 * sc.seconds / max(sc.positions, 1),
                 "mentor_generate_s": mentor_s,
                 "intern_score_s": sc.seconds,
                 "features_s": sc.features_s,
@@ -376,6 +381,10 @@ def benchmark(args, preset: dict) -> dict:
         "tandem_over_intern_only_wall": wall / out["intern_only"]["wall_s"],
         "mentor_only_over_intern_only_wall": out["mentor_only"]["wall_s"] / out["intern_only"]["wall_s"],
         "cascade_throughput_over_plain": cascade_tps / plain_tps,
+        # the same without the judgment phases: how well the stages' generation itself runs
+        "generation_throughput_over_plain": (mentor_tokens + intern_tokens)
+        / (wall - out["tandem"]["judgment_s"])
+        / plain_tps,
         "judgment_share_of_tandem_wall": out["tandem"]["judgment_s"] / wall,
     }
     out["setup"] = {
@@ -407,7 +416,8 @@ def entropy_study(args, preset: dict) -> dict:
     from tandem_lm_eval.prompts import Question, intern_prompt
 
     model_args = {**preset["model_args"], **dict(kv.split("=", 1) for kv in args.model_arg)}
-    model_args["intern_exact_entropy"] = "vllm"  # the engine must allow full-vocabulary logprobs
+    # the engine must allow full-vocabulary logprobs: exact through vLLM at construction
+    model_args.update(intern_entropy="exact", intern_exact_entropy="vllm")
     model_args["mode"] = "intern_only"
     cfg = TandemConfig.from_model_args(model_args)
     _, intern, _, _ = build_backends(cfg)
@@ -507,7 +517,8 @@ def print_report(out: dict) -> None:
         print(
             f"  stage {s['stage']}: mentor {s['mentor_generate_s']:.2f} s, judgment {s['judgment_s']:.2f} s "
             f"(score {s['intern_score_s']:.2f}, features {s['features_s']:.3f}, classifier {s['classifier_s']:.3f}) "
-            f"= {100 * s['judgment_share_of_stage']:.1f}% of the stage"
+            f"= {100 * s['judgment_share_of_stage']:.1f}% of the stage; "
+            f"{s['positions_scored']} positions, {s['score_ms_per_position']:.2f} ms each"
         )
     for key in ("mentor_continuation_cache", "intern_answer_cache"):
         c = t[key]
