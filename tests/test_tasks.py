@@ -251,6 +251,47 @@ def test_scripted_model_scores_exactly(task_manager: TaskManager) -> None:
     assert "def has_close_elements" in sample["filtered_resps"][0]
 
 
+def test_group_row_reports_the_cost_per_problem_over_all_subjects(task_manager: TaskManager) -> None:
+    """Under --model tandem every subject row has cost metrics; the group row averages them over all
+    problems (weighted by subject size), like exact_match. Other models: no cost rows, no warnings."""
+    from tandem_lm_eval.cost import RequestCost
+    from tandem_lm_eval.reporting import LEDGER, TandemResponse, install_task_patches
+
+    install_task_patches()
+
+    class Costly(ScriptedLM):
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            texts = super().generate_until(requests, disable_tqdm)
+            # a different cost per subject and problem, so a wrong average would show
+            return [
+                TandemResponse(
+                    t,
+                    RequestCost(
+                        mentor_tokens=10 * (1 + i % 7),
+                        intern_tokens=len(r.args[0]) % 50,
+                        tflops=0.5 * i,
+                        stop_stage=i % 4,
+                    ),
+                )
+                for i, (t, r) in enumerate(zip(texts, requests))
+            ]
+
+    try:
+        out = simple_evaluate(model=Costly(), tasks=["tandem_math"], task_manager=task_manager, limit=2)
+    finally:
+        for task in SUBJECT_TASKS:
+            LEDGER.collect(task, [])  # leave no costs behind for the other tests
+    results = out["results"]
+    for metric in ("tandem_tflops", "tandem_mentor_tokens", "tandem_intern_tokens", "tandem_stop_stage"):
+        per_subject = [results[task][f"{metric},none"] for task in SUBJECT_TASKS]
+        assert len(set(per_subject)) > 1, metric  # the subjects really differ
+        # equal subject sizes under --limit: the size-weighted mean is the plain mean
+        assert results["tandem_math"][f"{metric},none"] == pytest.approx(sum(per_subject) / len(per_subject))
+    assert "tandem_usd,none" not in results["tandem_math"]  # no prices given: no $ row
+    plain = simple_evaluate(model=ScriptedLM(), tasks=["tandem_math"], task_manager=task_manager, limit=1)
+    assert not any(k.startswith("tandem_") for k in plain["results"]["tandem_math"])
+
+
 def test_prompt_opened_think_scores_cut_off_reasoning_wrong(task_manager: TaskManager) -> None:
     class Truncated(ScriptedLM):
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
