@@ -161,32 +161,26 @@ def _patch_class(klass) -> None:
 
         klass.process_results = process_results
 
-    if "aggregation" in vars(klass):
-        original_agg = vars(klass)["aggregation"]
+    # Cost metrics join each task's own: averaged over documents, lower is better.
+    _add_cost_entries(klass, "aggregation", lm_mean)
+    _add_cost_entries(klass, "higher_is_better", False)
 
-        def aggregation(self, _orig=original_agg):
-            out = _orig(self)
-            name = _task_name(self)
-            if LEDGER.has_task(name):
-                out = dict(out)
-                for m in (*COST_METRICS, USD_METRIC):
-                    out.setdefault(m, lm_mean)
-            return out
 
-        klass.aggregation = aggregation
+def _add_cost_entries(klass, method: str, value) -> None:
+    """Wrap ``klass.<method>`` (a metric -> entry dict) to add ``value`` for every cost metric."""
+    if method not in vars(klass):
+        return
+    original = vars(klass)[method]
 
-    if "higher_is_better" in vars(klass):
-        original_hib = vars(klass)["higher_is_better"]
+    def wrapped(self, _orig=original):
+        out = _orig(self)
+        if LEDGER.has_task(_task_name(self)):
+            out = dict(out)
+            for metric in (*COST_METRICS, USD_METRIC):
+                out.setdefault(metric, value)
+        return out
 
-        def higher_is_better(self, _orig=original_hib):
-            out = _orig(self)
-            if LEDGER.has_task(_task_name(self)):
-                out = dict(out)
-                for m in (*COST_METRICS, USD_METRIC):
-                    out.setdefault(m, False)  # costs: lower is better
-            return out
-
-        klass.higher_is_better = higher_is_better
+    setattr(klass, method, wrapped)
 
 
 def _task_name(task) -> str:
