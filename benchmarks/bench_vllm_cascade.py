@@ -105,7 +105,9 @@ class Call:
     seconds: float
     count: int
     features_s: float = 0.0  # score calls: feature extraction on the returned scores
-    positions: int = 0  # score calls: prompt tokens scored
+    positions: int = 0  # score calls: predicted prompt positions whose values were returned
+    computed: int = 0  # ... of which the engine computed (the rest came from earlier stages' scores)
+    reused: int = 0
     generations: list[Generation] = field(default_factory=list, repr=False)
     prefixed: list[bool] = field(default_factory=list, repr=False)
 
@@ -138,13 +140,28 @@ class Recorder(Backend):
     def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
         from tandem_lm_eval.features import feature_matrix
 
+        before = getattr(self.inner, "positions_computed", None), getattr(self.inner, "positions_reused", 0)
         t0 = time.perf_counter()
         out = self.inner.score(prompts)
         t1 = time.perf_counter()
         feature_matrix(out)  # the cascade does exactly this next; time it on the same scores
         features_s = time.perf_counter() - t1
-        positions = sum(s.num_tokens for s in out)
-        self.calls.append(Call("score", t1 - t0, len(prompts), features_s=features_s, positions=positions))
+        positions = sum(s.num_tokens - 1 for s in out)  # predicted positions of the prompts
+        computed, reused = positions, 0
+        if before[0] is not None:  # the vLLM backend computes only positions no earlier prompt had
+            computed = self.inner.positions_computed - before[0]
+            reused = self.inner.positions_reused - before[1]
+        self.calls.append(
+            Call(
+                "score",
+                t1 - t0,
+                len(prompts),
+                features_s=features_s,
+                positions=positions,
+                computed=computed,
+                reused=reused,
+            )
+        )
         return out
 
 
@@ -221,6 +238,7 @@ def reset_caches(*backends: Backend) -> None:
     """Each run starts cold: an earlier run's prefix-cache entries would flatter the next one."""
     for b in backends:
         engine_of(b).reset_prefix_cache()
+        getattr(b, "_memos", {}).clear()  # the scores memo would only find blocks vLLM no longer has
 
 
 def stage_table(mentor_rec: Recorder, intern_rec: Recorder, clf: TimedClassifier) -> list[dict]:
@@ -236,7 +254,9 @@ def stage_table(mentor_rec: Recorder, intern_rec: Recorder, clf: TimedClassifier
                 "stage": stage,
                 "questions_scored": sc.count,
                 "positions_scored": sc.positions,
-                "score_ms_per_position": 1000 * sc.seconds / max(sc.positions, 1),
+                "positions_computed": sc.computed,
+                "positions_reused": sc.reused,
+                "score_ms_per_computed_position": 1000 * sc.seconds / max(sc.computed, 1),
                 "mentor_generate_s": mentor_s,
                 "intern_score_s": sc.seconds,
                 "features_s": sc.features_s,
@@ -421,6 +441,7 @@ def entropy_study(args, preset: dict) -> dict:
     model_args["mode"] = "intern_only"
     cfg = TandemConfig.from_model_args(model_args)
     _, intern, _, _ = build_backends(cfg)
+    intern._can_read_cache = False  # every call scores every position: per-position costs compare
     rows = load_gsm8k("test")[: args.study_prompts]
     # x_t = Q ⊕ I_t with the gold solution standing in for the mentor's insights (realistic lengths)
     prompts = [intern_prompt(Question((Message("user", r["question"]),)), r["answer"], None) for r in rows]
@@ -518,7 +539,8 @@ def print_report(out: dict) -> None:
             f"  stage {s['stage']}: mentor {s['mentor_generate_s']:.2f} s, judgment {s['judgment_s']:.2f} s "
             f"(score {s['intern_score_s']:.2f}, features {s['features_s']:.3f}, classifier {s['classifier_s']:.3f}) "
             f"= {100 * s['judgment_share_of_stage']:.1f}% of the stage; "
-            f"{s['positions_scored']} positions, {s['score_ms_per_position']:.2f} ms each"
+            f"{s['positions_scored']} positions ({s['positions_computed']} computed, {s['positions_reused']} "
+            f"from the previous stage), {s['score_ms_per_computed_position']:.2f} ms per computed one"
         )
     for key in ("mentor_continuation_cache", "intern_answer_cache"):
         c = t[key]

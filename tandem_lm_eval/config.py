@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .backends import BACKENDS, backend_class
+from .options import OptionError, as_bool, as_count, as_float, as_int, as_list, as_str
 from .pricing import TokenPrices, parse_price
 
 DEFAULT_BUDGETS = (100, 500, 1000)
 
 
-class ConfigError(ValueError):
-    """A model_args problem; the message names the key."""
+# A model_args problem; the message names the key. The value converters raise it too.
+ConfigError = OptionError
 
 
 @dataclass
@@ -116,16 +117,16 @@ class TandemConfig:
         if top.get("dtype") is not None:
             shared["dtype"] = str(top["dtype"])
         device = top.get("device")
-        thinking = _as_bool("thinking", top["thinking"]) if top.get("thinking") is not None else None
+        thinking = as_bool("thinking", top["thinking"]) if top.get("thinking") is not None else None
         roles = {}
         for role, model in (("mentor", mentor), ("intern", intern)):
             opts = role_args[role]
-            rc = RoleConfig(model=_as_str(role, model))
-            rc.backend = _as_str(f"{role}_backend", opts.pop("backend", "auto"))
+            rc = RoleConfig(model=as_str(role, model))
+            rc.backend = as_str(f"{role}_backend", opts.pop("backend", "auto"))
             if "num_params" in opts:
-                rc.num_params = _as_float(f"{role}_num_params", opts.pop("num_params"), minimum=0)
+                rc.num_params = float(as_count(f"{role}_num_params", opts.pop("num_params")))
             rc.thinking = (
-                _as_bool(f"{role}_thinking", opts.pop("thinking")) if "thinking" in opts else thinking
+                as_bool(f"{role}_thinking", opts.pop("thinking")) if "thinking" in opts else thinking
             )
             if "price_in" in opts or "price_out" in opts:
                 if not ("price_in" in opts and "price_out" in opts):
@@ -147,25 +148,25 @@ class TandemConfig:
                     rc.options.setdefault("device", str(device))
                 bs = top.get("batch_size")
                 if bs is not None and str(bs) != "auto" and not str(bs).startswith("auto"):
-                    rc.options.setdefault("batch_size", _as_int("batch_size", bs, minimum=1))
+                    rc.options.setdefault("batch_size", as_int("batch_size", bs, minimum=1))
             _check_backend_options(role, rc, accepted)
             roles[role] = rc
 
         cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
         if "budgets" in top:
-            cfg.budgets = tuple(_as_int("budgets", b, minimum=1) for b in _as_list("budgets", top["budgets"]))
+            cfg.budgets = tuple(as_int("budgets", b, minimum=1) for b in as_list("budgets", top["budgets"]))
             if not cfg.budgets or any(b2 <= b1 for b1, b2 in zip(cfg.budgets, cfg.budgets[1:])):
                 raise ConfigError(
                     f"budgets must be increasing cumulative token counts, got {list(cfg.budgets)}"
                 )
         if "mode" in top:
-            cfg.mode = _as_str("mode", top["mode"])
+            cfg.mode = as_str("mode", top["mode"])
         if top.get("classifier") is not None:
-            cfg.classifier = _as_str("classifier", top["classifier"])
+            cfg.classifier = as_str("classifier", top["classifier"])
         if top.get("thresholds") is not None:
             cfg.thresholds = tuple(
-                _as_float("thresholds", t, minimum=0, maximum=1)
-                for t in _as_list("thresholds", top["thresholds"])
+                as_float("thresholds", t, minimum=0, maximum=1)
+                for t in as_list("thresholds", top["thresholds"])
             )
             if len(cfg.thresholds) != cfg.num_stages:
                 raise ConfigError(
@@ -173,15 +174,15 @@ class TandemConfig:
                     f"(stage 0 = question alone, then one per budget {list(cfg.budgets)})"
                 )
         if "classifier_strict" in top:
-            cfg.classifier_strict = _as_bool("classifier_strict", top["classifier_strict"])
+            cfg.classifier_strict = as_bool("classifier_strict", top["classifier_strict"])
         if "max_gen_toks" in top:
-            cfg.max_gen_toks = _as_int("max_gen_toks", top["max_gen_toks"], minimum=1)
+            cfg.max_gen_toks = as_int("max_gen_toks", top["max_gen_toks"], minimum=1)
         if "chat_template" in top:
-            cfg.chat_template = _as_bool("chat_template", top["chat_template"])
+            cfg.chat_template = as_bool("chat_template", top["chat_template"])
         if top.get("trace_path") is not None:
-            cfg.trace_path = _as_str("trace_path", top["trace_path"])
+            cfg.trace_path = as_str("trace_path", top["trace_path"])
         if "progress" in top:
-            cfg.progress = _as_bool("progress", top["progress"])
+            cfg.progress = as_bool("progress", top["progress"])
         return cfg
 
     def public_dict(self) -> dict[str, Any]:
@@ -250,67 +251,3 @@ def _check_backend_options(role: str, rc: RoleConfig, accepted: list[str] | None
                 + ", ".join(f"{role}_{a}" for a in accepted)
                 + f"; role keys: {', '.join(f'{role}_{k}' for k in TandemConfig.ROLE_KEYS)}"
             )
-
-
-# --- value coercion (lm-eval hands values over as str, int, float, bool or list) --------------------
-def _as_str(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "true",
-        "1",
-        "yes",
-        "on",
-        "false",
-        "0",
-        "no",
-        "off",
-    ):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def _as_int(key: str, value: Any, minimum: int | None = None) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        out = int(float(value)) if isinstance(value, (str, float)) else int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
-    if minimum is not None and out < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {out}")
-    return out
-
-
-def _as_float(key: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a number, got {value!r}") from None
-    if out != out or (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        raise ConfigError(f"{key} must be in [{minimum}, {maximum}], got {value!r}")
-    return out
-
-
-def _as_list(key: str, value: Any) -> list:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [value]
-    if isinstance(value, str):
-        text = value.strip().strip("[]()")
-        for sep in ("/", ":", ";", ",", " "):
-            if sep in text:
-                return [p for p in (s.strip() for s in text.split(sep)) if p]
-        return [text] if text else []
-    raise ConfigError(f"{key} must be a list like [100,500,1000] or 100/500/1000, got {value!r}")

@@ -95,3 +95,38 @@ def test_errors_are_clear(tiny_model_dir):
     tiny = make_backend("hf", str(tiny_model_dir), max_length=32)
     with pytest.raises(BackendError, match="exceeds the context of 32 tokens"):
         tiny.generate([GenerationRequest(Prompt.chat(("user", "word " * 40)), 4)])
+
+
+# DeepSeek-R1-Distill's template opens the reasoning block in the prompt (same as test_backend_vllm's)
+R1_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}{{ '<｜Assistant｜>' + m['content'] }}{% else %}{{ m['content'] }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\\n' }}{% endif %}"
+)
+
+
+def test_a_template_that_opens_think_gives_the_same_text_shape_as_other_backends(demo):
+    from tandem_lm_eval.thinking import split_thinking
+
+    saved = demo.tokenizer.chat_template
+    demo.tokenizer.chat_template = R1_TEMPLATE
+    try:
+        question = Prompt.chat(("user", "What is 2 + 3?"))
+        gen = demo.generate([GenerationRequest(question, 8)])[0]
+        more = demo.generate([GenerationRequest(question, 8, prefix=gen)])[0]
+    finally:
+        demo.tokenizer.chat_template = saved
+    assert gen.text.startswith("<think>\n") and len(gen.token_ids) == 8
+    parts = split_thinking(gen.text)
+    assert parts.reasoning and not parts.completed and parts.answer == ""
+    assert more.text.startswith("<think>\n") and more.text.count("<think>") == 1
+    # without the template's opening the plain demo template leaves the text as generated
+    plain = demo.generate([GenerationRequest(question, 8)])[0]
+    assert not plain.text.startswith("<think>")
+
+
+def test_stop_strings_are_searched_only_in_the_new_text(demo):
+    first = demo.generate([GenerationRequest(QUESTION, 12)])[0]
+    stop = first.text.strip()[:2]  # a string the earlier text already contains
+    more = demo.generate([GenerationRequest(QUESTION, 4, stop=(stop,), prefix=first)])[0]
+    assert more.text.startswith(first.text)  # the earlier text is context, never cut

@@ -93,7 +93,7 @@ def test_cpu_engine_settings_and_identity(backend, reference):
         ({"max_num_seq": "8"}, "'max_num_seq'.*did you mean max_num_seqs"),
         ({"enforce_eager": "maybe"}, "enforce_eager must be true or false"),
         ({"max_num_seqs": "eight"}, "max_num_seqs must be an integer"),
-        ({"gpu_memory_utilization": "1.5"}, "gpu_memory_utilization must be in"),
+        ({"gpu_memory_utilization": "1.5"}, r"gpu_memory_utilization must be a finite number in \[0, 1\]"),
         ({"entropy": "approx"}, "entropy must be one of exact, topk"),
         ({"compilation_config": "{not json"}, "compilation_config must be JSON"),
     ],
@@ -106,7 +106,7 @@ def test_bad_options_are_refused_by_name(demo_model_dir, options, message):
 
 
 def test_option_strings_are_converted_to_engine_types():
-    from tandem_lm_eval.backends.vllm import _coerce_engine_arg, _to_bytes
+    from tandem_lm_eval.backends.vllm import _coerce_engine_arg
 
     assert _coerce_engine_arg("max_num_seqs", "64") == 64
     assert _coerce_engine_arg("enable_prefix_caching", "false") is False
@@ -114,7 +114,6 @@ def test_option_strings_are_converted_to_engine_types():
     assert _coerce_engine_arg("max_model_len", "none") is None
     assert _coerce_engine_arg("hf_overrides", '{"rope_theta": 1e6}') == {"rope_theta": 1e6}
     assert _coerce_engine_arg("quantization", "fp8") == "fp8"
-    assert _to_bytes("kv", "4GiB") == 4 << 30 and _to_bytes("kv", "1073741824") == 1 << 30
 
 
 def test_continuation_equals_one_generation_and_hits_the_prefix_cache(backend):
@@ -146,12 +145,22 @@ def test_batch_with_stop_strings_eos_and_zero_budget(backend):
     assert cut.finish_reason == "stop" and "." not in cut.text and "\n" not in cut.text
     assert 0 < cut.new_tokens <= 40
     assert eos.finish_reason == "stop" and eos.new_tokens < 200
-    assert backend.tokenizer.eos_token_id not in eos.token_ids  # like transformers: EOS is not output
+    # the generated EOS was computed: it counts (Eq. 12), as on the transformers backend; not in the text
+    assert eos.token_ids[-1] in backend._eos_ids and backend.tokenizer.eos_token not in eos.text
     assert len(eos.token_ids) == eos.new_tokens
     assert empty.new_tokens == 0 and empty.text == "" and empty.finish_reason == "length"
     # the batch gives what each request gives alone
     alone = backend.generate([reqs[0]])[0]
     assert alone.token_ids == cut.token_ids and alone.text == cut.text
+
+
+def test_a_generated_eos_counts_as_on_the_transformers_backend(backend, reference):
+    """One rule for every backend: the EOS the model generated is a generated token (Eq. 12)."""
+    request = GenerationRequest(Prompt.chat(("user", "Say hi.")), 200)
+    mine, theirs = backend.generate([request])[0], reference.generate([request])[0]
+    assert mine.finished and theirs.finished
+    assert mine.token_ids == theirs.token_ids and mine.new_tokens == theirs.new_tokens
+    assert mine.text == theirs.text
 
 
 def test_exact_scores_equal_transformers(backend, reference):
@@ -186,6 +195,74 @@ def test_topk_estimate_bounds_bracket_the_exact_entropy(backend, reference):
         # the actual-token log-probability stays exact under the estimate
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-4, rtol=0)
         assert np.mean(np.abs(a.entropies - b.entropies)) < 0.5  # nats; ~0.1 measured with k=50
+
+
+def stage_prompts() -> list[Prompt]:
+    """x_0 .. x_2 of one question: each stage's insight extends the previous one (as in the cascade)."""
+    insight = ""
+    out = []
+    for piece in (
+        "",
+        "Goal: find the clips sold in April and May together. ",
+        "Planning: May is half of April, 48 / 2 = 24; add 48 + 24.",
+    ):
+        insight += piece
+        out.append(Prompt.chat(("user", QUESTION + ("\n\nInsights:\n" + insight if insight else ""))))
+    return out
+
+
+@pytest.mark.parametrize("method", ["topk", "exact"])
+def test_each_stage_computes_only_its_new_positions_with_the_same_values(backend, reference, method):
+    stages = stage_prompts()
+    with entropy_mode(backend, method):
+        backend._memos.clear()
+        backend.llm.reset_prefix_cache()  # earlier tests scored these prompts: start cold
+        computed, reused = [], []
+        scored = []
+        for prompt in stages:  # one call per stage, as the cascade does
+            c0, r0 = backend.positions_computed, backend.positions_reused
+            scored.append(backend.score([prompt])[0])
+            computed.append(backend.positions_computed - c0)
+            reused.append(backend.positions_reused - r0)
+        backend._memos.clear()
+        whole = backend.score(stages)  # every prompt from its first token (no earlier scores known)
+    lengths = [backend.count_tokens(p) for p in stages]
+    assert computed[0] == lengths[0] - 1 and reused[0] == 0
+    ids = [backend._render(p) for p in stages]
+    for t in (1, 2):
+        # the full blocks x_t shares with x_{t-1} are read from the cache, their values from the memo
+        shared = next(j for j, (a, b) in enumerate(zip(ids[t - 1], ids[t])) if a != b)
+        assert shared % backend.block_size, "pick prompts whose common prefix is not block-aligned"
+        assert reused[t] == shared // backend.block_size * backend.block_size > 0
+        assert computed[t] + reused[t] == lengths[t] - 1
+    for a, b, ref in zip(scored, whole, reference.score(stages)):
+        assert a.num_tokens == b.num_tokens and a.entropy_method == method
+        np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.entropies, b.entropies, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.token_logprobs, ref.token_logprobs, atol=1e-4, rtol=0)
+        if method == "topk":
+            for x, y in zip(a.entropy_bounds, b.entropy_bounds):
+                np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+        else:
+            np.testing.assert_allclose(a.entropies, ref.entropies, atol=1e-4, rtol=0)
+
+
+def test_a_cache_hit_beyond_the_known_prefix_is_scored_again_from_the_start(backend):
+    from tandem_lm_eval.backends.score_memo import ScoreMemo, slice_scores
+
+    prompt = stage_prompts()[2]
+    ids = backend._render(prompt)
+    with entropy_mode(backend, "topk"):
+        backend._memos.clear()
+        full = backend.score([prompt])[0]  # its blocks are now in vLLM's cache
+        # the memo knows only the first 40 tokens: the cache holds more than the memo can fill in
+        memo = backend._memos[backend.topk] = ScoreMemo()
+        memo.add(ids[:40], slice_scores(full, 39))
+        before = backend.positions_computed
+        again = backend.score([prompt])[0]
+    assert backend.positions_computed - before == len(ids) - 1
+    np.testing.assert_allclose(again.token_logprobs, full.token_logprobs, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(again.entropies, full.entropies, atol=1e-5, rtol=0)
 
 
 def test_loglikelihood_matches_transformers(backend, reference):

@@ -69,6 +69,13 @@ def test_role_options_and_shared_dtype():
     assert cfg.intern.options["dtype"] == "float32"
     assert cfg.mentor.num_params == 32e9 and cfg.intern.num_params is None
     assert cfg.mentor.thinking is True and cfg.intern.thinking is False
+    # the same count written the way model cards write it
+    assert (
+        parse(
+            mentor="/m", intern="/i", mentor_backend="hf", intern_backend="hf", mentor_num_params="32B"
+        ).mentor.num_params
+        == 32e9
+    )
 
 
 def test_lm_eval_plumbing_keys_are_accepted():

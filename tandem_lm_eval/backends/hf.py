@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .rendering import looks_like_local_path, render_prompt_ids, resolve_model_path
+from .rendering import (
+    cut_at_stop,
+    looks_like_local_path,
+    render_prompt_ids,
+    resolve_model_path,
+    think_opening,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +107,16 @@ class HFBackend(Backend):
                 for i, (new_ids, hit_stop) in zip(batch, outs):
                     prompt_ids, prefix_ids = inputs[i]
                     all_ids = tuple(prefix_ids + new_ids)
-                    text = self.tokenizer.decode(list(all_ids), skip_special_tokens=True)
-                    text, cut = _cut_at_stop(text, stop)
+                    body = self.tokenizer.decode(list(all_ids), skip_special_tokens=True)
+                    earlier = (
+                        len(self.tokenizer.decode(prefix_ids, skip_special_tokens=True)) if prefix_ids else 0
+                    )
+                    body, cut = cut_at_stop(body, stop, earlier)
+                    # a template that opens <think> in the prompt (R1-Distill): give the output the
+                    # same <think>reasoning</think>answer shape as every other backend
+                    opening = think_opening(self.tokenizer, prompt_ids)
                     results[i] = Generation(
-                        text=text,
+                        text=opening + body,
                         token_ids=all_ids,
                         new_tokens=len(new_ids),
                         finish_reason="stop" if (hit_stop or cut) else "length",
@@ -252,16 +264,6 @@ def _token_logprobs_and_entropy(torch, logits, seq: list[int]) -> tuple[np.ndarr
     return logprobs, entropies
 
 
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
-    cut = len(text)
-    for s in stop:
-        if s:
-            pos = text.find(s)
-            if pos != -1:
-                cut = min(cut, pos)
-    return text[:cut], cut < len(text)
-
-
 def _eos_ids(model, tokenizer) -> set[int]:
     ids = set()
     for source in (getattr(model, "generation_config", None), model.config):
@@ -280,8 +282,10 @@ def _resolve_device(device: str) -> str:
 
     device = (device or "cpu").strip()
     if device.startswith("cuda") and not torch.cuda.is_available():
-        # lm_eval's CLI passes device=cuda:0 by default; on a CPU machine that is not a user choice.
-        logger.warning("device %s requested but CUDA is not available: using cpu", device)
+        # lm_eval's CLI passes device=cuda:0 by default: on a CPU machine that is seldom a user's
+        # choice, so it is no warning on every run; another device name is.
+        log = logger.info if device in ("cuda", "cuda:0") else logger.warning
+        log("device %s requested but CUDA is not available: using cpu", device)
         return "cpu"
     return device
 

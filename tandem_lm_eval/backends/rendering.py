@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..thinking import THINK_CLOSE, THINK_OPEN
@@ -107,3 +108,16 @@ def loglikelihood_ids(tokenizer, context: str, continuation: str, max_tokens: in
         dropped = len(whole) - max_tokens
         whole, n_ctx = whole[dropped:], max(1, n_ctx - dropped)
     return whole, n_ctx
+
+
+def cut_at_stop(text: str, stops: Sequence[str], start: int = 0) -> tuple[str, bool]:
+    """``text`` up to the first stop string found in its new part (from ``start``: a continuation's
+    earlier text is context, never searched); and whether one was found. One character before
+    ``start`` is searched too: decoding a longer sequence may merge the boundary character."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            at = text.find(stop, max(0, start - 1))
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut], cut < len(text)

