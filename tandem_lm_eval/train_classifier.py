@@ -67,7 +67,9 @@ def checker_for(dataset: str) -> Callable[[str, str], bool]:
         from .scoring.gsm8k_answer import gsm8k_gold, score_gsm8k_response
 
         # rows keep GSM8K's whole answer field ("... #### 72"); the gold is the number after ####
-        return lambda answer, gold: bool(score_gsm8k_response(answer, gsm8k_gold(gold) if "####" in gold else gold))
+        return lambda answer, gold: bool(
+            score_gsm8k_response(answer, gsm8k_gold(gold) if "####" in gold else gold)
+        )
     from .scoring.math_answer import score_math_response
 
     return lambda answer, gold: bool(score_math_response(answer, gold))
