@@ -147,7 +147,7 @@ def test_batch_with_stop_strings_eos_and_zero_budget(backend):
     assert 0 < cut.new_tokens <= 40
     assert eos.finish_reason == "stop" and eos.new_tokens < 200
     # the generated EOS was computed: it counts (Eq. 12), as on the transformers backend; not in the text
-    assert eos.token_ids[-1] in backend._eos_ids and backend.tokenizer.eos_token not in eos.text
+    assert eos.token_ids[-1] == backend.tokenizer.eos_token_id and backend.tokenizer.eos_token not in eos.text
     assert len(eos.token_ids) == eos.new_tokens
     assert empty.new_tokens == 0 and empty.text == "" and empty.finish_reason == "length"
     # the batch gives what each request gives alone

@@ -184,7 +184,6 @@ class VLLMBackend(Backend):
         size = getattr(cache, "kv_cache_size_tokens", None) or (cache.num_gpu_blocks or 0) * self.block_size
         self.kv_cache_tokens: int | None = int(size) if size else None
         self._warned_cache = False
-        self._eos_ids = _eos_ids(self.tokenizer, model_config)
         self._num_parameters: int | None = None
         self._torch_scorer: Backend | None = None
         self._hf_chat_template: str | None = None
@@ -613,20 +612,6 @@ def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int, start: 
 
 
 # --- generation helpers -----------------------------------------------------------------------------
-def _eos_ids(tokenizer, model_config) -> set[int]:
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    generation = getattr(model_config, "try_get_generation_config", None)
-    config = generation() if callable(generation) else {}
-    eos = (config or {}).get("eos_token_id")
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    return ids
-
-
 def _read_chat_template(value: str) -> str:
     path = Path(value).expanduser()
     return path.read_text(encoding="utf-8") if path.is_file() else value
