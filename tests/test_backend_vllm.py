@@ -259,9 +259,12 @@ def test_a_cache_hit_beyond_the_known_prefix_is_scored_again_from_the_start(back
         # the memo knows only the first 40 tokens: the cache holds more than the memo can fill in
         memo = backend._memos[backend.topk] = ScoreMemo()
         memo.add(ids[:40], slice_scores(full, 39))
-        before = backend.positions_computed
+        before = backend.positions_computed, backend.positions_reused
         again = backend.score([prompt])[0]
-    assert backend.positions_computed - before == len(ids) - 1
+    # every position scored afresh (plus the cache-reading pass's few rows, thrown away), none reused
+    hit = (len(ids) - 1) // backend.block_size * backend.block_size  # its full blocks were cached
+    assert backend.positions_computed - before[0] == (len(ids) - 1) + (len(ids) - 1 - hit)
+    assert backend.positions_reused == before[1]
     np.testing.assert_allclose(again.token_logprobs, full.token_logprobs, atol=1e-5, rtol=0)
     np.testing.assert_allclose(again.entropies, full.entropies, atol=1e-5, rtol=0)
 

@@ -9,8 +9,9 @@
 
   - ``"exact"`` with ``exact_entropy="vllm"`` (default): full-vocabulary prompt logprobs
     (``max_logprobs=-1``). Exact, but vLLM turns every (position, token) pair into Python objects:
-    about 0.1 s and ~0.4 GB of RAM per prompt position for a 49k vocabulary here, three times that
-    for a 152k one. Fine for short prompts, too slow for production runs (docs/backends.md).
+    ~30 ms per prompt position for a 49k vocabulary on a 2-core CPU (9x the prefill) and ~5 GB of
+    RAM per call (calls are split), three times that for a 152k one. Fine for short prompts, too
+    slow for production runs (docs/backends.md).
   - ``"exact"`` with ``exact_entropy="transformers"``: a separate transformers forward pass on the
     same weights (loaded on first use, next to the engine). Exact and fast; costs one more copy of
     the intern's weights in memory.
@@ -355,7 +356,7 @@ class VLLMBackend(Backend):
                 self._warned_slow = True
                 logger.warning(
                     "%s: exact entropy through vLLM lists the whole vocabulary (%d) at each of %d prompt "
-                    "positions; this is slow (~0.1 s per position here). exact_entropy=transformers is "
+                    "positions; this is slow (~9x a prefill). exact_entropy=transformers is "
                     "exact and much faster; entropy=topk is an estimate.",
                     self._name,
                     self.vocab_size,
@@ -375,6 +376,7 @@ class VLLMBackend(Backend):
                     # The cache held more of this prompt than the caller knows (another request
                     # wrote those blocks): score it again from its first token.
                     again.append(i)
+                    self.positions_computed += max(0, len(rendered[i]) - hit - 1)  # work thrown away
                     continue
                 start = hit + 1 if hit else 1
                 out[i] = (start, _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k, start))
