@@ -14,6 +14,7 @@ import numpy as np
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
 from .rendering import (
     cut_at_stop,
+    loglikelihood_ids,
     looks_like_local_path,
     render_prompt_ids,
     resolve_model_path,
@@ -108,10 +109,14 @@ class HFBackend(Backend):
                     prompt_ids, prefix_ids = inputs[i]
                     all_ids = tuple(prefix_ids + new_ids)
                     body = self.tokenizer.decode(list(all_ids), skip_special_tokens=True)
-                    earlier = (
-                        len(self.tokenizer.decode(prefix_ids, skip_special_tokens=True)) if prefix_ids else 0
-                    )
-                    body, cut = cut_at_stop(body, stop, earlier)
+                    cut = False
+                    if stop:  # the earlier text is context: search only the new part
+                        earlier = (
+                            len(self.tokenizer.decode(prefix_ids, skip_special_tokens=True))
+                            if prefix_ids
+                            else 0
+                        )
+                        body, cut = cut_at_stop(body, stop, earlier)
                     # a template that opens <think> in the prompt (R1-Distill): give the output the
                     # same <think>reasoning</think>answer shape as every other backend
                     opening = think_opening(self.tokenizer, prompt_ids)
@@ -220,19 +225,7 @@ class HFBackend(Backend):
         torch = self._torch
         out = []
         for context, continuation in pairs:
-            # Tokenize the whole string and split where the context ends, as lm-eval's HFLM does, so a
-            # token spanning the boundary is not split in two.
-            whole = self.tokenizer(context + continuation, add_special_tokens=False).input_ids
-            ctx = self.tokenizer(context, add_special_tokens=False).input_ids
-            n_ctx = len(ctx)
-            while n_ctx > 0 and whole[:n_ctx] != ctx[:n_ctx]:
-                n_ctx -= 1
-            if n_ctx == 0:  # empty context: condition on BOS (or EOS) like lm-eval
-                prefix = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
-                whole, n_ctx = [prefix] + whole, 1
-            if len(whole) > self._max_context:  # keep the continuation, drop the oldest context
-                dropped = len(whole) - self._max_context
-                whole, n_ctx = whole[dropped:], max(1, n_ctx - dropped)
+            whole, n_ctx = loglikelihood_ids(self.tokenizer, context, continuation, self._max_context)
             with torch.inference_mode():
                 logits = self.model(input_ids=torch.tensor([whole], device=self._device)).logits[0]
             logp = torch.log_softmax(logits[n_ctx - 1 : -1].float(), dim=-1)
