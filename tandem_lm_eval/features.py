@@ -1,22 +1,36 @@
 """Eq. 7 / Appendix A: the intern's uncertainty over x_t = Q ⊕ I_t as a fixed-length feature vector.
 
 Pure functions over arrays. Input: the intern's log-probability of each actual prompt token and the
-entropy of each predictive distribution (positions 2..n; the first token has no prediction).
+entropy of each predictive distribution (``PromptScores``: positions 2..n of the rendered prompt),
+plus the token spans of Q and I_t inside that prompt.
 
-The paper says 18 features but lists 17 (Eq. 7 and Appendix A: 7 perplexity statistics, 7 entropy
-statistics, 2 trends, the length). Feature set ``tandem-v1`` is exactly those 17, in this order:
+Feature set ``tandem-v2``: the 17 statistics Eq. 7 and Appendix A list (the paper says 18 and lists
+17), in this order:
 
     ppl_mean ppl_std ppl_median ppl_max ppl_min ppl_p25 ppl_p75
     entropy_mean entropy_std entropy_median entropy_max entropy_min entropy_p25 entropy_p75
     ppl_trend entropy_trend length
 
-- per-token perplexity PPL_i = exp(-log P(x_i)) (Eq. 4), entropy H_i in nats (Eq. 5);
-- trend = mean of the last k values - mean of the first k values, k = min(20, number of values)
-  (Appendix A: "last 20 minus first 20 tokens");
-- std is the population standard deviation (ddof=0); percentiles use linear interpolation;
-- length n = |x_t|, the number of tokens of the intern's input.
+computed over the tokens of one *span* of the intern's prompt:
 
-A classifier records ``FEATURE_SET`` and refuses vectors from another set (see classifier.py).
+- ``question_insights`` (default): the tokens of Q and of I_t, concatenated. §2.3: "we concatenate Q
+  and I_t to form the input sequence x_t = Q ⊕ I_t ... Let n denote the number of tokens in the SLM
+  input x_t" (Eq. 6 defines PPL^t and H^t over those n tokens). The chat template, the task's system
+  prompt and our header/footer around the insights are not part of Q ⊕ I_t and are left out.
+- ``insights``: the tokens of I_t only. Appendix A: "statistical features from the perplexity and
+  entropy values computed over the insight tokens". At stage 0 there are none (I_0 = ∅) and §2.4
+  computes s_0 "when the SLM processes Q alone", so stage 0 uses Q's tokens.
+- ``prompt``: every position of the rendered prompt, template included. This was ``tandem-v1``; it
+  is kept to compare against (docs/features.md shows why it measures the template), not as a default.
+
+Definitions: per-token perplexity PPL_i = exp(-log P(x_i)) (Eq. 4), entropy H_i in nats (Eq. 5);
+trend = mean of the last k values - mean of the first k values, k = min(20, number of values)
+(Appendix A: "last 20 minus first 20 tokens"); std is the population standard deviation (ddof=0);
+percentiles use linear interpolation; length = number of tokens in the span. A token's values are
+those of its prediction (position i predicts token i), so every token of a span has them unless it
+is the prompt's very first token.
+
+A classifier records ``FEATURE_SET`` and its span, and the cascade computes exactly those.
 """
 
 from __future__ import annotations
@@ -25,7 +39,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FEATURE_SET = "tandem-v1"
+FEATURE_SET = "tandem-v2"
+# The spans features can be computed over (see the module docstring); the first is the default.
+FEATURE_SPANS: tuple[str, ...] = ("question_insights", "insights", "prompt")
+DEFAULT_SPAN = FEATURE_SPANS[0]
+QUESTION, INSIGHTS = "question", "insights"  # the segment names prompts.intern_prompt marks
 TREND_WINDOW = 20
 # exp(-logp) overflows float64 past logp < -709; a token that unlikely is capped, not infinite.
 _MAX_NEG_LOGPROB = 700.0
@@ -64,7 +82,7 @@ def per_token_perplexity(token_logprobs: np.ndarray) -> np.ndarray:
 
 
 def feature_vector(token_logprobs: np.ndarray, entropies: np.ndarray, num_tokens: int) -> np.ndarray:
-    """The ``tandem-v1`` vector f_t for one intern input of ``num_tokens`` tokens."""
+    """The 17 statistics of f_t for a sequence of ``num_tokens`` tokens with these values."""
     logprobs = np.asarray(token_logprobs, dtype=np.float64)
     ent = np.asarray(entropies, dtype=np.float64)
     if logprobs.shape != ent.shape or logprobs.ndim != 1:
@@ -79,8 +97,57 @@ def feature_vector(token_logprobs: np.ndarray, entropies: np.ndarray, num_tokens
     )
 
 
-def feature_matrix(scores: Sequence) -> np.ndarray:
-    """Stack ``feature_vector`` over PromptScores-like objects (token_logprobs, entropies, num_tokens)."""
+class FeatureError(ValueError):
+    """Features cannot be computed as asked (e.g. the backend could not locate Q and I_t)."""
+
+
+def check_span(span: str) -> str:
+    if span not in FEATURE_SPANS:
+        raise FeatureError(f"unknown feature span {span!r}; valid: {', '.join(FEATURE_SPANS)}")
+    return span
+
+
+def span_ranges(scores, span: str) -> list[tuple[int, int]]:
+    """The token ranges ``[a, b)`` of the rendered prompt that ``span`` covers."""
+    check_span(span)
+    if span == "prompt":
+        return [(0, int(scores.num_tokens))]
+    spans = getattr(scores, "spans", None)
+    if spans is None or QUESTION not in spans:
+        raise FeatureError(
+            f"feature span {span!r} needs the token spans of Q and I_t, which this intern backend did not "
+            "report (an OpenAI-compatible server without /tokenize and without tokenizer=?)"
+        )
+    insights = list(spans.get(INSIGHTS, ()))
+    if span == "insights" and any(b > a for a, b in insights):
+        return insights
+    return [*spans[QUESTION], *insights]
+
+
+def span_values(scores, span: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(log-probabilities, entropies, number of tokens) of the tokens in ``span``, in prompt order."""
+    logprobs = np.asarray(scores.token_logprobs, dtype=np.float64)
+    entropies = np.asarray(scores.entropies, dtype=np.float64)
+    index: list[np.ndarray] = []
+    tokens = 0
+    for a, b in span_ranges(scores, span):
+        tokens += b - a
+        # value j belongs to token j + 1 (the first token of the prompt has no prediction)
+        index.append(np.arange(max(a, 1), b) - 1)
+    idx = np.concatenate(index) if index else np.zeros(0, dtype=int)
+    if idx.size and idx.max() >= logprobs.size:
+        raise FeatureError(f"span ends at token {idx.max() + 1}, the prompt has {scores.num_tokens} tokens")
+    return logprobs[idx], entropies[idx], tokens
+
+
+def features_of(scores, span: str = DEFAULT_SPAN) -> np.ndarray:
+    """f_t for one scored prompt (a ``PromptScores``), over ``span``."""
+    logprobs, entropies, tokens = span_values(scores, span)
+    return feature_vector(logprobs, entropies, tokens)
+
+
+def feature_matrix(scores: Sequence, span: str = DEFAULT_SPAN) -> np.ndarray:
+    """Stack ``features_of`` over scored prompts."""
     if not scores:
         return np.zeros((0, NUM_FEATURES))
-    return np.stack([feature_vector(s.token_logprobs, s.entropies, s.num_tokens) for s in scores])
+    return np.stack([features_of(s, span) for s in scores])

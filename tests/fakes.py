@@ -10,6 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Prompt, PromptScores
+from tandem_lm_eval.backends.rendering import segment_spans
+
+
+def render_words(prompt: Prompt) -> list[str]:
+    """A word-level "chat template": a start marker, then per message its role, words and an end marker."""
+    if prompt.raw_text is not None:
+        return ["<s>", *prompt.raw_text.split()]
+    out = ["<s>"]
+    for m in prompt.messages:
+        out += [f"<{m.role}>", *m.content.split(), "</m>"]
+    return out
 
 
 class ScriptedBackend(Backend):
@@ -46,7 +57,7 @@ class ScriptedBackend(Backend):
         return 100_000
 
     def count_tokens(self, prompt: Prompt) -> int:
-        return sum(len(m.content.split()) for m in prompt.messages) + 3
+        return len(render_words(prompt))
 
     def _question(self, prompt: Prompt) -> str:
         return [m for m in prompt.messages if m.role == "user"][-1].content.split("\n\n")[0]
@@ -71,9 +82,11 @@ class ScriptedBackend(Backend):
         self.score_calls.append(list(prompts))
         out = []
         for p in prompts:
-            n = self.count_tokens(p)
+            words = render_words(p)
+            n = len(words)
             lp = -np.linspace(1.0, 0.1, n - 1)
-            out.append(PromptScores(lp, -lp, n))
+            spans = segment_spans(render_words, p, words) if p.segments else None
+            out.append(PromptScores(lp, -lp, n, spans=spans))
         return out
 
 

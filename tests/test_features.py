@@ -1,19 +1,23 @@
 import numpy as np
 import pytest
 
+from tandem_lm_eval.backends.base import PromptScores
 from tandem_lm_eval.features import (
     FEATURE_NAMES,
     FEATURE_SET,
     NUM_FEATURES,
+    FeatureError,
     feature_matrix,
     feature_vector,
+    features_of,
     per_token_perplexity,
+    span_values,
     trend,
 )
 
 
 def test_feature_set_is_the_documented_17():
-    assert FEATURE_SET == "tandem-v1"
+    assert FEATURE_SET == "tandem-v2"
     assert NUM_FEATURES == 17 == len(set(FEATURE_NAMES))
     assert FEATURE_NAMES[:7] == (
         "ppl_mean",
@@ -71,13 +75,49 @@ def test_single_token_prompt_gives_zeros_not_nan():
     assert np.isfinite(f).all() and f[-1] == 1
 
 
-def test_feature_matrix_stacks_rows():
-    class S:
-        def __init__(self, n):
-            self.token_logprobs = -np.linspace(0.1, 2, n)
-            self.entropies = np.linspace(0.5, 1, n)
-            self.num_tokens = n + 1
+def scored(n: int, spans=None) -> PromptScores:
+    """A prompt of n tokens whose value j (token j + 1) is j + 1: value indices are visible."""
+    values = np.arange(1, n, dtype=float)
+    return PromptScores(-values / 100, values, num_tokens=n, spans=spans)
 
-    m = feature_matrix([S(5), S(40)])
+
+def test_question_insights_span_takes_exactly_those_tokens():
+    # tokens 0..29: template 0-4, Q 5-11, header 12-14, I 15-24, footer 25-29
+    sc = scored(30, {"question": ((5, 12),), "insights": ((15, 25),)})
+    _, ent, n = span_values(sc, "question_insights")
+    assert list(ent) == [*range(5, 12), *range(15, 25)]  # token i's value is i (value index i - 1)
+    assert n == 17
+    f = dict(zip(FEATURE_NAMES, features_of(sc)))
+    assert f["length"] == 17 and f["entropy_max"] == 24 and f["entropy_min"] == 5
+
+
+def test_insights_span_and_its_stage_zero_fallback_to_q():
+    sc = scored(30, {"question": ((5, 12),), "insights": ((15, 25),)})
+    assert list(span_values(sc, "insights")[1]) == list(range(15, 25))
+    stage0 = scored(20, {"question": ((5, 12),)})  # I_0 is empty: §2.4 scores Q alone
+    assert list(span_values(stage0, "insights")[1]) == list(range(5, 12))
+    empty_insights = scored(20, {"question": ((5, 12),), "insights": ()})
+    assert list(span_values(empty_insights, "insights")[1]) == list(range(5, 12))
+
+
+def test_prompt_span_is_the_v1_whole_prompt():
+    sc = scored(30, {"question": ((5, 12),)})
+    logprobs, ent, n = span_values(sc, "prompt")
+    assert n == 30 and len(ent) == 29  # the first token has no prediction
+    assert np.allclose(features_of(sc, "prompt"), feature_vector(sc.token_logprobs, sc.entropies, 30))
+
+
+def test_spans_are_required_and_checked():
+    with pytest.raises(FeatureError, match="token spans of Q and I_t"):
+        features_of(scored(10))
+    assert features_of(scored(10), "prompt")[-1] == 10
+    with pytest.raises(FeatureError, match="unknown feature span"):
+        features_of(scored(10, {"question": ((0, 3),)}), "template")
+    with pytest.raises(FeatureError, match="prompt has 10 tokens"):
+        features_of(scored(10, {"question": ((5, 12),)}))
+
+
+def test_feature_matrix_stacks_rows():
+    m = feature_matrix([scored(6, {"question": ((1, 6),)}), scored(41, {"question": ((1, 41),)})])
     assert m.shape == (2, NUM_FEATURES)
-    assert m[1, -1] == 41 and m[1, FEATURE_NAMES.index("entropy_trend")] > 0
+    assert m[1, -1] == 40 and m[1, FEATURE_NAMES.index("entropy_trend")] > 0

@@ -36,21 +36,65 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A named piece of a prompt's text: characters ``[start, end)`` of message ``message``'s content
+    (``message=-1``: of ``raw_text``). The intern's features are computed over the tokens of the
+    ``question`` and ``insights`` segments (x_t = Q ⊕ I_t), not over the chat template around them."""
+
+    name: str
+    message: int
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"segment {self.name!r}: bad character range [{self.start}, {self.end})")
+
+
+@dataclass(frozen=True)
 class Prompt:
     """What a model reads: a chat conversation, rendered by the backend's chat template.
 
     ``raw_text`` bypasses the chat template (base models, or a context the task already rendered).
     ``thinking`` switches a reasoning model's thinking mode where the template supports it
-    (Qwen3 ``enable_thinking``); ``None`` leaves the template's default.
+    (Qwen3 ``enable_thinking``); ``None`` leaves the template's default. ``segments`` name pieces
+    of the text whose token spans ``Backend.score`` reports (``PromptScores.spans``).
     """
 
     messages: tuple[Message, ...] = ()
     raw_text: str | None = None
     thinking: bool | None = None
+    segments: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.raw_text is None) == (not self.messages):
             raise ValueError("a Prompt needs either messages or raw_text, not both or neither")
+        for seg in self.segments:
+            text = self.segment_source(seg)
+            if seg.end > len(text):
+                raise ValueError(
+                    f"segment {seg.name!r} ends at character {seg.end}, its text has {len(text)} characters"
+                )
+
+    def segment_source(self, seg: Segment) -> str:
+        """The text a segment's character offsets refer to."""
+        if seg.message == -1:
+            if self.raw_text is None:
+                raise ValueError(f"segment {seg.name!r} refers to raw_text, the prompt has messages")
+            return self.raw_text
+        if not 0 <= seg.message < len(self.messages):
+            raise ValueError(f"segment {seg.name!r} refers to message {seg.message} of {len(self.messages)}")
+        return self.messages[seg.message].content
+
+    def without(self, seg: Segment, replacement: str = "") -> Prompt:
+        """The same prompt with the segment's characters replaced (default: removed), no segments."""
+        text = self.segment_source(seg)
+        cut = text[: seg.start] + replacement + text[seg.end :]
+        if seg.message == -1:
+            return Prompt(raw_text=cut, thinking=self.thinking)
+        messages = list(self.messages)
+        messages[seg.message] = Message(messages[seg.message].role, cut)
+        return Prompt(messages=tuple(messages), thinking=self.thinking)
 
     @classmethod
     def chat(cls, *messages: tuple[Role, str], thinking: bool | None = None) -> Prompt:
@@ -117,6 +161,8 @@ class PromptScores:
     ``entropies[i]`` is the entropy of that predictive distribution: exact over the full vocabulary
     (``entropy_method="exact"``) or a top-k estimate (``"topk"``) with ``entropy_bounds`` giving the
     lower/upper bound arrays of the estimate. ``num_tokens`` is n, the prompt's length in tokens.
+    ``spans`` maps each segment name of the prompt to its token ranges ``[a, b)`` in the rendered
+    prompt (one per segment of that name, in order); None when the backend could not locate them.
     """
 
     token_logprobs: np.ndarray
@@ -124,6 +170,7 @@ class PromptScores:
     num_tokens: int
     entropy_method: EntropyMethod = "exact"
     entropy_bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
+    spans: dict[str, tuple[tuple[int, int], ...]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.token_logprobs.shape != self.entropies.shape:

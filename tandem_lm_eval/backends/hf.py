@@ -18,6 +18,7 @@ from .rendering import (
     looks_like_local_path,
     render_prompt_ids,
     resolve_model_path,
+    segment_spans,
     think_opening,
 )
 
@@ -83,14 +84,17 @@ class HFBackend(Backend):
         return self._max_context
 
     def count_tokens(self, prompt: Prompt) -> int:
-        return len(render_prompt_ids(self.tokenizer, prompt))
+        return len(self._render(prompt))
+
+    def _render(self, prompt: Prompt) -> list[int]:
+        return render_prompt_ids(self.tokenizer, prompt)
 
     # --- generation ---------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
         inputs = []
         for req in requests:
-            prompt_ids = render_prompt_ids(self.tokenizer, req.prompt)
+            prompt_ids = self._render(req.prompt)
             prefix_ids = list(req.prefix.token_ids) if req.prefix else []
             inputs.append((prompt_ids, prefix_ids))
         # Group requests of equal settings, longest first, so padding is small and sampling params agree.
@@ -189,7 +193,7 @@ class HFBackend(Backend):
     # --- scoring ------------------------------------------------------------------------------------
     def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
         torch = self._torch
-        rendered = [render_prompt_ids(self.tokenizer, p) for p in prompts]
+        rendered = [self._render(p) for p in prompts]
         results: list[PromptScores | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(rendered[i]))
         for start in range(0, len(order), self._batch_size):
@@ -218,6 +222,7 @@ class HFBackend(Backend):
                         entropies=entropies,
                         num_tokens=len(seq),
                         entropy_method="exact",
+                        spans=segment_spans(self._render, prompts[i], seq) if prompts[i].segments else None,
                     )
         return results  # type: ignore[return-value]
 

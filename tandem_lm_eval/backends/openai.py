@@ -49,7 +49,7 @@ from ..entropy import topk_entropy
 from ..options import as_choice, as_count, as_float, as_int, converted
 from ..thinking import THINK_CLOSE, THINK_OPEN
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .rendering import render_prompt_ids, resolve_model_path
+from .rendering import render_prompt_ids, resolve_model_path, segment_spans
 
 logger = logging.getLogger(__name__)
 
@@ -446,12 +446,16 @@ class OpenAIBackend(Backend):
             estimate[pos], lower[pos], upper[pos] = topk_entropy(
                 values, k=k, vocab_size=self._vocab_size, complete=complete[pos]
             )
+        spans = None
+        if ids is not None and prompt.segments:
+            spans = segment_spans(lambda p: self._prompt_ids(p, abort) or [], prompt, ids)
         return PromptScores(
             token_logprobs=np.asarray(actual, dtype=np.float64),
             entropies=estimate,
             num_tokens=len(actual) + 1,
             entropy_method="topk",
             entropy_bounds=(lower, upper),
+            spans=spans,
         )
 
     def close(self) -> None:

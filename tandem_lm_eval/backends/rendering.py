@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..thinking import THINK_CLOSE, THINK_OPEN
@@ -69,6 +69,49 @@ def render_prompt_ids(tokenizer, prompt: Prompt, chat_template: str | None = Non
     if not ids:
         raise BackendError("empty prompt")
     return ids
+
+
+# Stands in for a segment in the second rendering; a control character no segment starts or ends with.
+_SEGMENT_SENTINEL = "\x00"
+
+
+def segment_spans(
+    render: Callable[[Prompt], Sequence[int]], prompt: Prompt, ids: Sequence[int]
+) -> dict[str, tuple[tuple[int, int], ...]]:
+    """Token ranges ``[a, b)`` of each of ``prompt.segments`` inside ``ids`` (= ``render(prompt)``).
+
+    The prompt is rendered twice more: without the segment's characters, and with them replaced by
+    one sentinel character. In each, the tokens shared with ``ids`` at the front and at the back are
+    template and surrounding text; the segment is what lies between, in both. Two edits, because a
+    token at a boundary can re-merge under one of them (removing Q joins the newline before it with
+    the one after: ``"\n" + "\n\n"``), rarely under both. This needs nothing but the backend's own
+    rendering (a local tokenizer and chat template, or a server's ``/tokenize``), so every backend
+    locates segments the same way, whatever the template.
+    """
+    full = list(ids)
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for seg in prompt.segments:
+        ranges = spans.setdefault(seg.name, [])
+        if seg.start == seg.end:
+            continue
+        a1, b1 = _differing_range(full, render(prompt.without(seg)))
+        a2, b2 = _differing_range(full, render(prompt.without(seg, _SEGMENT_SENTINEL)))
+        a, b = max(a1, a2), min(b1, b2)
+        ranges.append((a, max(a, b)))
+    return {name: tuple(ranges) for name, ranges in spans.items()}
+
+
+def _differing_range(full: list[int], other: Sequence[int]) -> tuple[int, int]:
+    """``[a, b)`` of ``full`` outside the longest common prefix and suffix with ``other``."""
+    other = list(other)
+    limit = min(len(full), len(other))
+    head = 0
+    while head < limit and full[head] == other[head]:
+        head += 1
+    tail = 0
+    while tail < limit - head and full[-1 - tail] == other[-1 - tail]:
+        tail += 1
+    return head, len(full) - tail
 
 
 def think_opening(tokenizer, prompt_ids: list[int]) -> str:

@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -55,7 +56,14 @@ import numpy as np
 from ..entropy import full_entropy, topk_entropy
 from ..options import FALSE_WORDS, TRUE_WORDS, as_bool, as_bytes, as_choice, as_float, as_int, converted
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .rendering import cut_at_stop, loglikelihood_ids, render_prompt_ids, resolve_model_path, think_opening
+from .rendering import (
+    cut_at_stop,
+    loglikelihood_ids,
+    render_prompt_ids,
+    resolve_model_path,
+    segment_spans,
+    think_opening,
+)
 from .score_memo import ScoreMemo, join_scores, slice_scores
 
 logger = logging.getLogger(__name__)
@@ -304,13 +312,15 @@ class VLLMBackend(Backend):
         lengths = [0 if hit is None else hit[1] for hit in known]
         scored = self._prompt_logprobs(rendered, k, lengths)
         out = []
-        for ids, hit, (start, positions) in zip(rendered, known, scored):
+        for prompt, ids, hit, (start, positions) in zip(prompts, rendered, known, scored):
             fresh = self._scores_of(ids, positions)
             if start > 1:  # positions 1..start-1 (indices 0..start-2) come from the earlier prompt
                 assert hit is not None
                 fresh = join_scores(slice_scores(hit[0], start - 1), fresh, num_tokens=len(ids))
             if memo is not None:
                 memo.add(ids, fresh)
+            if prompt.segments:
+                fresh = dataclasses.replace(fresh, spans=segment_spans(self._render, prompt, ids))
             out.append(fresh)
         return out
 
