@@ -8,7 +8,10 @@ All questions of a call move through the stages together, one batched backend ca
     answer:   intern generates from x_t* (t* = first s_t > τ_t, else argmax s_t)
 
 The policy (policies/) decides when to stop; the classifier only runs for policies that need scores.
-Backends are used only through the Backend interface: no engine-specific code here.
+A per-group classifier gives each request the member (and thresholds) of its group. Features are
+computed over every span the backend could locate (features.FEATURE_SPANS); the classifier reads the
+span it was trained on, the others are recorded for analysis. Backends are used only through the
+Backend interface: no engine-specific code here.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
-from .classifier import SufficiencyClassifier
 from .cost import RequestCost
-from .features import feature_matrix
+from .features import DEFAULT_SPAN, FEATURE_SPANS, features_of
 from .policies.base import StopPolicy
 from .pricing import TokenPrices
 from .prompts import Question, insights_text, intern_prompt, mentor_prompt
@@ -41,18 +43,54 @@ class StageRecord:
     insights: str  # I_t, cumulative
     score: float | None = None
     usable: bool = True  # False when Q ⊕ I_t does not fit in the intern's context
-    features: np.ndarray | None = field(default=None, repr=False)  # f_t (Eq. 7)
+    features: np.ndarray | None = field(default=None, repr=False)  # f_t (Eq. 7) over the classifier's span
+    # f_t over every span the backend located (features.FEATURE_SPANS), and the token spans themselves
+    features_by_span: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    spans: dict[str, tuple[tuple[int, int], ...]] | None = None
+    prompt_tokens: int = 0  # length of the rendered intern prompt
+
+    def to_json(self) -> dict:
+        """A JSON-safe dict (features as lists of floats): one stage of a trace or collect record."""
+        return {
+            "stage": self.stage,
+            "mentor_tokens": self.mentor_tokens,
+            "insights": self.insights,
+            "score": self.score,
+            "usable": self.usable,
+            "prompt_tokens": self.prompt_tokens,
+            "spans": None if self.spans is None else {k: [list(r) for r in v] for k, v in self.spans.items()},
+            "features": {k: [float(x) for x in v] for k, v in self.features_by_span.items()},
+        }
 
 
 @dataclass
 class StageOutcome:
     """One (question, stage) pair of ``Cascade.explore``: the classifier's training row."""
 
-    stage: int
-    features: np.ndarray | None
+    record: StageRecord
     answer: str | None  # None when the stage's prompt did not fit the intern's context
-    mentor_tokens: int
     intern_tokens: int
+    finish_reason: str | None = None
+
+    @property
+    def stage(self) -> int:
+        return self.record.stage
+
+    @property
+    def mentor_tokens(self) -> int:
+        return self.record.mentor_tokens
+
+    @property
+    def features(self) -> np.ndarray | None:
+        return self.record.features
+
+
+@dataclass
+class Exploration:
+    """Every stage of one question (``Cascade.explore``) and the mentor's whole output."""
+
+    stages: list[StageOutcome]
+    mentor: Generation | None
 
 
 @dataclass
@@ -61,6 +99,7 @@ class CascadeResult:
     cost: RequestCost
     stages: list[StageRecord] = field(default_factory=list)
     answer_finish_reason: str = "stop"
+    mentor: Generation | None = None
 
 
 @dataclass
@@ -85,7 +124,7 @@ class Cascade:
         intern: Backend,
         policy: StopPolicy,
         budgets: Sequence[int],
-        classifier: SufficiencyClassifier | None = None,
+        classifier=None,
         mentor_params: float = 0.0,
         intern_params: float = 0.0,
         mentor_thinking: bool | None = None,
@@ -93,7 +132,11 @@ class Cascade:
         progress: bool = True,
         mentor_prices: TokenPrices | None = None,
         intern_prices: TokenPrices | None = None,
+        group_policies: dict[str, StopPolicy] | None = None,
     ) -> None:
+        """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
+        (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
+        group), ``policy`` for every other request."""
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
@@ -104,6 +147,9 @@ class Cascade:
         if policy.needs_scores and classifier is None:
             raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
         self.mentor, self.intern, self.policy, self.classifier = mentor, intern, policy, classifier
+        self.group_policies = dict(group_policies or {})
+        card = getattr(classifier, "card", None)
+        self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
         self.budgets = budgets
         self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
         self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
@@ -126,7 +172,7 @@ class Cascade:
             still = []
             for i in active:
                 st = states[i]
-                if st.stages[stage].usable and self.policy.stop_after(stage, st.scores):
+                if st.stages[stage].usable and self._policy(st).stop_after(stage, st.scores):
                     st.chosen, st.early = stage, self.policy.needs_scores  # a classifier decision
                 else:
                     still.append(i)
@@ -136,7 +182,7 @@ class Cascade:
                 break
         for i in active:
             st = states[i]
-            st.chosen = self.policy.final_stage(st.scores, self.num_stages)
+            st.chosen = self._policy(st).final_stage(st.scores, self.num_stages)
             if not st.stages[st.chosen].usable:  # e.g. fixed:k whose prompt does not fit: last usable stage
                 st.chosen = max(s.stage for s in st.stages if s.usable)
         results = self._answer(states)
@@ -144,7 +190,7 @@ class Cascade:
         bar.close()
         return results
 
-    def explore(self, questions: Sequence[Question]) -> list[list[StageOutcome]]:
+    def explore(self, questions: Sequence[Question]) -> list[Exploration]:
         """Every stage of every question: features of x_t and the intern's answer from x_t.
 
         This is how classifier training data is made (section 3.1: a stage is labelled sufficient
@@ -180,15 +226,17 @@ class Cascade:
                 last = gen if rec.usable else last
                 rows.append(
                     StageOutcome(
-                        stage=t,
-                        features=rec.features,
+                        record=rec,
                         answer=gen.text if gen is not None else None,
-                        mentor_tokens=rec.mentor_tokens,
                         intern_tokens=gen.new_tokens if gen is not None else 0,
+                        finish_reason=gen.finish_reason if gen is not None else None,
                     )
                 )
-            out.append(rows)
+            out.append(Exploration(rows, st.mentor))
         return out
+
+    def _policy(self, st: _State) -> StopPolicy:
+        return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy
 
     # --- phases -------------------------------------------------------------------------------------
     def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> None:
@@ -251,7 +299,9 @@ class Cascade:
                     self.intern.max_context,
                 )
             st.stages.append(
-                StageRecord(stage, st.cost.mentor_tokens if stage else 0, insights, None, usable)
+                StageRecord(
+                    stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
+                )
             )
             st.prompts.append(prompt)
 
@@ -264,7 +314,9 @@ class Cascade:
                 continue
             if _same_as_previous(st, stage):
                 # same x_t as before: same features, same s_t
-                rec.score, rec.features = st.stages[stage - 1].score, st.stages[stage - 1].features
+                prev = st.stages[stage - 1]
+                rec.score, rec.features = prev.score, prev.features
+                rec.features_by_span, rec.spans = prev.features_by_span, prev.spans
                 continue
             todo.append(i)
         if not todo:
@@ -272,13 +324,28 @@ class Cascade:
         t0 = time.perf_counter()
         scores = self.intern.score([states[i].prompts[stage] for i in todo])
         t1 = time.perf_counter()
-        features = feature_matrix(scores)
-        s = self.classifier.sufficiency(features) if self.classifier is not None else [None] * len(todo)
+        for i, sc in zip(todo, scores):
+            rec = states[i].stages[stage]
+            rec.spans = sc.spans
+            rec.features_by_span = _features_by_span(sc)
+            if self.feature_span not in rec.features_by_span:
+                raise BackendError(
+                    f"the classifier reads features over span {self.feature_span!r}, which the intern "
+                    f"backend {self.intern.name!r} could not locate (no token spans of Q and I_t)"
+                )
+            rec.features = rec.features_by_span[self.feature_span]
+        if self.classifier is not None:
+            X = np.stack([states[i].stages[stage].features for i in todo])
+            groups = [states[i].question.group for i in todo]
+            if hasattr(self.classifier, "for_group"):
+                s = self.classifier.sufficiency(X, groups)
+            else:
+                s = self.classifier.sufficiency(X)
+            for i, value in zip(todo, s):
+                states[i].stages[stage].score = float(value)
         t2 = time.perf_counter()
-        for i, sc, f, value in zip(todo, scores, features, s):
+        for i, sc in zip(todo, scores):
             st = states[i]
-            st.stages[stage].features = f
-            st.stages[stage].score = None if value is None else float(value)
             st.cost.intern_scored_tokens += sc.num_tokens
             _bill(st.cost, self.intern_prices, sc.num_tokens, 0)
             st.cost.times.intern_score += (t1 - t0) / len(todo)
@@ -319,8 +386,14 @@ class Cascade:
             cost.stage_scores = [s.score for s in st.stages if s.score is not None]
             cost.times.intern_generate += share
             cost.finalize(self.mentor_params, self.intern_params)
-            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason))
+            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason, st.mentor))
         return results
+
+
+def _features_by_span(scores) -> dict[str, np.ndarray]:
+    """f_t over each span this prompt's scores allow (``prompt`` always; the others need spans)."""
+    spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
+    return {span: features_of(scores, span) for span in spans}
 
 
 def _bill(cost: RequestCost, prices: TokenPrices | None, input_tokens: int, output_tokens: int) -> None:

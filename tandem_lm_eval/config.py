@@ -53,6 +53,10 @@ class TandemConfig:
     trace_path: str | None = None
     progress: bool = True
     is_demo: bool = False
+    # budgets came from model_args (else a classifier's recorded budgets are used)
+    budgets_given: bool = False
+    # run on questions the classifier was trained on (the leakage guard refuses them by default)
+    allow_training_overlap: bool = False
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -70,6 +74,7 @@ class TandemConfig:
         "chat_template",
         "trace_path",
         "progress",
+        "allow_training_overlap",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -139,6 +144,11 @@ class TandemConfig:
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
             rc.backend = resolve_backend_name(rc.backend, role)
+            if rc.backend == "recorded" and role == "intern":
+                raise ConfigError(
+                    "intern_backend=recorded: a recorded model can only be the mentor (the intern must "
+                    "score prompts and answer)"
+                )
             accepted = _backend_options(role, rc.backend)
             # Shared keys (dtype) reach only the backends that take them (a server has no dtype).
             rc.options = {**{k: v for k, v in shared.items() if accepted is None or k in accepted}, **opts}
@@ -154,6 +164,7 @@ class TandemConfig:
 
         cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
         if "budgets" in top:
+            cfg.budgets_given = True
             cfg.budgets = tuple(as_int("budgets", b, minimum=1) for b in as_list("budgets", top["budgets"]))
             if not cfg.budgets or any(b2 <= b1 for b1, b2 in zip(cfg.budgets, cfg.budgets[1:])):
                 raise ConfigError(
@@ -183,6 +194,8 @@ class TandemConfig:
             cfg.trace_path = as_str("trace_path", top["trace_path"])
         if "progress" in top:
             cfg.progress = as_bool("progress", top["progress"])
+        if "allow_training_overlap" in top:
+            cfg.allow_training_overlap = as_bool("allow_training_overlap", top["allow_training_overlap"])
         return cfg
 
     def public_dict(self) -> dict[str, Any]:

@@ -10,29 +10,26 @@ no mentor stage and no cost metric for them. ``loglikelihood_rolling`` (perplexi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 from lm_eval.api.model import LM
 
-from .backends import Backend, Message, make_backend
+from .backends import Backend, make_backend
 from .backends.base import BackendError
 from .cascade import Cascade, CascadeResult
-from .classifier import ClassifierError, SufficiencyClassifier, normalize_model_name
+from .classifier import ClassifierError, group_of, load_classifier_folder, normalize_model_name
 from .config import ConfigError, RoleConfig, TandemConfig
 from .cost import RequestCost, RunSummary
-from .policies import make_policy
-from .prompts import Question
+from .policies import StopPolicy, make_policy
+from .prompts import question_from_request, serialize_chat
 from .reporting import TandemResponse, install_task_patches
 from .resources import classifiers_dir
 
 logger = logging.getLogger(__name__)
 
 DEMO_CLASSIFIER = "smollm2-135m-gsm8k"
-# Marks a context that our apply_chat_template serialized, so generate_until gets the messages back.
-_CHAT_SENTINEL = "\x00tandem-chat\x00"
 
 
 class TandemLM(LM):
@@ -66,6 +63,7 @@ class TandemLM(LM):
                 progress=cfg.progress,
                 mentor_prices=cfg.mentor.prices,
                 intern_prices=cfg.intern.prices,
+                group_policies=group_policies(cfg, self.classifier),
             )
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
@@ -81,9 +79,12 @@ class TandemLM(LM):
         for req in requests:
             context, gen_kwargs = req.args
             try:
-                questions.append(self._question(context, gen_kwargs))
+                questions.append(
+                    question_from_request(context, gen_kwargs, self.config.max_gen_toks, self._group_of(req))
+                )
             except ValueError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
+        self._refuse_training_questions(requests, questions)
         t0 = time.perf_counter()
         self.cascade.progress = self.config.progress and not disable_tqdm
         try:
@@ -98,34 +99,25 @@ class TandemLM(LM):
             self._write_trace(requests, results)
         return [TandemResponse(r.answer, r.cost) for r in results]
 
-    def _question(self, context: str, gen_kwargs: dict) -> Question:
-        gen_kwargs = dict(gen_kwargs or {})
-        until = gen_kwargs.pop("until", None) or ()
-        if isinstance(until, str):
-            until = (until,)
-        max_gen = int(gen_kwargs.pop("max_gen_toks", self.config.max_gen_toks))
-        do_sample = bool(gen_kwargs.pop("do_sample", False))
-        temperature = float(gen_kwargs.pop("temperature", 0.0) or 0.0)
-        if not do_sample:
-            temperature = 0.0
-        top_p = float(gen_kwargs.pop("top_p", 1.0) or 1.0)
-        seed = gen_kwargs.pop("seed", None)
-        if context.startswith(_CHAT_SENTINEL):
-            messages = tuple(
-                Message(m["role"], m["content"]) for m in json.loads(context[len(_CHAT_SENTINEL) :])
+    def _group_of(self, req) -> str | None:
+        group_by = getattr(self.classifier, "group_by", None)
+        if group_by is None:
+            return None
+        return group_of(group_by, getattr(req, "task_name", None), getattr(req, "doc", None))
+
+    def _refuse_training_questions(self, requests, questions) -> None:
+        """Leakage guard: a question the classifier (or its thresholds) was fit on must not be scored."""
+        seen = self.classifier.card.training_questions if self.classifier is not None else frozenset()
+        if not seen or self.config.allow_training_overlap:
+            return
+        overlap = [(req, q) for req, q in zip(requests, questions) if q.key in seen]
+        if overlap:
+            req, _ = overlap[0]
+            raise SystemExit(
+                f"tandem: {len(overlap)} of {len(questions)} questions (first: {_describe(req)}) are among "
+                "the classifier's training questions: scores on them would be inflated. Evaluate on "
+                "other questions, or give allow_training_overlap=true to run anyway"
             )
-        else:
-            if not context.strip():
-                raise ValueError("empty prompt")
-            messages = (Message("user", context),)
-        return Question(
-            messages=messages,
-            until=tuple(u for u in until if u),
-            max_gen_toks=max_gen,
-            temperature=temperature,
-            top_p=top_p,
-            seed=int(seed) if seed is not None else None,
-        )
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [req.args for req in requests]
@@ -144,9 +136,7 @@ class TandemLM(LM):
         self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
     ) -> str:
         # Each role renders with its own template later; keep the messages intact until then.
-        return _CHAT_SENTINEL + json.dumps(
-            [{"role": m["role"], "content": m["content"]} for m in chat_history]
-        )
+        return serialize_chat(chat_history)
 
     def chat_template(self, chat_template=False) -> str:
         return "tandem: per-role chat templates"
@@ -168,27 +158,64 @@ class TandemLM(LM):
         }
 
     def _write_trace(self, requests, results: list[CascadeResult]) -> None:
-        path = Path(self.config.trace_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            for req, res in zip(requests, results):
-                row = {
-                    "task": getattr(req, "task_name", None),
-                    "doc_id": getattr(req, "doc_id", None),
-                    "answer": res.answer,
-                    "cost": res.cost.as_dict(),
-                    "stages": [s.__dict__ for s in res.stages],
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        from .records import MentorOutput, QuestionRecord, doc_hash, stage_entry, write_records
+
+        records = []
+        for req, res in zip(requests, results):
+            question = question_from_request(*req.args, self.config.max_gen_toks)
+            mentor = None
+            if res.mentor is not None:
+                mentor = MentorOutput(
+                    text=res.mentor.text,
+                    token_ids=list(res.mentor.token_ids),
+                    finished=res.mentor.finished,
+                    model=self.config.mentor.model,
+                    num_params=self.mentor_params,
+                )
+            stages = []
+            for rec in res.stages:
+                answered = rec.stage == res.cost.stop_stage
+                stages.append(
+                    stage_entry(
+                        rec,
+                        answer=res.answer if answered else None,
+                        intern_tokens=res.cost.intern_tokens if answered else None,
+                        finish_reason=res.answer_finish_reason if answered else None,
+                    )
+                )
+            records.append(
+                QuestionRecord(
+                    question_hash=question.key,
+                    question="\n\n".join(m.content for m in question.dialogue()),
+                    stages=stages,
+                    kind="trace",
+                    task=getattr(req, "task_name", None),
+                    group=self._group_of(req)
+                    if self._group_of(req) is not None
+                    else getattr(req, "task_name", None),
+                    group_by=getattr(self.classifier, "group_by", "task"),
+                    doc_id=getattr(req, "doc_id", None),
+                    doc_hash=doc_hash(getattr(req, "doc", None)),
+                    budgets=list(self.config.budgets),
+                    mentor=mentor,
+                    intern_model=self.config.intern.model,
+                    intern_num_params=self.intern_params,
+                    entropy_method=getattr(self.intern, "entropy_method", "exact"),
+                    mode=self.config.mode,
+                    chosen_stage=res.cost.stop_stage,
+                    stopped_early=res.cost.stopped_early,
+                    cost=res.cost.as_dict(),
+                )
+            )
+        write_records(self.config.trace_path, records)
 
 
-def load_classifier(
-    cfg: TandemConfig, intern: Backend
-) -> tuple[SufficiencyClassifier | None, tuple[float, ...] | None]:
+def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, tuple[float, ...] | None]:
     """The sufficiency classifier and per-stage thresholds for this run (None for baseline modes).
 
     ``classifier`` is a folder path or a name under ``classifiers/``; the demo intern gets the shipped
-    demo classifier. Thresholds from model_args override the classifier's.
+    demo classifier. Thresholds from model_args override the classifier's (every group's). When
+    model_args give no budgets, the classifier's are used: its thresholds were chosen for those stages.
     """
     if cfg.mode != "tandem":
         return None, cfg.thresholds
@@ -196,8 +223,8 @@ def load_classifier(
     if name is None:
         raise ConfigError(
             "mode=tandem needs a sufficiency classifier trained for your intern: give classifier=PATH "
-            f"(or a name under {classifiers_dir()}), train one with `python -m tandem_lm_eval.train_classifier`, "
-            "or run a baseline mode (intern_only, fixed:<k>)"
+            f"(or a name under {classifiers_dir()}), train one with `tandem-lm-eval collect` and "
+            "`tandem-lm-eval fit` (docs/classifier.md), or run a baseline mode (intern_only, fixed:<k>)"
         )
     path = Path(name).expanduser()
     if not path.exists():
@@ -207,20 +234,47 @@ def load_classifier(
         raise ClassifierError(
             f"classifier {name!r} not found (not a path; shipped: {', '.join(shipped) or 'none'})"
         )
-    clf = SufficiencyClassifier.load(path)
-    _check_classifier(cfg, clf, path, intern)
-    thresholds = cfg.thresholds or tuple(clf.card.thresholds)
-    if len(thresholds) != cfg.num_stages:
-        raise ConfigError(
-            f"classifier {path.name} has {len(thresholds)} thresholds but budgets {list(cfg.budgets)} make "
-            f"{cfg.num_stages} stages: give thresholds=[...] with {cfg.num_stages} values"
+    clf = load_classifier_folder(path)
+    card = clf.card
+    if not cfg.budgets_given and card.budgets and tuple(card.budgets) != tuple(cfg.budgets):
+        logger.info(
+            "tandem: budgets %s from classifier %s (no budgets in model_args)", card.budgets, path.name
         )
+        cfg.budgets = tuple(int(b) for b in card.budgets)
+    _check_classifier(cfg, clf, path, intern)
+    thresholds = cfg.thresholds or tuple(card.thresholds)
+    members = getattr(clf, "members", {})
+    for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:
+        if not cfg.thresholds and len(member_card.thresholds) != cfg.num_stages:
+            raise ConfigError(
+                f"classifier {path.name}{label} has {len(member_card.thresholds)} thresholds but budgets "
+                f"{list(cfg.budgets)} make {cfg.num_stages} stages: give thresholds=[...] with "
+                f"{cfg.num_stages} values"
+            )
     return clf, thresholds
 
 
-def _check_classifier(cfg: TandemConfig, clf: SufficiencyClassifier, path: Path, intern: Backend) -> None:
+def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
+    """Each group's own thresholds, for a per-group classifier in mode=tandem (unless model_args
+    give thresholds, which then hold for every group)."""
+    members = getattr(classifier, "members", None)
+    if cfg.mode != "tandem" or not members or cfg.thresholds:
+        return {}
+    return {group: make_policy("tandem", tuple(m.card.thresholds)) for group, m in members.items()}
+
+
+def _check_classifier(cfg: TandemConfig, clf, path: Path, intern: Backend) -> None:
     problems = []
-    want_intern = normalize_model_name(_intern_identity(cfg.intern, intern))
+    clf_budgets = tuple(clf.card.budgets)
+    if clf_budgets and clf_budgets != tuple(cfg.budgets):
+        logger.warning(
+            "tandem: classifier %s was trained with budgets %s, this run uses %s: its thresholds were "
+            "chosen for other stages",
+            path.name,
+            list(clf_budgets),
+            list(cfg.budgets),
+        )
+    want_intern = normalize_model_name(intern_identity(cfg.intern, intern))
     if clf.card.intern_model and normalize_model_name(clf.card.intern_model) != want_intern:
         problems.append(
             f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
@@ -265,7 +319,7 @@ def _param_count(rc: RoleConfig, backend: Backend | None) -> float:
     return float(backend.num_parameters)
 
 
-def _intern_identity(rc: RoleConfig, backend: Backend) -> str:
+def intern_identity(rc: RoleConfig, backend: Backend) -> str:
     if rc.model == "demo":
         from .demo import DEMO_FOLDER
 

@@ -141,3 +141,26 @@ def as_count(key: str, value: Any) -> int:
     if not math.isfinite(number) or number < 1:
         raise OptionError(f"{key} must be a positive number such as 32e9 or 32B, got {value!r}")
     return int(round(number))
+
+
+def parse_model_args(text: str) -> dict[str, str]:
+    """``key=value,key=value`` as lm_eval's ``--model_args`` (commas inside ``[...]`` kept together)."""
+    out: dict[str, str] = {}
+    depth, start, parts = 0, 0, []
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    for part in parts:
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"model_args entry {part!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out

@@ -7,9 +7,13 @@ template (see backends/rendering.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 
-from .backends.base import Message, Prompt
+from .backends.base import Message, Prompt, Segment
+from .features import INSIGHTS, QUESTION
 from .thinking import strip_think_tags
 
 # Figure 6 of the paper, as the mentor's system prompt.
@@ -25,6 +29,9 @@ CONSTRAINTS
 - Keep each component concise.
 - Maintain notational consistency with the original problem."""
 
+# Marks a context that TandemLM.apply_chat_template serialized, so the messages can be rebuilt.
+CHAT_SENTINEL = "\x00tandem-chat\x00"
+
 INSIGHTS_HEADER = "[Thinking Insights]"
 INSIGHTS_FOOTER = "Use these insights from a mentor to answer the question above."
 
@@ -39,6 +46,9 @@ class Question:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    # The request's group (task name or a document field, see classifier.group_of): picks the
+    # member of a per-group classifier.
+    group: str | None = None
 
     def __post_init__(self) -> None:
         if not self.messages or not any(m.content.strip() for m in self.messages if m.role == "user"):
@@ -51,6 +61,62 @@ class Question:
     def dialogue(self) -> tuple[Message, ...]:
         """The conversation without the task's system message (few-shot turns kept)."""
         return tuple(m for m in self.messages if m.role != "system")
+
+    @property
+    def key(self) -> str:
+        """``question_hash`` of this question's dialogue."""
+        return question_hash(self.dialogue())
+
+
+def serialize_chat(chat_history: list[dict[str, str]]) -> str:
+    """lm-eval's chat history as one context string that ``question_from_request`` turns back into
+    messages: each role renders the conversation with its own chat template later."""
+    return CHAT_SENTINEL + json.dumps([{"role": m["role"], "content": m["content"]} for m in chat_history])
+
+
+def question_from_request(
+    context: str, gen_kwargs: dict | None, default_max_gen_toks: int, group: str | None = None
+) -> Question:
+    """A ``Question`` from an lm-eval generation request's ``(context, gen_kwargs)``."""
+    from .backends.base import Message as _Message
+
+    gen_kwargs = dict(gen_kwargs or {})
+    until = gen_kwargs.pop("until", None) or ()
+    if isinstance(until, str):
+        until = (until,)
+    max_gen = int(gen_kwargs.pop("max_gen_toks", default_max_gen_toks))
+    do_sample = bool(gen_kwargs.pop("do_sample", False))
+    temperature = float(gen_kwargs.pop("temperature", 0.0) or 0.0)
+    if not do_sample:
+        temperature = 0.0
+    top_p = float(gen_kwargs.pop("top_p", 1.0) or 1.0)
+    seed = gen_kwargs.pop("seed", None)
+    if context.startswith(CHAT_SENTINEL):
+        messages = tuple(_Message(m["role"], m["content"]) for m in json.loads(context[len(CHAT_SENTINEL) :]))
+    else:
+        if not context.strip():
+            raise ValueError("empty prompt")
+        messages = (_Message("user", context),)
+    return Question(
+        messages=messages,
+        until=tuple(u for u in until if u),
+        max_gen_toks=max_gen,
+        temperature=temperature,
+        top_p=top_p,
+        seed=int(seed) if seed is not None else None,
+        group=group,
+    )
+
+
+def question_hash(dialogue: tuple[Message, ...] | str) -> str:
+    """A short stable id of a question as the models read it: its non-system turns, whitespace and
+    case normalized. Recorded mentors are keyed by it, and classifiers record the hashes of their
+    training questions so an evaluation containing them is refused."""
+    text = dialogue if isinstance(dialogue, str) else "\n".join(f"{m.role}: {m.content}" for m in dialogue)
+    if isinstance(dialogue, str):
+        text = f"user: {text}"
+    normalized = re.sub(r"\s+", " ", text).strip().lower()
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:16]
 
 
 def mentor_prompt(question: Question, thinking: bool | None) -> Prompt:
@@ -67,10 +133,18 @@ def insights_text(mentor_output: str) -> str:
 
 
 def intern_prompt(question: Question, insights: str, thinking: bool | None) -> Prompt:
-    """x_t = Q ⊕ I_t: the insights follow the question in the last user turn; I_0 = ∅ is Q alone."""
+    """x_t = Q ⊕ I_t: the insights follow the question in the last user turn; I_0 = ∅ is Q alone.
+
+    Segments mark Q (the content of every non-system turn the task wrote) and I_t (the insight text,
+    without the header and footer that introduce it), so the intern's features can be computed over
+    Q ⊕ I_t as Eq. 6 defines x_t, not over the chat template and our own wording around them.
+    """
     messages = list(question.messages)
+    segments = [Segment(QUESTION, i, 0, len(m.content)) for i, m in enumerate(messages) if m.role != "system"]
     if insights:
         last_user = max(i for i, m in enumerate(messages) if m.role == "user")
-        content = f"{messages[last_user].content}\n\n{INSIGHTS_HEADER}\n{insights}\n\n{INSIGHTS_FOOTER}"
+        head = f"{messages[last_user].content}\n\n{INSIGHTS_HEADER}\n"
+        content = f"{head}{insights}\n\n{INSIGHTS_FOOTER}"
         messages[last_user] = Message("user", content)
-    return Prompt(messages=tuple(messages), thinking=thinking)
+        segments.append(Segment(INSIGHTS, last_user, len(head), len(head) + len(insights)))
+    return Prompt(messages=tuple(messages), thinking=thinking, segments=tuple(segments))

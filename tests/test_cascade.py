@@ -146,9 +146,11 @@ def test_explore_gives_features_and_an_answer_for_every_stage():
     mentor = ScriptedBackend(script_len={"short": 60}, params=32)
     intern = ScriptedBackend(default_len=7, params=7)
     cascade = Cascade(mentor, intern, make_policy("fixed:3"), (100, 500, 1000), progress=False)
-    rows = cascade.explore([q("short"), q("long")])
+    explored = cascade.explore([q("short"), q("long")])
+    rows = [e.stages for e in explored]
     assert [len(r) for r in rows] == [4, 4]
     short, long = rows
+    assert explored[0].mentor.finished and len(explored[1].mentor.token_ids) == 1000
     assert [o.mentor_tokens for o in long] == [0, 100, 500, 1000]
     assert [o.mentor_tokens for o in short] == [0, 60, 60, 60]
     assert all(o.features is not None and o.features.shape == (17,) for r in rows for o in r)

@@ -8,6 +8,7 @@ from fakes import ScriptedBackend
 from tandem_lm_eval.classifier import ClassifierError
 from tandem_lm_eval.config import ConfigError, TandemConfig
 from tandem_lm_eval.model import DEMO_CLASSIFIER, TandemLM, load_classifier
+from tandem_lm_eval.prompts import question_from_request
 from tandem_lm_eval.reporting import TandemResponse
 
 
@@ -47,17 +48,25 @@ def test_entropy_method_mismatch_is_refused(tiny_classifier_dir, tiny_model_dir)
 def test_stage_count_mismatch_needs_thresholds(tiny_classifier_dir, tiny_model_dir):
     intern = ScriptedBackend(model_name=str(tiny_model_dir))
     c = cfg(
-        mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir)
-    )  # 3 budgets -> 4 stages
+        mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir), budgets="[100,500,1000]"
+    )  # 3 budgets -> 4 stages; the classifier has 3 thresholds (budgets [8, 16])
     with pytest.raises(ConfigError, match="3 thresholds but budgets \\[100, 500, 1000\\] make 4 stages"):
         load_classifier(c, intern)
     ok = cfg(
         mentor="/m",
         intern=str(tiny_model_dir),
         classifier=str(tiny_classifier_dir),
+        budgets="[100,500,1000]",
         thresholds="[.1,.2,.3,.4]",
     )
     assert load_classifier(ok, intern)[1] == (0.1, 0.2, 0.3, 0.4)
+
+
+def test_budgets_default_to_the_classifiers(tiny_classifier_dir, tiny_model_dir):
+    c = cfg(mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir))
+    assert c.budgets == (100, 500, 1000)
+    _, thresholds = load_classifier(c, ScriptedBackend(model_name=str(tiny_model_dir)))
+    assert c.budgets == (8, 16) and thresholds == (0.5, 0.5, 0.5)
 
 
 def test_missing_classifier_messages(tmp_path):
@@ -123,7 +132,7 @@ def test_chat_history_round_trips_through_apply_chat_template(tiny_lm):
     ctx = tiny_lm.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     )
-    q = tiny_lm._question(ctx, {"until": ["\n"], "max_gen_toks": 3})
+    q = question_from_request(ctx, {"until": ["\n"], "max_gen_toks": 3}, 8192)
     assert [(m.role, m.content) for m in q.messages] == [("system", "Be brief."), ("user", "Hi?")]
 
 

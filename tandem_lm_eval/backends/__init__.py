@@ -25,6 +25,8 @@ BACKENDS: dict[str, str] = {
     "hf": "tandem_lm_eval.backends.hf:HFBackend",
     "vllm": "tandem_lm_eval.backends.vllm:VLLMBackend",
     "openai": "tandem_lm_eval.backends.openai:OpenAIBackend",
+    # mentor only: outputs recorded earlier (records.py), cut at each budget
+    "recorded": "tandem_lm_eval.backends.recorded:RecordedBackend",
 }
 
 __all__ = [

@@ -1,0 +1,183 @@
+"""The subcommands of ``tandem-lm-eval``: argument parsing and wiring only; the work is in
+``collect.py``, ``oracle.py``, ``fitting.py`` and ``analysis.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("tandem_lm_eval")
+
+
+class CommandError(Exception):
+    """A problem with the command's inputs: printed as one line, exit status 2."""
+
+
+def run_subcommand(argv: Sequence[str]) -> int:
+    from .backends.base import BackendError
+
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (CommandError, BackendError, ValueError, OSError) as exc:
+        # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
+        print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tandem-lm-eval", description="Tandem classifier workflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def task_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tasks", required=True, help="comma-separated lm-eval task or group names")
+        p.add_argument("--include_path", default=None, help="a folder of extra task YAMLs (as lm_eval)")
+        p.add_argument("--limit", type=int, default=None, help="questions in all, balanced across groups")
+        p.add_argument("--seed", type=int, default=0, help="seed of the balanced sampling")
+        p.add_argument(
+            "--group-by",
+            default="task",
+            help="what a group is: 'task' or 'doc:<field>' (e.g. doc:subject for MATH subjects)",
+        )
+        p.add_argument("--apply_chat_template", action="store_true", help="as lm_eval's flag")
+
+    c = sub.add_parser(
+        "collect", help="run a mentor/intern pair over a task's questions, every stage, labelled"
+    )
+    task_args(c)
+    c.add_argument(
+        "--model_args",
+        default="",
+        help="as for lm_eval --model tandem: mentor=...,intern=...,budgets=[...],<role>_<option>=...",
+    )
+    c.add_argument("--answer-max-tokens", type=int, default=None, help="default: the task's max_gen_toks")
+    c.add_argument("--metric", default=None, help="the task metric that labels answers (default: its first)")
+    c.add_argument("--filter", default=None, help="the task filter to apply first (default: its first)")
+    c.add_argument("--label-threshold", type=float, default=1.0, help="correct when metric >= this")
+    c.add_argument(
+        "--chunk", type=int, default=32, help="questions per batch (records are written per chunk)"
+    )
+    c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
+    c.set_defaults(func=_collect)
+
+    o = sub.add_parser("oracle-mentor", help="write a recorded mentor from a task's reference solutions")
+    task_args(o)
+    o.add_argument("--solution-field", required=True, help="the document field with the solution text")
+    o.add_argument("--keep-final-answer", action="store_true", help="keep GSM8K's '#### <answer>' line")
+    o.add_argument("--out", type=Path, required=True)
+    o.set_defaults(func=_oracle)
+
+    from .fitting import add_fit_arguments
+
+    f = sub.add_parser("fit", help="train a sufficiency classifier and choose thresholds by an objective")
+    add_fit_arguments(f)
+    f.set_defaults(func=_fit)
+
+    from .analysis import add_analyze_arguments
+
+    a = sub.add_parser(
+        "analyze", help="held-out report of a classifier on collected records (no model calls)"
+    )
+    add_analyze_arguments(a)
+    a.set_defaults(func=_analyze)
+    return parser
+
+
+def _task_questions(args, **extra):
+    import lm_eval.tasks.manager as manager
+
+    from ._startup import patch_task_manager
+    from .taskdata import load_task_questions
+
+    patch_task_manager(manager)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    return load_task_questions(
+        tasks,
+        include_path=args.include_path,
+        limit=args.limit,
+        seed=args.seed,
+        group_by=args.group_by,
+        apply_chat_template=args.apply_chat_template,
+        **extra,
+    )
+
+
+def _collect(args) -> int:
+    from .cascade import Cascade
+    from .collect import collect
+    from .config import TandemConfig
+    from .model import build_backends, intern_identity
+    from .options import parse_model_args
+    from .policies import FixedStagePolicy
+
+    model_args = parse_model_args(args.model_args)
+    if "mode" in model_args:
+        raise CommandError("collect runs every stage: leave mode out of --model_args")
+    cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    questions, source = _task_questions(
+        args,
+        max_gen_toks=args.answer_max_tokens,
+        default_max_gen_toks=cfg.max_gen_toks,
+        metric=args.metric,
+        filter_name=args.filter,
+        threshold=args.label_threshold,
+    )
+    mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    cascade = Cascade(
+        mentor,
+        intern,
+        FixedStagePolicy(len(cfg.budgets)),
+        cfg.budgets,
+        mentor_params=mentor_params,
+        intern_params=intern_params,
+        mentor_thinking=cfg.mentor.thinking,
+        intern_thinking=cfg.intern.thinking,
+        progress=cfg.progress,
+    )
+    stats = collect(
+        cascade,
+        questions,
+        source,
+        args.out,
+        mentor_model=mentor.model_name if mentor is not None else "",
+        intern_model=intern_identity(cfg.intern, intern),
+        entropy_method=getattr(intern, "entropy_method", "exact"),
+        chunk=args.chunk,
+    )
+    print(
+        f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
+        f"({stats.skipped} already there)"
+    )
+    return 0
+
+
+def _oracle(args) -> int:
+    from .oracle import write_oracle
+
+    questions, _ = _task_questions(args)
+    n = write_oracle(questions, args.solution_field, args.out, args.keep_final_answer)
+    print(f"oracle-mentor: wrote {n} recorded mentor outputs to {args.out}")
+    return 0
+
+
+def _fit(args) -> int:
+    from .fitting import run_fit
+
+    report = run_fit(args)
+    print(json.dumps(report, indent=2, default=str)[:4000])
+    return 0
+
+
+def _analyze(args) -> int:
+    from .analysis import run_analyze
+
+    return run_analyze(args)

@@ -1,0 +1,379 @@
+"""``tandem-lm-eval fit``: a sufficiency classifier and its thresholds from collected records.
+
+1. Rows: one per usable (question, stage) of ``collect`` records, features over the chosen span
+   (``question_insights`` by default), label = the task's metric said the answer was correct.
+2. Split by question (all stages of a question on one side), stratified 70/30 with seed 42 (§3.1).
+3. Fit the estimator (the paper's MLP, or logistic regression / gradient boosting) on the training
+   questions; the MLP stops early on the validation questions.
+4. Thresholds by an explicit objective (replay.Objective), chosen by replaying the cascade exactly
+   as it runs on held-out rows. The paper says both "τ_t optimized per effort level on a held-out
+   validation set" (§2.3) and "grid search ... on the training set" (§3.1); the default follows §2.3
+   (``--threshold-rows validation``: thresholds fit on training rows overfit the classifier's own
+   fit), ``--threshold-rows train`` follows §3.1. The whole accuracy-TFLOPs front of the grid is
+   saved with the classifier.
+5. ``--per-group``: one classifier per group (a MATH subject) plus a unified fallback, one folder.
+
+Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
+every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import GroupedClassifier, make_classifier
+from .features import DEFAULT_SPAN, FEATURE_SET, FEATURE_SPANS
+from .records import QuestionRecord, load_records
+from .replay import (
+    Objective,
+    ThresholdChoice,
+    choose_thresholds,
+    fixed_stage,
+    oracle,
+    pareto_front,
+    threshold_grid,
+)
+from .tables import RowTable, TableError, row_table, stage_table
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("mlp", "logistic", "gradient_boosting")
+
+
+@dataclass
+class FitSettings:
+    span: str = DEFAULT_SPAN
+    kind: str = "mlp"
+    params: dict | None = None  # estimator constructor parameters
+    objective: Objective = Objective("max_accuracy")
+    validation_fraction: float = 0.3
+    seed: int = 42
+    threshold_rows: str = "validation"  # "validation" (§2.3) or "train" (§3.1)
+    per_group: bool = False
+    min_group_questions: int = 30
+    mentor_params: float | None = None
+    intern_params: float | None = None
+
+
+def split_questions(records: Sequence[QuestionRecord], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over records: True = validation. Stratified on (group, any stage correct) so
+    both sides see solvable and unsolvable questions of every group; coarser strata when a
+    stratum is too small to split."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(records))
+    solvable = [str(any(s.label for s in r.stages if s.usable)) for r in records]
+    for strata in ([f"{r.group}|{a}" for r, a in zip(records, solvable)], solvable, None):
+        if strata is not None and min(np.unique(strata, return_counts=True)[1]) < 2:
+            continue
+        try:
+            _, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=strata)
+            break
+        except ValueError:  # a stratum too small for the requested fraction
+            continue
+    mask = np.zeros(len(records), dtype=bool)
+    mask[val] = True
+    return mask
+
+
+def fit_member(rows_train: RowTable, rows_val: RowTable, settings: FitSettings):
+    if len(np.unique(rows_train.y)) < 2:
+        raise TableError(
+            f"the training rows have one label only ({int(rows_train.y.sum())} sufficient of {len(rows_train)}): "
+            "nothing to learn; collect more questions"
+        )
+    clf = make_classifier(settings.kind, **(settings.params or {}))
+    clf.fit(rows_train.X, rows_train.y, rows_val.X, rows_val.y)
+    return clf
+
+
+def choose_for(
+    clf, records: Sequence[QuestionRecord], rows: RowTable, settings: FitSettings
+) -> tuple[ThresholdChoice, list[dict], dict]:
+    """Thresholds for ``clf`` by the objective, replayed on ``records``; the front; baselines."""
+    table = stage_table(
+        records, lambda r: clf.sufficiency(r.X), rows, settings.mentor_params, settings.intern_params
+    )
+    grid = threshold_grid(table, stage0=settings.objective.stage0)
+    choice = choose_thresholds(table, settings.objective, grid_result=grid)
+    front = [p.to_dict() for p in pareto_front(grid)] if settings.objective.kind != "per_stage" else []
+    baselines = {f"fixed:{t}": fixed_stage(table, t).summary() for t in range(table.num_stages)}
+    baselines["oracle"] = oracle(table).summary()
+    return choice, front, baselines
+
+
+def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_test_rows: bool = False):
+    """(classifier, report) from labelled ``collect`` records."""
+    if settings.span not in FEATURE_SPANS:
+        raise TableError(f"unknown span {settings.span!r}; valid: {', '.join(FEATURE_SPANS)}")
+    test_rows = sorted({r.task for r in records if (r.split or "").lower() == "test"})
+    if test_rows and not allow_test_rows:
+        raise TableError(
+            f"records of {', '.join(test_rows)} come from a test split: a classifier fit on them must not "
+            "be evaluated there. Collect from a train split (e.g. tandem_gsm8k_train), or pass "
+            "--allow-test-rows if you know these questions are never evaluated"
+        )
+    records = list(records)
+    val_mask = split_questions(records, settings.validation_fraction, settings.seed)
+    train_records = [r for r, v in zip(records, val_mask) if not v]
+    val_records = [r for r, v in zip(records, val_mask) if v]
+    unified, report = _fit_one(train_records, val_records, settings)
+    clf = unified
+    if settings.per_group:
+        members, skipped = {}, {}
+        for group in sorted({r.group for r in records}, key=str):
+            g_train = [r for r in train_records if r.group == group]
+            g_val = [r for r in val_records if r.group == group]
+            n = len(g_train) + len(g_val)
+            if group is None or n < settings.min_group_questions or not g_val:
+                skipped[str(group)] = (
+                    f"{n} questions (< {settings.min_group_questions}): uses the unified one"
+                )
+                continue
+            try:
+                member, member_report = _fit_one(g_train, g_val, settings)
+            except TableError as exc:
+                skipped[str(group)] = f"{exc}: uses the unified one"
+                continue
+            members[group] = member
+            report.setdefault("groups", {})[group] = member_report
+        group_by = _group_by(records)
+        clf = GroupedClassifier(members, unified, group_by)
+        report["groups_using_fallback"] = skipped or {}
+        report["group_by"] = group_by
+    return clf, report
+
+
+def _group_by(records: Sequence[QuestionRecord]) -> str:
+    """The group rule the records were collected with (``collect --group-by``)."""
+    rules = {r.group_by for r in records}
+    if len(rules) != 1:
+        raise TableError(f"records were grouped by different rules: {sorted(map(str, rules))}")
+    return rules.pop()
+
+
+def _fit_one(train_records, val_records, settings: FitSettings):
+    rows_train = row_table(train_records, settings.span)
+    rows_val = row_table(val_records, settings.span)
+    clf = fit_member(rows_train, rows_val, settings)
+    tune_records, tune_rows = (
+        (val_records, rows_val) if settings.threshold_rows == "validation" else (train_records, rows_train)
+    )
+    choice, front, baselines = choose_for(clf, tune_records, tune_rows, settings)
+    first = (train_records or val_records)[0]
+    card = clf.card
+    card.feature_set = FEATURE_SET
+    card.feature_span = settings.span
+    card.intern_model = first.intern_model
+    card.entropy_method = first.entropy_method
+    card.budgets = list(first.budgets)
+    card.thresholds = list(choice.thresholds)
+    card.threshold_objective = {**settings.objective.to_dict(), "rows": settings.threshold_rows}
+    card.threshold_front = front
+    card.training_questions = frozenset(r.question_hash for r in [*train_records, *val_records])
+    val_scores = clf.sufficiency(rows_val.X)
+    report = {
+        "kind": settings.kind,
+        "span": settings.span,
+        "questions": {"train": len(train_records), "validation": len(val_records)},
+        "rows": {"train": len(rows_train), "validation": len(rows_val)},
+        "positive_rate": {"train": _rate(rows_train.y), "validation": _rate(rows_val.y)},
+        "validation_auc": _auc(rows_val.y, val_scores),
+        "validation_auc_by_stage": {
+            str(t): _auc(rows_val.y[rows_val.stage == t], val_scores[rows_val.stage == t])
+            for t in sorted(set(rows_val.stage.tolist()))
+        },
+        "thresholds": list(choice.thresholds),
+        "threshold_choice": choice.to_dict(),
+        "front_points": len(front),
+        f"baselines_on_{settings.threshold_rows}": baselines,
+    }
+    card.training = {**card.training, "report": report}
+    return clf, report
+
+
+def _rate(y: np.ndarray) -> float:
+    return float(np.mean(y)) if len(y) else 0.0
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
+
+
+# --- command line ----------------------------------------------------------------------------------
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", type=Path, nargs="+", required=True, help="collect output (JSONL)")
+    p.add_argument("--out", type=Path, required=True, help="classifier folder to write")
+    p.add_argument("--span", default=DEFAULT_SPAN, choices=FEATURE_SPANS, help="features over which tokens")
+    p.add_argument("--kind", default="mlp", choices=KINDS, help="estimator (mlp = the paper's)")
+    p.add_argument("--max-epochs", type=int, default=3, help="MLP: epochs (paper: 3)")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="MLP: Adam learning rate (paper: 1e-4)")
+    p.add_argument("--patience", type=int, default=10, help="MLP: epochs without improvement before stopping")
+    p.add_argument(
+        "--early-stopping", default="accuracy", choices=("accuracy", "loss"), help="MLP: validation criterion"
+    )
+    p.add_argument(
+        "--objective",
+        default="max_accuracy",
+        choices=("max_accuracy", "min_cost", "per_stage"),
+        help="threshold rule",
+    )
+    p.add_argument("--max-tflops", type=float, help="max_accuracy: cap on mean TFLOPs per question")
+    p.add_argument(
+        "--max-cost-fraction",
+        type=float,
+        help="max_accuracy: cap as a fraction of the last fixed stage's cost",
+    )
+    p.add_argument("--min-accuracy", type=float, help="min_cost: accuracy floor")
+    p.add_argument(
+        "--min-accuracy-fraction",
+        type=float,
+        help="min_cost: floor as a fraction of the last fixed stage's accuracy",
+    )
+    p.add_argument(
+        "--stage0",
+        default="stop",
+        choices=("stop", "fallback"),
+        help="may stage 0 stop early, or only be a fallback",
+    )
+    p.add_argument(
+        "--threshold-rows",
+        default="validation",
+        choices=("validation", "train"),
+        help="rows thresholds are chosen on: held-out (§2.3, default) or training (§3.1)",
+    )
+    p.add_argument("--validation-fraction", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--per-group", action="store_true", help="one classifier per group plus a unified fallback"
+    )
+    p.add_argument("--min-group-questions", type=int, default=30)
+    p.add_argument("--mentor-num-params", type=float, help="|θL| for Eq. 12 (default: from the records)")
+    p.add_argument("--intern-num-params", type=float, help="|θS| for Eq. 12 (default: from the records)")
+    p.add_argument("--allow-test-rows", action="store_true", help="fit on records from a test split anyway")
+
+
+def settings_from_args(args) -> FitSettings:
+    params = None
+    if args.kind == "mlp":
+        params = {
+            "max_epochs": args.max_epochs,
+            "learning_rate": args.learning_rate,
+            "patience": args.patience,
+            "early_stopping": args.early_stopping,
+            "random_state": args.seed,
+        }
+    objective = Objective(
+        args.objective,
+        max_tflops=args.max_tflops,
+        max_cost_fraction=args.max_cost_fraction,
+        min_accuracy=args.min_accuracy,
+        min_accuracy_fraction=args.min_accuracy_fraction,
+        stage0=args.stage0,
+    )
+    return FitSettings(
+        span=args.span,
+        kind=args.kind,
+        params=params,
+        objective=objective,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        threshold_rows=args.threshold_rows,
+        per_group=args.per_group,
+        min_group_questions=args.min_group_questions,
+        mentor_params=args.mentor_num_params,
+        intern_params=args.intern_num_params,
+    )
+
+
+def run_fit(args) -> dict:
+    records = load_records(args.records)
+    settings = settings_from_args(args)
+    clf, report = fit_records(records, settings, allow_test_rows=args.allow_test_rows)
+    clf.save(args.out)
+    provenance = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs",
+        "command": "tandem-lm-eval " + " ".join(sys.argv[1:]),
+        "records": [str(p) for p in args.records],
+        "tasks": sorted({str(r.task) for r in records}),
+        "mentor": sorted({r.mentor.model for r in records if r.mentor is not None}),
+    }
+    (Path(args.out) / "README.md").write_text(model_card(Path(args.out).name, clf, report, provenance))
+    (Path(args.out) / "fit_report.json").write_text(
+        json.dumps({"provenance": provenance, **report}, indent=2) + "\n"
+    )
+    return report
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def model_card(name: str, clf, report: dict, provenance: dict) -> str:
+    """A README for the classifier folder: how it was made and how it did on held-out rows."""
+    card = clf.card
+    choice = report["threshold_choice"]
+    lines = [
+        f"# Sufficiency classifier `{name}`",
+        "",
+        f"{report['kind']} over `{card.feature_set}` features (span `{card.feature_span}`), intern "
+        f"`{card.intern_model}`, entropy `{card.entropy_method}`, budgets {card.budgets}.",
+        "",
+        "## How it was made",
+        f"- {provenance['date']} on {provenance['machine']}: `{provenance['command']}`",
+        f"- records: {', '.join(provenance['records'])} (tasks {', '.join(provenance['tasks'])}; mentor "
+        f"{', '.join(provenance['mentor']) or 'n/a'})",
+        f"- questions: {report['questions']['train']} train / {report['questions']['validation']} validation "
+        f"(split by question, stratified); rows {report['rows']['train']} / {report['rows']['validation']}; "
+        f"positive rate {report['positive_rate']['train']:.3f} / {report['positive_rate']['validation']:.3f}",
+        f"- thresholds {[round(t, 2) for t in card.thresholds]} by objective `{json.dumps(card.threshold_objective)}`"
+        f" ({'feasible' if choice.get('feasible', True) else 'NOT feasible: ' + str(choice.get('note'))})",
+        "",
+        f"## On the {card.threshold_objective.get('rows', 'validation')} questions (replayed, no model calls)",
+        f"- AUC {_fmt(report['validation_auc'])} (validation); by stage: "
+        + ", ".join(f"{t}: {_fmt(v)}" for t, v in report["validation_auc_by_stage"].items()),
+        f"- Tandem: accuracy {choice['result']['accuracy']:.3f}, mean TFLOPs "
+        f"{choice['result']['mean_tflops']:.3f}, mean mentor tokens {choice['result']['mean_mentor_tokens']:.1f}, "
+        f"stage distribution {[round(x, 3) for x in choice['result']['stage_distribution']]}",
+    ]
+    base_key = next(k for k in report if k.startswith("baselines_on_"))
+    for label, summary in report[base_key].items():
+        lines.append(
+            f"- {label}: accuracy {summary['accuracy']:.3f}, mean TFLOPs {summary['mean_tflops']:.3f}, "
+            f"mean mentor tokens {summary['mean_mentor_tokens']:.1f}"
+        )
+    if report.get("groups_using_fallback"):
+        lines += [
+            "",
+            "## Groups",
+            f"- group_by `{report['group_by']}`; own classifiers: {', '.join(report.get('groups', {})) or 'none'}; "
+            f"on the unified one: {report['groups_using_fallback']}",
+        ]
+    lines += [
+        "",
+        "## Limits",
+        "Trained for this intern, entropy method and feature span only: the loader refuses another intern or "
+        "entropy method, and lm_eval refuses to evaluate it on its own training questions. Held-out test "
+        "results: `tandem-lm-eval analyze` (docs/classifier.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
