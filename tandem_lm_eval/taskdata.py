@@ -12,6 +12,7 @@ limit of 700 over seven MATH subjects takes 100 of each, not the first subject's
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Sequence
@@ -82,7 +83,9 @@ class TaskSource:
         for name, idxs in by_task.items():
             task = self.tasks[name]
             metric, filter_name = self.metric_of(name), self.filter_of(name)
-            instances = [items[i].instance for i in idxs]
+            # One copy per answer: the stages of a question share one lm-eval Instance, and the
+            # filters write into it.
+            instances = [copy.copy(items[i].instance) for i in idxs]
             for i, inst in zip(idxs, instances):
                 inst.resps = [answers[i]]
                 inst.filtered_resps = {}
