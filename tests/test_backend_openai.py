@@ -188,6 +188,24 @@ def test_chat_endpoint_renders_like_completions_and_continues(server, reference)
 
 
 @pytest.mark.vllm
+def test_q_and_insight_spans_through_the_servers_tokenize(server, demo_model_dir):
+    """Without a local tokenizer the spans come from the server's /tokenize, equal to local rendering."""
+    from transformers import AutoTokenizer
+
+    from tandem_lm_eval.backends.base import Message
+    from tandem_lm_eval.backends.rendering import render_prompt_ids, segment_spans
+    from tandem_lm_eval.prompts import Question, intern_prompt
+
+    tok = AutoTokenizer.from_pretrained(str(demo_model_dir))
+    q = Question((Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have?"),))
+    prompts = [intern_prompt(q, ins, None) for ins in ("", "Goal: total apples.\nAction: 3+4=7.")]
+    for p, scores in zip(prompts, _backend(server, topk=5).score(prompts)):
+        ids = render_prompt_ids(tok, p)
+        assert scores.spans == segment_spans(lambda x: render_prompt_ids(tok, x), p, ids)
+        assert scores.spans["question"][0][1] > scores.spans["question"][0][0]
+
+
+@pytest.mark.vllm
 def test_local_tokenizer_renders_like_the_server(server, reference):
     local = _backend(server, tokenizer=server.model)
     remote = _backend(server)

@@ -184,6 +184,23 @@ def test_transformers_route_is_exact_too(backend, reference):
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["topk", "exact"])
+def test_q_and_insight_spans_equal_transformers(backend, reference, method):
+    """The features' token spans come out the same on vLLM (score memo included) as on transformers."""
+    from tandem_lm_eval.backends.base import Message
+    from tandem_lm_eval.prompts import Question, intern_prompt
+
+    q = Question((Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have?"),))
+    prompts = [
+        intern_prompt(q, ins, None)
+        for ins in ("", "Goal: total apples.", "Goal: total apples.\nAction: 3+4=7.")
+    ]
+    with entropy_mode(backend, method):
+        stagewise = [backend.score([p])[0] for p in prompts]  # later stages reuse the memo
+    for mine, theirs in zip(stagewise, reference.score(prompts)):
+        assert mine.spans == theirs.spans and mine.spans["question"]
+
+
 def test_topk_estimate_bounds_bracket_the_exact_entropy(backend, reference):
     with entropy_mode(backend, "topk"):
         mine = backend.score(PROMPTS)

@@ -1,0 +1,259 @@
+"""Does the intern's judgment work? A held-out study on collected records (no model calls).
+
+    python benchmarks/study_judgment.py --train runs/gsm8k_train_oracle.jsonl \\
+        --test runs/gsm8k_test_oracle.jsonl --out docs/judgment-study
+
+Train records (a train split) are split by question 70/30 (seed 42): classifiers fit on the 70%,
+early stopping, model selection and thresholds use the 30% validation questions. Test records (a
+test split the classifiers never saw) are only reported on. Compared, on the same rows:
+
+- feature spans: ``prompt`` (tandem-v1: the whole chat-rendered prompt), ``question_insights``
+  (tandem-v2 default, Eq. 6's Q ⊕ I_t), ``insights`` (Appendix A's wording);
+- estimators: the paper's MLP as specified (lr 1e-4, 3 epochs, early stopping on accuracy), the MLP
+  trained to convergence (lr 1e-3, up to 300 epochs, early stopping on validation loss), logistic
+  regression, gradient boosting;
+- a length-only baseline (logistic regression on log n of the Q ⊕ I_t span): features are worth
+  something only if they beat it;
+- thresholds of the selected classifier under each objective (chosen on validation), replayed on
+  the test questions beside intern-only, each fixed stage and the oracle.
+
+Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tandem_lm_eval.analysis import analyze_records, bootstrap_auc  # noqa: E402
+from tandem_lm_eval.features import FEATURE_NAMES, FEATURE_SPANS  # noqa: E402
+from tandem_lm_eval.fitting import FitSettings, choose_for, fit_member, split_questions  # noqa: E402
+from tandem_lm_eval.records import load_records  # noqa: E402
+from tandem_lm_eval.replay import Objective, fixed_stage, intern_only, oracle, replay  # noqa: E402
+from tandem_lm_eval.tables import row_table, stage_table  # noqa: E402
+
+ESTIMATORS = {
+    "mlp-paper": ("mlp", {"learning_rate": 1e-4, "max_epochs": 3, "early_stopping": "accuracy"}),
+    "mlp-converged": (
+        "mlp",
+        {"learning_rate": 1e-3, "max_epochs": 300, "patience": 30, "early_stopping": "loss"},
+    ),
+    "logistic": ("logistic", {}),
+    "gradient_boosting": ("gradient_boosting", {}),
+}
+OBJECTIVES = {
+    "max_accuracy": Objective("max_accuracy"),
+    "max_accuracy, cost <= 60% of fixed:last": Objective("max_accuracy", max_cost_fraction=0.6),
+    "min_cost, accuracy >= 95% of fixed:last": Objective("min_cost", min_accuracy_fraction=0.95),
+    "max_accuracy, stage 0 fallback only": Objective("max_accuracy", stage0="fallback"),
+    "per_stage (v1 rule)": Objective("per_stage"),
+}
+LENGTH = FEATURE_NAMES.index("length")
+
+
+def per_stage_auc(rows, s, resamples: int) -> dict:
+    out = {"all": bootstrap_auc(rows.y, s, resamples)}
+    for t in sorted(set(rows.stage.tolist())):
+        m = rows.stage == t
+        out[str(t)] = bootstrap_auc(rows.y[m], s[m], resamples)
+    return out
+
+
+def length_only(train_rows, rows):
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression().fit(np.log1p(train_rows.X[:, [LENGTH]]), train_rows.y)
+    return lr.predict_proba(np.log1p(rows.X[:, [LENGTH]]))[:, 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", type=Path, nargs="+", required=True)
+    parser.add_argument("--test", type=Path, nargs="+", required=True)
+    parser.add_argument("--out", type=Path, default=Path("docs/judgment-study"))
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+
+    train_all = load_records(args.train)
+    test = load_records(args.test)
+    seen = {r.question_hash for r in train_all}
+    leaked = sum(r.question_hash in seen for r in test)
+    if leaked:
+        raise SystemExit(f"{leaked} test questions are also training questions: refusing")
+    val_mask = split_questions(train_all, 0.3, 42)
+    train = [r for r, v in zip(train_all, val_mask) if not v]
+    val = [r for r, v in zip(train_all, val_mask) if v]
+
+    def label_rates(records):
+        L = np.array([[s.label for s in r.stages] for r in records], dtype=float)
+        return {"by_stage": L.mean(0).round(4).tolist(), "any_stage": float(L.max(1).mean())}
+
+    study: dict = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "records": {"train": [str(p) for p in args.train], "test": [str(p) for p in args.test]},
+        "questions": {"train": len(train), "validation": len(val), "test": len(test)},
+        "label_rate": {
+            "train": label_rates(train),
+            "validation": label_rates(val),
+            "test": label_rates(test),
+        },
+        "variants": {},
+    }
+
+    fitted = {}
+    for span in FEATURE_SPANS:
+        tr, va, te = row_table(train, span), row_table(val, span), row_table(test, span)
+        for name, (kind, params) in ESTIMATORS.items():
+            settings = FitSettings(span=span, kind=kind, params=params)
+            clf = fit_member(tr, va, settings)
+            fitted[(span, name)] = clf
+            study["variants"][f"{span} / {name}"] = {
+                "span": span,
+                "estimator": name,
+                "validation_auc": bootstrap_auc(va.y, clf.sufficiency(va.X), 0)["auc"],
+                "test_auc": per_stage_auc(te, clf.sufficiency(te.X), args.resamples),
+            }
+            print(f"{span:18s} {name:18s} val AUC {study['variants'][f'{span} / {name}']['validation_auc']}")
+    tr, va, te = (row_table(x, "question_insights") for x in (train, val, test))
+    study["variants"]["length only (log n of Q ⊕ I_t)"] = {
+        "span": "question_insights",
+        "estimator": "length-only logistic",
+        "validation_auc": bootstrap_auc(va.y, length_only(tr, va), 0)["auc"],
+        "test_auc": per_stage_auc(te, length_only(tr, te), args.resamples),
+    }
+
+    # model selection on VALIDATION AUC among the default span's estimators (never on test)
+    candidates = {
+        k: v
+        for k, v in study["variants"].items()
+        if v["span"] == "question_insights" and k in {f"question_insights / {n}" for n in ESTIMATORS}
+    }
+    best_key = max(candidates, key=lambda k: candidates[k]["validation_auc"] or 0.0)
+    best = fitted[("question_insights", candidates[best_key]["estimator"])]
+    study["selected"] = {"variant": best_key, "by": "validation AUC (test never used for a choice)"}
+
+    # thresholds under each objective (chosen on validation), replayed on test
+    test_rows = row_table(test, "question_insights")
+    test_table = stage_table(test, lambda r: best.sufficiency(r.X), test_rows)
+    val_rows = row_table(val, "question_insights")
+    points = {
+        "intern_only": intern_only(test_table).summary(),
+        **{f"fixed:{t}": fixed_stage(test_table, t).summary() for t in range(1, test_table.num_stages)},
+        "oracle": oracle(test_table).summary(),
+    }
+    choices = {}
+    for label, objective in OBJECTIVES.items():
+        settings = FitSettings(span="question_insights", objective=objective)
+        choice, front, _ = choose_for(best, val, val_rows, settings)
+        choices[label] = {
+            "thresholds": list(choice.thresholds),
+            "feasible": choice.feasible,
+            "validation": choice.result.summary(),
+        }
+        points[f"tandem: {label}"] = replay(test_table, choice.thresholds, objective.stage0).summary()
+        if label == "max_accuracy":
+            study["front_points_validation"] = len(front)
+    study["objectives"] = choices
+    study["test_points"] = points
+
+    # the selected classifier, max_accuracy thresholds: the standard analyze report on test
+    settings = FitSettings(span="question_insights", objective=OBJECTIVES["max_accuracy"])
+    choice, front, _ = choose_for(best, val, val_rows, settings)
+    best.card.thresholds = list(choice.thresholds)
+    best.card.feature_span = "question_insights"
+    study["analyze_test"] = analyze_records(test, best, resamples=args.resamples)
+    study["seconds"] = time.perf_counter() - t_start
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(study, indent=2) + "\n")
+    Path(f"{args.out}.md").write_text(markdown(study))
+    print(markdown(study))
+
+
+def _ci(a: dict) -> str:
+    if a.get("auc") is None:
+        return "n/a"
+    return f"{a['auc']:.3f} [{a['low']:.2f}, {a['high']:.2f}]"
+
+
+def markdown(study: dict) -> str:
+    q = study["questions"]
+    lines = [
+        "# Judgment study: does the intern know when the guidance suffices?",
+        "",
+        f"{study['date']}, {study['machine']}. Records: {', '.join(study['records']['train'])} (train split) and "
+        f"{', '.join(study['records']['test'])} (test split). Questions: {q['train']} train / {q['validation']} "
+        f"validation (train split, by question, stratified, seed 42) / {q['test']} test.",
+        "",
+        "Sufficient (label 1) rate by stage: "
+        + "; ".join(
+            f"{k} {v['by_stage']} (any stage {v['any_stage']:.3f})" for k, v in study["label_rate"].items()
+        ),
+        "",
+        "## Held-out AUC by stage (test questions; 95% bootstrap interval)",
+        "",
+        "| features / estimator | validation AUC | test, all rows | stage 0 | stage 1 | stage 2 | stage 3 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in study["variants"].items():
+        a = v["test_auc"]
+        cells = " | ".join(_ci(a.get(str(t), {})) for t in range(4))
+        val = "n/a" if v["validation_auc"] is None else f"{v['validation_auc']:.3f}"
+        lines.append(f"| {name} | {val} | {_ci(a['all'])} | {cells} |")
+    lines += [
+        "",
+        f"Selected by validation AUC: **{study['selected']['variant']}**.",
+        "",
+        "## Accuracy and cost on the test questions (replayed; thresholds chosen on validation)",
+        "",
+        "| policy | thresholds | accuracy | mean mentor tokens | mean TFLOPs | stage distribution |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in study["test_points"].items():
+        label = name.removeprefix("tandem: ")
+        thr = study["objectives"].get(label, {}).get("thresholds") if name.startswith("tandem") else None
+        lines.append(
+            f"| {name} | {thr if thr else ''} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | "
+            f"{v['mean_tflops']:.3f} | {', '.join(f'{x:.2f}' for x in v['stage_distribution'])} |"
+        )
+    routing = study["analyze_test"]["routing"]
+    lines += [
+        "",
+        "## Routing of the selected classifier (max_accuracy thresholds) on test (Table 14)",
+        "",
+        ", ".join(
+            f"{k.replace('_', ' ')} {v['count']} ({v['percent']:.1f}%)"
+            for k, v in routing.items()
+            if isinstance(v, dict)
+        )
+        + f"; oracle accuracy {routing['oracle_accuracy']:.3f}.",
+        "",
+        "Per-stage precision / recall / F1 at those thresholds (Table 9): "
+        + "; ".join(
+            f"stage {t}: {v['precision']:.2f} / {v['recall']:.2f} / {v['f1']:.2f}"
+            for t, v in study["analyze_test"]["per_stage"].items()
+        ),
+        "",
+        "Permutation importance (AUC drop, test): "
+        + ", ".join(
+            f"{v['feature']} {v['auc_drop']:.3f}" for v in study["analyze_test"]["permutation_importance"][:6]
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
