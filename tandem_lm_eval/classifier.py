@@ -522,16 +522,19 @@ def load_classifier_folder(folder: str | Path):
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation), each class split in the same proportion."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        rng.shuffle(idx)
-        n_val = int(round(len(idx) * fraction))
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+    """Indices (train, validation), each class split in the same proportion (scikit-learn's
+    ``train_test_split``; a class too small to split stays on the training side)."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    index = np.arange(len(y))
+    labels, counts = np.unique(y, return_counts=True)
+    splittable = np.isin(y, labels[counts >= 2])
+    train, val = train_test_split(
+        index[splittable], test_size=fraction, random_state=seed, stratify=y[splittable]
+    )
+    train = np.concatenate([train, index[~splittable]])
+    return np.sort(train.astype(int)), np.sort(val.astype(int))
 
 
 def grid_search_threshold(scores, labels, grid: Sequence[float] = THRESHOLD_GRID) -> float:

@@ -60,6 +60,9 @@ def collect(
     stats = CollectStats(skipped=len(questions) - len(todo))
     logger.info("collect: %d questions to run, %d already in %s", len(todo), stats.skipped, out_path)
     t_start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    overall = tqdm(total=len(todo), desc="collect", unit="question", disable=not cascade.progress)
     for start in range(0, len(todo), max(1, chunk)):
         batch = todo[start : start + chunk]
         t0 = time.perf_counter()
@@ -112,6 +115,7 @@ def collect(
                 )
             )
         stats.questions += write_records(out_path, records)
+        overall.update(len(batch))
         logger.info(
             "collect: %d/%d questions (chunk of %d: %.1f s)",
             start + len(batch),
@@ -119,5 +123,6 @@ def collect(
             len(batch),
             time.perf_counter() - t0,
         )
+    overall.close()
     stats.seconds = time.perf_counter() - t_start
     return stats

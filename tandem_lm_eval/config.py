@@ -171,7 +171,12 @@ class TandemConfig:
                     f"budgets must be increasing cumulative token counts, got {list(cfg.budgets)}"
                 )
         if "mode" in top:
-            cfg.mode = as_str("mode", top["mode"])
+            from .policies import check_mode
+
+            try:
+                cfg.mode = check_mode(as_str("mode", top["mode"]))
+            except ValueError as exc:
+                raise ConfigError(f"mode: {exc}") from None
         if top.get("classifier") is not None:
             cfg.classifier = as_str("classifier", top["classifier"])
         if top.get("thresholds") is not None:

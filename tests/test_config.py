@@ -112,3 +112,18 @@ def test_prices_are_role_keys():
         parse(mentor="m", intern="i", mentor_price_in=1)
     with pytest.raises(ConfigError, match="mentor_price_out"):
         parse(mentor="m", intern="i", mentor_price_in=1, mentor_price_out="cheap")
+
+
+def test_mode_is_checked_with_the_other_model_args_before_any_model_loads():
+    with pytest.raises(ConfigError, match="unknown mode 'oracle'"):
+        TandemConfig.from_model_args({"mentor": "/m", "intern": "/i", "mode": "oracle"})
+    with pytest.raises(ConfigError, match="fixed:<stage number>"):
+        TandemConfig.from_model_args({"mentor": "/m", "intern": "/i", "mode": "fixed:x"})
+    assert (
+        TandemConfig.from_model_args({"mentor": "/m", "intern": "/i", "mode": " fixed:2"}).mode == "fixed:2"
+    )
+
+
+def test_a_recorded_model_can_only_be_the_mentor():
+    with pytest.raises(ConfigError, match="only be the mentor"):
+        TandemConfig.from_model_args({"mentor": "/m", "intern": "/i", "intern_backend": "recorded"})

@@ -21,9 +21,16 @@ __all__ = [
     "InternOnlyPolicy",
     "StopPolicy",
     "TandemPolicy",
+    "check_mode",
     "make_policy",
     "select_stage",
 ]
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it names a policy (checked when model_args are read, before any model loads)."""
+    make_policy(mode, thresholds=(0.5,))  # the thresholds only satisfy the constructor here
+    return mode.strip()
 
 
 def make_policy(mode: str, thresholds: Sequence[float] | None = None) -> StopPolicy:
