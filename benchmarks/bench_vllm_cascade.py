@@ -185,7 +185,7 @@ class TimedClassifier:
 def load_questions(dataset: str, n: int, max_gen_toks: int):
     from tandem_lm_eval.datasets import load_gsm8k, load_math
     from tandem_lm_eval.prompts import Question
-    from tandem_lm_eval.train_classifier import MATH_INSTRUCTION
+    from tandem_lm_eval.scoring.prompts import MATH_INSTRUCTION
 
     rows = load_gsm8k("test") if dataset == "gsm8k" else load_math("math500")
     key = "question" if dataset == "gsm8k" else "problem"

@@ -226,7 +226,7 @@ def markdown(study: dict) -> str:
         thr = study["objectives"].get(label, {}).get("thresholds") if name.startswith("tandem") else None
         lines.append(
             f"| {name} | {thr if thr else ''} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | "
-            f"{v['mean_tflops']:.3f} | {', '.join(f'{x:.2f}' for x in v['stage_distribution'])} |"
+            f"{v['mean_tflops']:.3f} | {', '.join(f'{x:.2f}' for x in v['stage_distribution'].values())} |"
         )
     routing = study["analyze_test"]["routing"]
     lines += [

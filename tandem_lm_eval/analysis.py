@@ -30,7 +30,7 @@ import numpy as np
 from .classifier import load_classifier_folder
 from .features import FEATURE_NAMES
 from .records import QuestionRecord, load_records
-from .replay import ReplayResult, StageTable, fixed_stage, intern_only, oracle, replay
+from .replay import ReplayResult, StageTable, fixed_stage, format_distribution, intern_only, oracle, replay
 from .tables import RowTable, TableError, row_table, stage_table
 
 
@@ -281,7 +281,7 @@ def to_markdown(report: dict, title: str = "Classifier analysis") -> str:
     for name, v in report["policies"].items():
         lines.append(
             f"| {name} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | {v['mean_intern_tokens']:.1f} | "
-            f"{v['mean_tflops']:.3f} | {', '.join(f'{x:.2f}' for x in v['stage_distribution'])} |"
+            f"{v['mean_tflops']:.3f} | {format_distribution(v)} |"
         )
     lines += ["", "## Permutation importance (AUC drop)", "", "| feature | drop | std |", "|---|---|---|"]
     for v in report["permutation_importance"][:10]:

@@ -22,6 +22,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
 
     parser = _parser()
     args = parser.parse_args(list(argv))
+    args.argv = list(argv)  # recorded in model cards as the command that made them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -2,7 +2,7 @@
 
 The paper's classifier C (``classifier.py``) is a small MLP. These two estimators exist to check
 whether the MLP earns its place: a linear baseline and a tree ensemble, trained on the same
-``tandem-v1`` features and compared with it in a held-out report. They share the MLP's estimator
+``tandem-v2`` features and compared with it in a held-out report. They share the MLP's estimator
 interface (``fit(X, y, X_val=None, y_val=None)``, ``predict_proba``, ``sufficiency``), so a report or
 a cascade can take any of them.
 

@@ -39,6 +39,7 @@ from .replay import (
     ThresholdChoice,
     choose_thresholds,
     fixed_stage,
+    format_distribution,
     oracle,
     pareto_front,
     threshold_grid,
@@ -306,7 +307,7 @@ def run_fit(args) -> dict:
     provenance = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs",
-        "command": "tandem-lm-eval " + " ".join(sys.argv[1:]),
+        "command": "tandem-lm-eval " + " ".join(getattr(args, "argv", None) or sys.argv[1:]),
         "records": [str(p) for p in args.records],
         "tasks": sorted({str(r.task) for r in records}),
         "mentor": sorted({r.mentor.model for r in records if r.mentor is not None}),
@@ -347,9 +348,9 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
         f"## On the {card.threshold_objective.get('rows', 'validation')} questions (replayed, no model calls)",
         f"- AUC {_fmt(report['validation_auc'])} (validation); by stage: "
         + ", ".join(f"{t}: {_fmt(v)}" for t, v in report["validation_auc_by_stage"].items()),
-        f"- Tandem: accuracy {choice['result']['accuracy']:.3f}, mean TFLOPs "
-        f"{choice['result']['mean_tflops']:.3f}, mean mentor tokens {choice['result']['mean_mentor_tokens']:.1f}, "
-        f"stage distribution {[round(x, 3) for x in choice['result']['stage_distribution']]}",
+        f"- Tandem: accuracy {choice['summary']['accuracy']:.3f}, mean TFLOPs "
+        f"{choice['summary']['mean_tflops']:.3f}, mean mentor tokens {choice['summary']['mean_mentor_tokens']:.1f}, "
+        f"stage distribution {format_distribution(choice['summary'])}",
     ]
     base_key = next(k for k in report if k.startswith("baselines_on_"))
     for label, summary in report[base_key].items():

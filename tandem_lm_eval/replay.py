@@ -208,6 +208,11 @@ class ReplayResult:
         }
 
 
+def format_distribution(summary: dict) -> str:
+    """A ``ReplayResult.summary()``'s stage distribution as ``"0: 0.12, 1: 0.30, ..."``."""
+    return ", ".join(f"{t}: {share:.2f}" for t, share in summary["stage_distribution"].items())
+
+
 def _check_stage0(stage0: str) -> None:
     if stage0 not in STAGE0_MODES:
         raise ValueError(f"stage0 must be one of {STAGE0_MODES}, got {stage0!r}")
