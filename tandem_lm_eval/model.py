@@ -162,7 +162,7 @@ class TandemLM(LM):
 
         records = []
         for req, res in zip(requests, results):
-            question = question_from_request(*req.args, self.config.max_gen_toks)
+            question = question_from_request(*req.args, self.config.max_gen_toks, self._group_of(req))
             mentor = None
             if res.mentor is not None:
                 mentor = MentorOutput(
@@ -190,9 +190,7 @@ class TandemLM(LM):
                     stages=stages,
                     kind="trace",
                     task=getattr(req, "task_name", None),
-                    group=self._group_of(req)
-                    if self._group_of(req) is not None
-                    else getattr(req, "task_name", None),
+                    group=question.group if question.group is not None else getattr(req, "task_name", None),
                     group_by=getattr(self.classifier, "group_by", "task"),
                     doc_id=getattr(req, "doc_id", None),
                     doc_hash=doc_hash(getattr(req, "doc", None)),
