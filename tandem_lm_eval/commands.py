@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
             help="what a group is: 'task' or 'doc:<field>' (e.g. doc:subject for MATH subjects)",
         )
         p.add_argument("--apply_chat_template", action="store_true", help="as lm_eval's flag")
+        p.add_argument(
+            "--confirm_run_unsafe_code",
+            action="store_true",
+            help="as lm_eval's flag (tasks that run model code)",
+        )
 
     c = sub.add_parser(
         "collect", help="run a mentor/intern pair over a task's questions, every stage, labelled"
@@ -108,6 +113,7 @@ def _task_questions(args, **extra):
         seed=args.seed,
         group_by=args.group_by,
         apply_chat_template=args.apply_chat_template,
+        confirm_run_unsafe_code=args.confirm_run_unsafe_code,
         **extra,
     )
 

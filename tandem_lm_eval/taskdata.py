@@ -119,6 +119,7 @@ def load_task_questions(
     metric: str | None = None,
     filter_name: str | None = None,
     threshold: float = 1.0,
+    confirm_run_unsafe_code: bool = False,
 ) -> tuple[list[TaskQuestion], TaskSource]:
     """The questions of ``task_names`` (groups expand to their tasks), ``limit`` in all, balanced
     across groups; and the source that judges answers to them.
@@ -137,6 +138,11 @@ def load_task_questions(
     if not tasks:
         raise TaskDataError(f"no tasks found for {list(task_names)}")
     for name, task in tasks.items():
+        if getattr(task, "UNSAFE_CODE", False) and not confirm_run_unsafe_code:
+            raise TaskDataError(
+                f"task {name!r} executes model-written code to judge answers: pass --confirm_run_unsafe_code "
+                "(as for lm_eval) to run it"
+            )
         if task.OUTPUT_TYPE != "generate_until":
             raise TaskDataError(
                 f"task {name!r} is {task.OUTPUT_TYPE}: only generation tasks have answers to judge"

@@ -18,3 +18,17 @@ def test_answers_to_one_question_are_judged_separately(shared_data):
         [f"The answer is \\boxed{{{gold}}}", f"\\boxed{{{wrong}}}", None, f"so {gold}"],
     )
     assert verdicts == [(1.0, 1), (0.0, 0), (None, None), (1.0, 1)]
+
+
+def test_tasks_that_run_model_code_need_the_same_confirmation_as_lm_eval(shared_data):
+    import pytest
+
+    from tandem_lm_eval.taskdata import TaskDataError
+
+    patch_task_manager(manager)
+    with pytest.raises(TaskDataError, match="confirm_run_unsafe_code"):
+        load_task_questions(["tandem_humaneval"], limit=2)
+    questions, source = load_task_questions(["tandem_humaneval"], limit=2, confirm_run_unsafe_code=True)
+    assert source.metric_of("tandem_humaneval") == "pass@1"
+    canonical = "```python\n" + questions[0].doc["prompt"] + questions[0].doc["canonical_solution"] + "\n```"
+    assert source.judge(questions[:1], [canonical]) == [(1.0, 1)]
