@@ -29,6 +29,7 @@ COST_METRICS = (
     "tandem_tflops",
     "tandem_mentor_tokens",
     "tandem_intern_tokens",
+    "tandem_length",
     "tandem_stop_stage",
     "tandem_early_stop",
 )
@@ -70,6 +71,8 @@ def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
         "tandem_tflops": float(sum(c["tflops"] for c in costs)),
         "tandem_mentor_tokens": float(sum(c["mentor_tokens"] for c in costs)),
         "tandem_intern_tokens": float(sum(c["intern_tokens"] for c in costs)),
+        # the paper's "Len." (section 3.1): L_L + L_S, all tokens generated for the document
+        "tandem_length": float(sum(c["mentor_tokens"] + c["intern_tokens"] for c in costs)),
         "tandem_stop_stage": float(mean(c["stop_stage"] for c in costs)),
         "tandem_early_stop": float(mean(float(c["stopped_early"]) for c in costs)),
     }

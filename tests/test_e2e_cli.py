@@ -81,6 +81,7 @@ def test_tandem_on_local_task_with_tiny_model(tmp_path, tiny_model_dir, tiny_cla
             + tiny_params * (row["tandem_mentor_tokens"] + row["tandem_intern_tokens"])
         )
         assert row["tandem_tflops"] == pytest.approx(expected)
+        assert row["tandem_length"] == row["tandem_mentor_tokens"] + row["tandem_intern_tokens"]
         assert 0 <= row["tandem_stop_stage"] <= 2
     summary = data["config"]["tandem"]["summary"]
     assert summary["requests"] == 4

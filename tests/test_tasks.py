@@ -282,7 +282,13 @@ def test_group_row_reports_the_cost_per_problem_over_all_subjects(task_manager: 
         for task in SUBJECT_TASKS:
             LEDGER.collect(task, [])  # leave no costs behind for the other tests
     results = out["results"]
-    for metric in ("tandem_tflops", "tandem_mentor_tokens", "tandem_intern_tokens", "tandem_stop_stage"):
+    for metric in (
+        "tandem_tflops",
+        "tandem_mentor_tokens",
+        "tandem_intern_tokens",
+        "tandem_length",
+        "tandem_stop_stage",
+    ):
         per_subject = [results[task][f"{metric},none"] for task in SUBJECT_TASKS]
         assert len(set(per_subject)) > 1, metric  # the subjects really differ
         # equal subject sizes under --limit: the size-weighted mean is the plain mean
