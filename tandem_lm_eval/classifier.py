@@ -62,6 +62,9 @@ class ClassifierCard:
     entropy_method: str = "exact"
     budgets: list[int] = field(default_factory=lambda: [100, 500, 1000])
     thresholds: list[float] = field(default_factory=list)  # one per stage: stage 0 .. len(budgets)
+    # The stop rule the thresholds were chosen for: "tandem" (first s_t > τ_t, else argmax) or
+    # "route" (one decision from stage 0, else the last stage; only thresholds[0] matters).
+    policy: str = "tandem"
     # How the thresholds were chosen (replay.Objective.to_dict()) and the accuracy-TFLOPs front of the
     # whole threshold grid on the rows they were chosen on (replay.FrontPoint.to_dict() each).
     threshold_objective: dict = field(default_factory=dict)
@@ -80,6 +83,7 @@ class ClassifierCard:
             "entropy_method": self.entropy_method,
             "budgets": list(self.budgets),
             "thresholds": [float(t) for t in self.thresholds],
+            "policy": self.policy,
             "threshold_objective": self.threshold_objective,
             "threshold_front": self.threshold_front,
             "training": self.training,
@@ -95,6 +99,7 @@ class ClassifierCard:
             entropy_method=meta.get("entropy_method", "exact"),
             budgets=list(meta.get("budgets", [])),
             thresholds=list(meta.get("thresholds", [])),
+            policy=meta.get("policy", "tandem"),
             threshold_objective=meta.get("threshold_objective", {}),
             threshold_front=meta.get("threshold_front", []),
             training=meta.get("training", {}),

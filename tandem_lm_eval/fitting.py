@@ -12,6 +12,9 @@
    fit), ``--threshold-rows train`` follows §3.1. The whole accuracy-TFLOPs front of the grid is
    saved with the classifier.
 5. ``--per-group``: one classifier per group (a MATH subject) plus a unified fallback, one folder.
+6. ``--policy route``: a router for ``mode=route`` (FrugalGPT-style, paper Table 6) instead: fit on the
+   stage-0 rows only (will the intern alone be right?), τ_0 by the same objectives replaying the
+   routing rule (intern alone if s_0 > τ_0, else the last stage).
 
 Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
 every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them.
@@ -37,11 +40,13 @@ from .records import QuestionRecord, load_records
 from .replay import (
     Objective,
     ThresholdChoice,
+    choose_route_threshold,
     choose_thresholds,
     fixed_stage,
     format_distribution,
     oracle,
     pareto_front,
+    route,
     threshold_grid,
 )
 from .tables import RowTable, TableError, row_table, stage_table
@@ -60,6 +65,7 @@ class FitSettings:
     validation_fraction: float = 0.3
     seed: int = 42
     threshold_rows: str = "validation"  # "validation" (§2.3) or "train" (§3.1)
+    policy: str = "tandem"  # "tandem" or "route"
     per_group: bool = False
     min_group_questions: int = 30
     mentor_params: float | None = None
@@ -105,9 +111,21 @@ def choose_for(
     table = stage_table(
         records, lambda r: clf.sufficiency(r.X), rows, settings.mentor_params, settings.intern_params
     )
-    grid = threshold_grid(table, stage0=settings.objective.stage0)
-    choice = choose_thresholds(table, settings.objective, grid_result=grid)
-    front = [p.to_dict() for p in pareto_front(grid)] if settings.objective.kind != "per_stage" else []
+    if settings.policy == "route":
+        choice = choose_route_threshold(table, settings.objective)
+        front = [
+            {
+                "thresholds": [tau],
+                "accuracy": r.accuracy,
+                "mean_tflops": r.mean_tflops,
+                "mean_mentor_tokens": r.mean_mentor_tokens,
+            }
+            for tau, r in ((tau, route(table, tau)) for tau in choice.grid)
+        ]
+    else:
+        grid = threshold_grid(table, stage0=settings.objective.stage0)
+        choice = choose_thresholds(table, settings.objective, grid_result=grid)
+        front = [p.to_dict() for p in pareto_front(grid)] if settings.objective.kind != "per_stage" else []
     baselines = {f"fixed:{t}": fixed_stage(table, t).summary() for t in range(table.num_stages)}
     baselines["oracle"] = oracle(table).summary()
     return choice, front, baselines
@@ -166,7 +184,12 @@ def _group_by(records: Sequence[QuestionRecord]) -> str:
 def _fit_one(train_records, val_records, settings: FitSettings):
     rows_train = row_table(train_records, settings.span)
     rows_val = row_table(val_records, settings.span)
-    clf = fit_member(rows_train, rows_val, settings)
+    if settings.policy == "route":  # a router judges the question alone: stage-0 rows only
+        clf = fit_member(
+            rows_train.subset(rows_train.stage == 0), rows_val.subset(rows_val.stage == 0), settings
+        )
+    else:
+        clf = fit_member(rows_train, rows_val, settings)
     tune_records, tune_rows = (
         (val_records, rows_val) if settings.threshold_rows == "validation" else (train_records, rows_train)
     )
@@ -179,12 +202,14 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     card.entropy_method = first.entropy_method
     card.budgets = list(first.budgets)
     card.thresholds = list(choice.thresholds)
+    card.policy = settings.policy
     card.threshold_objective = {**settings.objective.to_dict(), "rows": settings.threshold_rows}
     card.threshold_front = front
     card.training_questions = frozenset(r.question_hash for r in [*train_records, *val_records])
     val_scores = clf.sufficiency(rows_val.X)
     report = {
         "kind": settings.kind,
+        "policy": settings.policy,
         "span": settings.span,
         "questions": {"train": len(train_records), "validation": len(val_records)},
         "rows": {"train": len(rows_train), "validation": len(rows_val)},
@@ -261,6 +286,12 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
         "--per-group", action="store_true", help="one classifier per group plus a unified fallback"
     )
     p.add_argument("--min-group-questions", type=int, default=30)
+    p.add_argument(
+        "--policy",
+        default="tandem",
+        choices=("tandem", "route"),
+        help="thresholds for the Tandem stop rule, or a stage-0 router for mode=route",
+    )
     p.add_argument("--mentor-num-params", type=float, help="|θL| for Eq. 12 (default: from the records)")
     p.add_argument("--intern-num-params", type=float, help="|θS| for Eq. 12 (default: from the records)")
     p.add_argument("--allow-test-rows", action="store_true", help="fit on records from a test split anyway")
@@ -293,6 +324,7 @@ def settings_from_args(args) -> FitSettings:
         seed=args.seed,
         threshold_rows=args.threshold_rows,
         per_group=args.per_group,
+        policy=args.policy,
         min_group_questions=args.min_group_questions,
         mentor_params=args.mentor_num_params,
         intern_params=args.intern_num_params,

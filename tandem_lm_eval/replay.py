@@ -600,6 +600,23 @@ def choose_thresholds(
         raise ValueError("grid_result was computed for another table, grid or stage0")
     acc = grid_result.accuracy.ravel()
     cost = grid_result.mean_tflops.ravel()
+    index, feasible, note, bound = _choose_index(acc, cost, objective, ref)
+    thresholds = grid_result.thresholds_at(index)
+    return ThresholdChoice(
+        thresholds,
+        result=replay(table, thresholds, objective.stage0),
+        feasible=feasible,
+        note=note,
+        bound=bound,
+        **common,
+    )
+
+
+def _choose_index(
+    acc: np.ndarray, cost: np.ndarray, objective: Objective, ref: ReplayResult
+) -> tuple[int, bool, str, float | None]:
+    """(flat index, feasible, note, bound) of the candidate ``objective`` picks among points with
+    accuracies ``acc`` and mean TFLOPs ``cost``; ``ref`` is the last fixed stage (for fractions)."""
     everything = np.ones(acc.shape, dtype=bool)
 
     def most_accurate(cand):  # ties: cheaper, then higher thresholds
@@ -642,14 +659,48 @@ def choose_thresholds(
                 f"no thresholds reach accuracy >= {bound:.6g} (best: {acc.max():.6g}); took the most "
                 "accurate point"
             )
-    thresholds = grid_result.thresholds_at(index)
+    return index, feasible, note, bound
+
+
+# --- the routing cascade (FrugalGPT-style, paper Table 6) ----------------------------------------------
+def route(table: StageTable, tau0: float) -> ReplayResult:
+    """``mode=route``: one decision from stage 0. s_0 > τ_0: the intern answers alone (no mentor);
+    otherwise the mentor writes through the last budget and the intern answers from the last stage
+    (the last usable one, as ``fixed_stage``), with no scoring and no argmax in between."""
+    early = table.scores[:, 0] > tau0
+    last = fixed_stage(table, table.num_stages - 1)
+    stage = np.where(early, 0, last.stage)
+    mentor_paid = np.where(early, 0.0, last.mentor_paid)
+    return _result(table, stage, early, mentor_paid)
+
+
+def choose_route_threshold(
+    table: StageTable, objective: Objective, grid: Sequence[float] = THRESHOLD_GRID
+) -> ThresholdChoice:
+    """τ_0 of the routing cascade for ``objective``, over ``grid`` (the same rules and tie-breaks as
+    ``choose_thresholds``). The thresholds returned are (τ_0, NEVER, ..., NEVER): the later stages
+    never stop early, which is how ``mode=route`` reads them."""
+    if objective.kind == "per_stage":
+        raise ValueError("the route policy has one threshold: use max_accuracy or min_cost")
+    grid = tuple(float(g) for g in grid)
+    results = [route(table, tau) for tau in grid]
+    acc = np.array([r.accuracy for r in results])
+    cost = np.array([r.mean_tflops for r in results])
+    ref = fixed_stage(table, table.num_stages - 1)
+    index, feasible, note, bound = _choose_index(acc, cost, objective, ref)
     return ThresholdChoice(
-        thresholds,
-        result=replay(table, thresholds, objective.stage0),
+        (grid[index], *[NEVER] * (table.num_stages - 1)),
+        objective=objective,
+        result=results[index],
         feasible=feasible,
         note=note,
         bound=bound,
-        **common,
+        reference={
+            "policy": f"fixed:{table.num_stages - 1}",
+            "accuracy": ref.accuracy,
+            "mean_tflops": ref.mean_tflops,
+        },
+        grid=grid,
     )
 
 

@@ -529,3 +529,21 @@ def test_fit_subcommand_refuses_test_rows_with_exit_2(tmp_path, capsys):
     assert rc == 2
     assert "test split" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_router_is_fit_on_stage_zero_and_its_tau0_replays_the_routing_rule(records):
+    from tandem_lm_eval.replay import choose_route_threshold
+
+    clf, report = fit_records(records, settings("logistic", policy="route"))
+    assert clf.card.policy == "route" and report["policy"] == "route"
+    # trained on the stage-0 rows of the training questions only
+    val_mask = split_questions(records, 0.3, 42)
+    train = [r for r, v in zip(records, val_mask) if not v]
+    assert clf.card.training["train_rows"] == len(train)
+    # tau_0 is the routing objective's choice on the validation questions; later stages never stop
+    val = [r for r, v in zip(records, val_mask) if v]
+    rows = row_table(val, "question_insights")
+    table = stage_table(val, lambda r: clf.sufficiency(r.X), rows)
+    expected = choose_route_threshold(table, Objective("max_accuracy"))
+    assert tuple(clf.card.thresholds) == expected.thresholds and clf.card.thresholds[1:] == [1.0, 1.0, 1.0]
+    assert len(clf.card.threshold_front) == 19  # every tau_0 of the grid, replayed

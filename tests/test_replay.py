@@ -421,3 +421,30 @@ def test_stage_table_validation():
     assert table.with_scores([[0.1, NAN]]).usable.tolist() == [[True, False]]
     with pytest.raises(ValueError, match="thresholds for"):
         replay(table, [0.5])
+
+
+def test_route_is_one_decision_at_stage_zero_then_the_last_stage():
+    from tandem_lm_eval.replay import Objective, choose_route_threshold, route
+
+    table = StageTable(
+        scores=np.array([[0.9, 0.1, 0.1], [0.2, 0.99, 0.1], [0.3, 0.1, 0.5]]),
+        correct=np.array([[True, False, False], [False, True, False], [False, False, True]]),
+        mentor_tokens=np.array([[0, 10, 30], [0, 10, 20], [0, 10, 30]]),
+        intern_tokens=np.array([[5, 5, 5], [7, 7, 7], [9, 9, 9]]),
+        mentor_params=100.0,
+        intern_params=10.0,
+    )
+    r = route(table, 0.5)
+    # q0 stays with the intern; q1 goes to the last stage although stage 1 scored 0.99 (no scoring
+    # in between, no argmax); the mentor is paid the whole budget for q1 and q2
+    assert r.stage.tolist() == [0, 2, 2] and r.early.tolist() == [True, False, False]
+    assert r.correct.tolist() == [True, False, True] and r.mentor_paid.tolist() == [0, 20, 30]
+    assert r.tflops[1] == pytest.approx(2e-12 * (100 * 20 + 10 * (20 + 7)))
+    # a tau_0 above every s_0 sends everything to the mentor: fixed:2
+    assert route(table, 0.95).stage.tolist() == [2, 2, 2]
+    choice = choose_route_threshold(table, Objective("max_accuracy"))
+    # tau_0 in [0.30, 0.85] keeps only q0 with the intern: 2 of 3 correct, the cheapest such point
+    # (ties go to the higher threshold) is tau_0 = 0.85; thresholds after stage 0 never stop
+    assert choice.result.accuracy == pytest.approx(2 / 3) and choice.thresholds == (0.85, 1.0, 1.0)
+    with pytest.raises(ValueError, match="one threshold"):
+        choose_route_threshold(table, Objective("per_stage"))
