@@ -69,6 +69,10 @@ def write_oracle(
     questions: Sequence[TaskQuestion], solution_field: str, out: str | Path, keep_final_answer: bool = False
 ) -> int:
     out = Path(out)
-    if out.exists():
-        out.unlink()  # a fresh file: the same question written twice would be ambiguous
-    return write_records(out, oracle_records(questions, solution_field, keep_final_answer))
+    records = oracle_records(questions, solution_field, keep_final_answer)  # fails before touching out
+    # a fresh file, replaced in one step: the same question written twice would be ambiguous
+    partial = out.with_name(out.name + ".partial")
+    partial.unlink(missing_ok=True)
+    n = write_records(partial, records)
+    partial.replace(out)
+    return n

@@ -109,12 +109,24 @@ def stage_entry(record, **extra: Any) -> StageEntry:
 
 
 def write_records(path: str | Path, records: Iterable[QuestionRecord]) -> int:
-    """Append records to a JSONL file (one line each, flushed together); returns how many."""
+    """Append records to a JSONL file (one line each, flushed together); returns how many.
+
+    A run killed mid-write leaves a torn last line; it is cut off before appending (its question has
+    no record, so a resumed run computes it again), never glued to the next record.
+    """
     lines = [r.to_json() + "\n" for r in records]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.writelines(lines)
+    with path.open("a+b") as fh:
+        size = fh.seek(0, 2)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                data = fh.read()
+                fh.truncate(data.rfind(b"\n") + 1)
+                fh.seek(0, 2)
+        fh.write("".join(lines).encode("utf-8"))
         fh.flush()
     return len(lines)
 

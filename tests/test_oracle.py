@@ -181,7 +181,6 @@ def test_oracle_records_rejects_empty_solution(train_questions):
         del q.doc["empty"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: write_oracle deletes the old file before checking the field")
 def test_failed_oracle_run_keeps_the_previous_file(train_questions, tmp_path):
     out = tmp_path / "o.jsonl"
     write_oracle(train_questions, "answer", out)

@@ -300,3 +300,27 @@ def test_cascade_unfinished_recording_too_short(backend, tokenizer):
     cascade = Cascade(backend, ScriptedBackend(), FixedStagePolicy(3), (8, 16, 32), progress=False)
     with pytest.raises(BackendError, match=f"stops after {n} tokens without finishing; a budget of 32"):
         cascade.run([question(Q2_TEXT)])
+
+
+def test_the_longer_of_two_recordings_wins_with_or_without_token_ids(tmp_path, tokenizer, demo_model_dir):
+    from tandem_lm_eval.prompts import question_hash
+
+    long_text = "Step one: add the numbers. " * 10
+    short_text = "x" * 78  # more characters than tokens of the long one, fewer characters
+    path = tmp_path / "two.jsonl"
+    write_records(
+        path,
+        [
+            QuestionRecord(
+                question_hash("Q"),
+                "Q",
+                [],
+                mentor=MentorOutput(long_text, encode(tokenizer, long_text), True),
+            ),
+            QuestionRecord(question_hash("Q"), "Q", [], mentor=MentorOutput(short_text, None, True)),
+        ],
+    )
+    gen = RecordedBackend(str(path), tokenizer=str(demo_model_dir)).generate(
+        [GenerationRequest(Prompt(raw_text="Q"), 1000)]
+    )[0]
+    assert list(gen.token_ids) == encode(tokenizer, long_text)

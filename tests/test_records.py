@@ -209,3 +209,12 @@ def test_doc_hash_is_lm_evals():
     assert doc_hash(doc) == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert doc_hash({**plain, "n": 4}) != doc_hash(plain)
     assert doc_hash(None) is None
+
+
+def test_append_after_a_torn_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    write_records(path, [make_record(0)])
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(make_record(1).to_json()[:30])  # a run killed mid-write
+    write_records(path, [make_record(2)])  # the resumed run appends
+    assert [r.doc_id for r in iter_records(path)] == [0, 2]

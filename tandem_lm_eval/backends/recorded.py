@@ -88,6 +88,11 @@ class RecordedBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         out = []
         for req in requests:
+            if req.forced_text:
+                raise BackendError(
+                    "a recorded mentor cannot be forced: it replays what was recorded, and nothing was "
+                    "recorded after forced text (budget forcing needs a live mentor)"
+                )
             key = _key(req.prompt)
             output = self._outputs.get(key)
             if output is None:
@@ -139,7 +144,8 @@ def _key(prompt: Prompt) -> str:
 
 
 def _length(output: MentorOutput) -> int:
-    return len(output.token_ids) if output.token_ids is not None else len(output.text)
+    """How much a recording holds, comparable across recordings with and without token ids."""
+    return len(output.text)
 
 
 def _preview(prompt: Prompt) -> str:
