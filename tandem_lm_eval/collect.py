@@ -26,6 +26,45 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class Explorer:
+    """A cascade that runs every stage, and the names its records carry."""
+
+    cascade: Cascade
+    mentor_model: str
+    intern_model: str
+    entropy_method: str
+
+
+def make_explorer(model_args: dict) -> Explorer:
+    """Backends and an all-stages cascade from ``--model tandem``-style model_args (no mode)."""
+    from .config import TandemConfig
+    from .model import build_backends, intern_identity
+    from .policies import FixedStagePolicy
+
+    if "mode" in model_args:
+        raise ValueError("collect runs every stage: leave mode out of the model_args")
+    cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    cascade = Cascade(
+        mentor,
+        intern,
+        FixedStagePolicy(len(cfg.budgets)),
+        cfg.budgets,
+        mentor_params=mentor_params,
+        intern_params=intern_params,
+        mentor_thinking=cfg.mentor.thinking,
+        intern_thinking=cfg.intern.thinking,
+        progress=cfg.progress,
+    )
+    return Explorer(
+        cascade,
+        mentor.model_name if mentor is not None else "",
+        intern_identity(cfg.intern, intern),
+        getattr(intern, "entropy_method", "exact"),
+    )
+
+
+@dataclass
 class CollectStats:
     questions: int = 0  # written by this run
     skipped: int = 0  # already in the file
@@ -43,17 +82,15 @@ def done_keys(out_path: Path) -> set[tuple[str | None, str | None]]:
 
 
 def collect(
-    cascade: Cascade,
+    explorer: Explorer,
     questions: Sequence[TaskQuestion],
     source: TaskSource,
     out_path: str | Path,
     *,
-    mentor_model: str,
-    intern_model: str,
-    entropy_method: str,
     chunk: int = 32,
 ) -> CollectStats:
     """Explore every stage of ``questions`` chunk by chunk, appending one record per question."""
+    cascade = explorer.cascade
     out_path = Path(out_path)
     done = done_keys(out_path)
     todo = [q for q in questions if (q.task, q.doc_hash) not in done]
@@ -105,12 +142,12 @@ def collect(
                         text=mentor.text,
                         token_ids=list(mentor.token_ids),
                         finished=mentor.finished,
-                        model=mentor_model,
+                        model=explorer.mentor_model,
                         num_params=cascade.mentor_params,
                     ),
-                    intern_model=intern_model,
+                    intern_model=explorer.intern_model,
                     intern_num_params=cascade.intern_params,
-                    entropy_method=entropy_method,
+                    entropy_method=explorer.entropy_method,
                     mode="explore",
                 )
             )

@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_analyze_arguments(a)
     a.set_defaults(func=_analyze)
+
+    m = sub.add_parser(
+        "compare", help="Tandem and its baselines on tasks: leaderboard (md/csv/json) and plots"
+    )
+    m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
+    m.set_defaults(func=_compare)
     return parser
 
 
@@ -119,47 +125,21 @@ def _task_questions(args, **extra):
 
 
 def _collect(args) -> int:
-    from .cascade import Cascade
-    from .collect import collect
+    from .collect import collect, make_explorer
     from .config import TandemConfig
-    from .model import build_backends, intern_identity
     from .options import parse_model_args
-    from .policies import FixedStagePolicy
 
     model_args = parse_model_args(args.model_args)
-    if "mode" in model_args:
-        raise CommandError("collect runs every stage: leave mode out of --model_args")
-    cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    default_max = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"}).max_gen_toks
     questions, source = _task_questions(
         args,
         max_gen_toks=args.answer_max_tokens,
-        default_max_gen_toks=cfg.max_gen_toks,
+        default_max_gen_toks=default_max,
         metric=args.metric,
         filter_name=args.filter,
         threshold=args.label_threshold,
     )
-    mentor, intern, mentor_params, intern_params = build_backends(cfg)
-    cascade = Cascade(
-        mentor,
-        intern,
-        FixedStagePolicy(len(cfg.budgets)),
-        cfg.budgets,
-        mentor_params=mentor_params,
-        intern_params=intern_params,
-        mentor_thinking=cfg.mentor.thinking,
-        intern_thinking=cfg.intern.thinking,
-        progress=cfg.progress,
-    )
-    stats = collect(
-        cascade,
-        questions,
-        source,
-        args.out,
-        mentor_model=mentor.model_name if mentor is not None else "",
-        intern_model=intern_identity(cfg.intern, intern),
-        entropy_method=getattr(intern, "entropy_method", "exact"),
-        chunk=args.chunk,
-    )
+    stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
         f"({stats.skipped} already there)"
@@ -181,6 +161,16 @@ def _fit(args) -> int:
 
     report = run_fit(args)
     print(json.dumps(report, indent=2, default=str)[:4000])
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import load_config, run_compare
+
+    config = load_config(args.config)
+    entries = run_compare(config)
+    print(f"compare: {len(entries)} rows; leaderboard and plots in {config.output}")
+    print((config.output / "leaderboard.md").read_text())
     return 0
 
 

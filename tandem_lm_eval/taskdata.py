@@ -120,9 +120,11 @@ def load_task_questions(
     filter_name: str | None = None,
     threshold: float = 1.0,
     confirm_run_unsafe_code: bool = False,
+    sampling: str = "balanced",
 ) -> tuple[list[TaskQuestion], TaskSource]:
-    """The questions of ``task_names`` (groups expand to their tasks), ``limit`` in all, balanced
-    across groups; and the source that judges answers to them.
+    """The questions of ``task_names`` (groups expand to their tasks), and the source that judges
+    answers to them. ``sampling="balanced"``: ``limit`` in all, balanced across groups (seeded);
+    ``sampling="first"``: the first ``limit`` documents of each task, as ``lm_eval --limit`` takes them.
 
     ``max_gen_toks`` overrides the task's answer budget (default: the task's own ``max_gen_toks``).
     """
@@ -152,10 +154,19 @@ def load_task_questions(
     for name, task in tasks.items():
         for doc_id, doc in enumerate(task.eval_docs):
             pools.setdefault(group_of(group_by, name, doc), []).append((name, doc_id))
-    rng = random.Random(seed)
-    for group in sorted(pools, key=str):
-        rng.shuffle(pools[group])
-    chosen = _round_robin([pools[g] for g in sorted(pools, key=str)], limit)
+    if sampling == "first":
+        chosen = [
+            (name, doc_id)
+            for name, task in tasks.items()
+            for doc_id in range(len(task.eval_docs) if limit is None else min(limit, len(task.eval_docs)))
+        ]
+    elif sampling == "balanced":
+        rng = random.Random(seed)
+        for group in sorted(pools, key=str):
+            rng.shuffle(pools[group])
+        chosen = _round_robin([pools[g] for g in sorted(pools, key=str)], limit)
+    else:
+        raise TaskDataError(f"sampling must be 'balanced' or 'first', got {sampling!r}")
     by_task: dict[str, list[int]] = {}
     for name, doc_id in chosen:
         by_task.setdefault(name, []).append(doc_id)

@@ -1,0 +1,192 @@
+"""The cost-quality leaderboard: one row per method, the layout of the paper's Table 1.
+
+For each task: accuracy (the task's primary metric), mean mentor and intern tokens, Len. (L_L + L_S),
+TFLOPs (Eq. 12) and ΔTFLOPs against the mentor alone, in %. Pure functions over ``BoardEntry``
+lists (Markdown, CSV, JSON, the Pareto front); ``plot_task`` draws accuracy against TFLOPs with the
+front, one PNG per task (matplotlib, the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REFERENCE_MODE = "mentor_only"
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    """One method on one task, averaged over its questions."""
+
+    name: str
+    mode: str
+    task: str
+    metric: str
+    questions: int
+    accuracy: float
+    mean_mentor_tokens: float
+    mean_intern_tokens: float
+    mean_tflops: float
+    source: str  # "replay" (from collected records) or "live" (an lm-eval run)
+
+    @property
+    def mean_length(self) -> float:
+        return self.mean_mentor_tokens + self.mean_intern_tokens
+
+
+def delta_vs_reference(entries: Sequence[BoardEntry]) -> dict[tuple[str, str], float | None]:
+    """(name, task) -> TFLOPs change against the task's ``mentor_only`` row, in % (None without one)."""
+    reference = {e.task: e.mean_tflops for e in entries if e.mode == REFERENCE_MODE}
+    out = {}
+    for e in entries:
+        ref = reference.get(e.task)
+        out[(e.name, e.task)] = None if not ref else 100.0 * (e.mean_tflops - ref) / ref
+    return out
+
+
+def pareto(entries: Sequence[BoardEntry]) -> list[BoardEntry]:
+    """The entries no other entry beats on both accuracy and TFLOPs (at least as good on both, better
+    on one), cheapest first."""
+    front = [
+        e
+        for e in entries
+        if not any(
+            o.accuracy >= e.accuracy
+            and o.mean_tflops <= e.mean_tflops
+            and (o.accuracy, o.mean_tflops) != (e.accuracy, e.mean_tflops)
+            for o in entries
+        )
+    ]
+    return sorted(front, key=lambda e: (e.mean_tflops, -e.accuracy))
+
+
+def _tasks(entries: Sequence[BoardEntry]) -> list[str]:
+    return list(dict.fromkeys(e.task for e in entries))
+
+
+def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> str:
+    delta = delta_vs_reference(entries)
+    lines = [f"# {title}", ""]
+    for task in _tasks(entries):
+        rows = [e for e in entries if e.task == task]
+        front = {e.name for e in pareto(rows)}
+        metric = rows[0].metric
+        lines += [
+            f"## {task} ({rows[0].questions} questions, {metric})",
+            "",
+            "| method | mode | accuracy | mentor tokens | intern tokens | Len. | TFLOPs | ΔTFLOPs vs mentor | source |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for e in rows:
+            d = delta[(e.name, task)]
+            mark = " *" if e.name in front else ""
+            lines.append(
+                f"| {e.name}{mark} | `{e.mode}` | {100 * e.accuracy:.2f} | {e.mean_mentor_tokens:.1f} | "
+                f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | {e.mean_tflops:.3f} | "
+                f"{'' if d is None else f'{d:+.0f}%'} | {e.source} |"
+            )
+        lines += ["", "`*`: on the accuracy–TFLOPs Pareto front.", ""]
+    return "\n".join(lines)
+
+
+def to_csv(entries: Sequence[BoardEntry]) -> str:
+    delta = delta_vs_reference(entries)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(
+        [
+            "task",
+            "method",
+            "mode",
+            "metric",
+            "questions",
+            "accuracy",
+            "mean_mentor_tokens",
+            "mean_intern_tokens",
+            "mean_length",
+            "mean_tflops",
+            "delta_tflops_vs_mentor_pct",
+            "source",
+        ]
+    )
+    for e in entries:
+        d = delta[(e.name, e.task)]
+        writer.writerow(
+            [
+                e.task,
+                e.name,
+                e.mode,
+                e.metric,
+                e.questions,
+                f"{e.accuracy:.6f}",
+                f"{e.mean_mentor_tokens:.3f}",
+                f"{e.mean_intern_tokens:.3f}",
+                f"{e.mean_length:.3f}",
+                f"{e.mean_tflops:.6f}",
+                "" if d is None else f"{d:.3f}",
+                e.source,
+            ]
+        )
+    return buf.getvalue()
+
+
+def to_json(entries: Sequence[BoardEntry], extra: dict | None = None) -> str:
+    delta = delta_vs_reference(entries)
+    rows = [
+        {**asdict(e), "mean_length": e.mean_length, "delta_tflops_vs_mentor_pct": delta[(e.name, e.task)]}
+        for e in entries
+    ]
+    return json.dumps({**(extra or {}), "rows": rows}, indent=2) + "\n"
+
+
+def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None = None) -> Path:
+    """Accuracy against mean TFLOPs for one task, each point labelled, the Pareto front drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - the plot extra is missing
+        raise RuntimeError("plots need matplotlib: pip install 'tandem-lm-eval[plot]'") from exc
+    tasks = _tasks(entries)
+    if len(tasks) != 1:
+        raise ValueError(f"plot_task draws one task, got {tasks}")
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xs = [e.mean_tflops for e in entries]
+    ys = [100 * e.accuracy for e in entries]
+    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    for e, x, y in zip(entries, xs, ys):
+        ax.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = pareto(entries)
+    ax.step(
+        [e.mean_tflops for e in front],
+        [100 * e.accuracy for e in front],
+        where="post",
+        color="tab:red",
+        linewidth=1.2,
+        label="Pareto front",
+        zorder=2,
+    )
+    ax.set_xlabel("mean TFLOPs per question (Eq. 12)")
+    ax.set_ylabel(f"accuracy (%, {entries[0].metric})")
+    ax.set_title(title or f"{tasks[0]}: accuracy vs. compute ({entries[0].questions} questions)")
+    if min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    # the plotted points, beside the picture: what was drawn can be checked against the table
+    points = [{"name": e.name, "mean_tflops": x, "accuracy_pct": y} for e, x, y in zip(entries, xs, ys)]
+    front_names = [e.name for e in front]
+    path.with_suffix(".points.json").write_text(
+        json.dumps({"points": points, "pareto": front_names}, indent=2) + "\n"
+    )
+    return path
