@@ -39,3 +39,10 @@ def test_run_summary_counts_stages_and_totals():
     assert s.mentor_tokens == 700 and s.intern_tokens == 40
     assert s.tflops == pytest.approx(sum(c.tflops for c in costs))
     assert "stage 2: 2 (50.0%)" in s.format()
+
+
+def test_eq12_reproduces_table1_fixed_budget_rows_from_their_mean_lengths():
+    # Len. = L_L + L_S; low: L_L = 100 of Len. 2,735; medium: 500 of 2,853 (paper: 44.76 and 71.96; it
+    # averages per-question costs, we multiply mean lengths, so the last digit may differ)
+    assert tflops(32e9, 7e9, 100, 2735 - 100) == pytest.approx(44.76, rel=2e-3)
+    assert tflops(32e9, 7e9, 500, 2853 - 500) == pytest.approx(71.96, rel=1e-3)
