@@ -175,8 +175,23 @@ def _key(*parts: Any) -> str:
 
 
 # --- the two ways a row is computed -------------------------------------------------------------------
+def task_source(config: CompareConfig, task: str):
+    """The task's TaskSource (its metric and filter), without building its questions."""
+    from .taskdata import load_task_questions
+
+    _, source = load_task_questions(
+        [task],
+        include_path=config.include_path,
+        limit=1,
+        sampling="first",
+        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
+    )
+    return source
+
+
 def records_for_task(config: CompareConfig, task: str):
-    """The collect records of the first ``limit`` documents of ``task`` (collected if missing)."""
+    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), and
+    the task's source."""
     from .collect import collect, make_explorer
     from .records import load_records
     from .taskdata import load_task_questions
@@ -197,11 +212,10 @@ def records_for_task(config: CompareConfig, task: str):
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
         collect(make_explorer(config.model_args), questions, source, path, chunk=config.chunk)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
-    records = [by_key[(q.task, q.doc_hash)] for q in questions]
-    return records, source.metric_of(task)
+    return [by_key[(q.task, q.doc_hash)] for q in questions], source
 
 
-def live_samples(config: CompareConfig, row: CompareRow, task: str) -> list[dict]:
+def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
     """Per-document results of ``row`` on ``task`` through lm-eval's evaluator (cached by settings)."""
     key = _key(config.model_args, row.model_args, row.mode, task, config.max_gen_toks, config.limit)
     path = config.output / "live" / f"{task}-{row.mode.replace(':', '_')}-{key}.jsonl"
@@ -213,16 +227,8 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str) -> list[dict
 
     from ._startup import patch_task_manager
     from .model import TandemLM
-    from .taskdata import load_task_questions
 
     patch_task_manager(manager)
-    _, source = load_task_questions(
-        [task],
-        include_path=config.include_path,
-        limit=1,
-        sampling="first",
-        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
-    )
     metric, filter_name = source.metric_of(task), source.filter_of(task)
     lm = TandemLM(**config.model_args, **row.model_args, mode=row.mode, progress="true")
     try:
@@ -366,25 +372,17 @@ def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
     entries = []
     for task in config.tasks:
-        records, metric = (None, None)
         if any(r.replayed for r in config.rows):
-            records, metric = records_for_task(config, task)
+            records, source = records_for_task(config, task)
+        else:
+            records, source = None, task_source(config, task)
+        metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
                 entries.append(replayed_entry(row, task, records, metric, config))
             else:
-                if metric is None:
-                    from .taskdata import load_task_questions
-
-                    _, source = load_task_questions(
-                        [task],
-                        include_path=config.include_path,
-                        limit=1,
-                        sampling="first",
-                        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
-                    )
-                    metric = source.metric_of(task)
-                entries.append(live_entry(row, task, live_samples(config, row, task), metric))
+                samples = live_samples(config, row, task, source)
+                entries.append(live_entry(row, task, samples, metric, source.threshold))
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.md").write_text(to_markdown(entries))
