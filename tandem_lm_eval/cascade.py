@@ -142,7 +142,7 @@ class Cascade:
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
         self.num_stages = len(budgets) + 1
         self.last_stage = policy.last_stage(self.num_stages)
-        if self.last_stage > 0 and mentor is None:
+        if (self.last_stage > 0 or policy.answerer == "mentor") and mentor is None:
             raise ValueError(f"the {policy.name} policy needs a mentor")
         if policy.needs_scores and classifier is None:
             raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
@@ -158,6 +158,19 @@ class Cascade:
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
+        if self.policy.answerer == "mentor":  # mentor_only, budget_forcing: no stages, no intern
+            from .mentor_answers import answer_with_mentor
+
+            return answer_with_mentor(
+                self.mentor,
+                questions,
+                self.policy,
+                mentor_params=self.mentor_params,
+                intern_params=self.intern_params,
+                mentor_thinking=self.mentor_thinking,
+                mentor_prices=self.mentor_prices,
+                progress=self.progress,
+            )
         states = [_State(q) for q in questions]
         if not states:
             return []
@@ -167,7 +180,7 @@ class Cascade:
             if stage > 0:
                 self._mentor_stage(states, active, stage)
             self._add_stage_prompts(states, active, stage)
-            if self.policy.needs_scores:
+            if self.policy.scores_stage(stage):
                 self._score_stage(states, active, stage)
             still = []
             for i in active:

@@ -57,6 +57,8 @@ class TandemConfig:
     budgets_given: bool = False
     # run on questions the classifier was trained on (the leakage guard refuses them by default)
     allow_training_overlap: bool = False
+    # mode=budget_forcing:B: the text forced after a reasoning cut at B tokens ("auto": policies/mentor.py)
+    budget_forcing_close: str = "auto"
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -75,6 +77,7 @@ class TandemConfig:
         "trace_path",
         "progress",
         "allow_training_overlap",
+        "budget_forcing_close",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -184,10 +187,14 @@ class TandemConfig:
                 as_float("thresholds", t, minimum=0, maximum=1)
                 for t in as_list("thresholds", top["thresholds"])
             )
-            if len(cfg.thresholds) != cfg.num_stages:
+            # mode=route reads τ_0 only: one value will do
+            if len(cfg.thresholds) != cfg.num_stages and not (
+                cfg.mode == "route" and len(cfg.thresholds) == 1
+            ):
                 raise ConfigError(
                     f"thresholds has {len(cfg.thresholds)} values; {cfg.num_stages} are needed "
                     f"(stage 0 = question alone, then one per budget {list(cfg.budgets)})"
+                    + ("; or one, τ_0, for mode=route" if cfg.mode == "route" else "")
                 )
         if "classifier_strict" in top:
             cfg.classifier_strict = as_bool("classifier_strict", top["classifier_strict"])
@@ -201,6 +208,12 @@ class TandemConfig:
             cfg.progress = as_bool("progress", top["progress"])
         if "allow_training_overlap" in top:
             cfg.allow_training_overlap = as_bool("allow_training_overlap", top["allow_training_overlap"])
+        if top.get("budget_forcing_close") is not None:
+            cfg.budget_forcing_close = _forced_text(top["budget_forcing_close"])
+            if not cfg.mode.startswith("budget_forcing:"):
+                raise ConfigError(
+                    f"budget_forcing_close applies to mode=budget_forcing:<B> only (mode={cfg.mode})"
+                )
         return cfg
 
     def public_dict(self) -> dict[str, Any]:
@@ -221,6 +234,16 @@ class TandemConfig:
         out["budgets"] = list(self.budgets)
         out["thresholds"] = list(self.thresholds) if self.thresholds else None
         return out
+
+
+def _forced_text(value: Any) -> str:
+    """``budget_forcing_close``: ``auto`` or the text itself, with ``\\n`` and ``\\t`` written as
+    escapes (a command line cannot hold a newline); spaces are kept."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"budget_forcing_close must be 'auto' or a non-empty text, got {value!r}")
+    if value.strip() == "auto":
+        return "auto"
+    return value.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def resolve_backend_name(name: str, role: str) -> str:

@@ -6,6 +6,10 @@ L_L: tokens the mentor generated (each once: stages continue, never restart); L_
 generated for the final answer. The intern's term covers reading the mentor's L_L tokens. As in the
 paper, prompt tokens of the question are not counted, and neither is the intern's scoring of the
 stage prompts (its prefill; reported separately as ``intern_scored_tokens`` so it stays visible).
+
+When the mentor answers by itself (``mode=mentor_only``, ``budget_forcing:B``) the intern reads
+nothing (``RequestCost.intern_reads_mentor = False``): TFLOPs = 2e-12 · |θL| · L_L, the paper's
+single-model rows (Table 1, 32B).
 """
 
 from __future__ import annotations
@@ -57,9 +61,17 @@ class RequestCost:
     times: PhaseTimes = field(default_factory=PhaseTimes)
     tflops: float = 0.0
     usd: float | None = None
+    # False when no intern read the mentor's tokens (the mentor answered itself): Eq. 12 then has no
+    # |θS|·L_L term
+    intern_reads_mentor: bool = True
 
     def finalize(self, mentor_params: float, intern_params: float) -> None:
-        self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+        if self.intern_reads_mentor:
+            self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+        else:
+            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0) + tflops(
+                0.0, intern_params, 0, self.intern_tokens
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)

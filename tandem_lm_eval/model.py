@@ -22,7 +22,7 @@ from .cascade import Cascade, CascadeResult
 from .classifier import ClassifierError, group_of, load_classifier_folder, normalize_model_name
 from .config import ConfigError, RoleConfig, TandemConfig
 from .cost import RequestCost, RunSummary
-from .policies import StopPolicy, make_policy
+from .policies import StopPolicy, answerer_of, make_policy
 from .prompts import question_from_request, serialize_chat
 from .reporting import TandemResponse, install_task_patches
 from .resources import classifiers_dir
@@ -49,7 +49,7 @@ class TandemLM(LM):
         try:
             self.mentor, self.intern, self.mentor_params, self.intern_params = build_backends(cfg)
             self.classifier, thresholds = load_classifier(cfg, self.intern)
-            policy = make_policy(cfg.mode, thresholds)
+            policy = make_policy(cfg.mode, thresholds, budget_forcing_close=cfg.budget_forcing_close)
             self.cascade = Cascade(
                 mentor=self.mentor,
                 intern=self.intern,
@@ -121,8 +121,9 @@ class TandemLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [req.args for req in requests]
+        answerer = self.intern if self.intern is not None else self.mentor  # the mentor answers itself
         try:
-            return self.intern.loglikelihood(pairs)
+            return answerer.loglikelihood(pairs)
         except BackendError as exc:
             raise SystemExit(f"tandem: {exc}") from None
 
@@ -215,12 +216,12 @@ def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, 
     demo classifier. Thresholds from model_args override the classifier's (every group's). When
     model_args give no budgets, the classifier's are used: its thresholds were chosen for those stages.
     """
-    if cfg.mode != "tandem":
+    if cfg.mode not in ("tandem", "route"):
         return None, cfg.thresholds
     name = cfg.classifier or (DEMO_CLASSIFIER if cfg.intern.model == "demo" else None)
     if name is None:
         raise ConfigError(
-            "mode=tandem needs a sufficiency classifier trained for your intern: give classifier=PATH "
+            f"mode={cfg.mode} needs a sufficiency classifier trained for your intern: give classifier=PATH "
             f"(or a name under {classifiers_dir()}), train one with `tandem-lm-eval collect` and "
             "`tandem-lm-eval fit` (docs/classifier.md), or run a baseline mode (intern_only, fixed:<k>)"
         )
@@ -243,6 +244,18 @@ def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, 
     thresholds = cfg.thresholds or tuple(card.thresholds)
     members = getattr(clf, "members", {})
     for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:
+        if cfg.mode == "route":  # τ_0 only: it judges the question alone, whatever the budgets
+            if not cfg.thresholds and not member_card.thresholds:
+                raise ConfigError(f"classifier {path.name}{label} has no thresholds: give thresholds=[τ_0]")
+            if member_card.policy != "route":
+                logger.info(
+                    "tandem: classifier %s%s: its thresholds were chosen for the %s rule; mode=route uses "
+                    "its τ_0 (fit --policy route chooses one for routing)",
+                    path.name,
+                    label,
+                    member_card.policy,
+                )
+            continue
         if not cfg.thresholds and len(member_card.thresholds) != cfg.num_stages:
             raise ConfigError(
                 f"classifier {path.name}{label} has {len(member_card.thresholds)} thresholds but budgets "
@@ -253,12 +266,12 @@ def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, 
 
 
 def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
-    """Each group's own thresholds, for a per-group classifier in mode=tandem (unless model_args
+    """Each group's own thresholds, for a per-group classifier in mode=tandem or route (unless model_args
     give thresholds, which then hold for every group)."""
     members = getattr(classifier, "members", None)
-    if cfg.mode != "tandem" or not members or cfg.thresholds:
+    if cfg.mode not in ("tandem", "route") or not members or cfg.thresholds:
         return {}
-    return {group: make_policy("tandem", tuple(m.card.thresholds)) for group, m in members.items()}
+    return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in members.items()}
 
 
 def _check_classifier(cfg: TandemConfig, clf, path: Path, intern: Backend) -> None:
@@ -290,9 +303,18 @@ def _check_classifier(cfg: TandemConfig, clf, path: Path, intern: Backend) -> No
     logger.warning("tandem: %s; using it anyway (classifier_strict=false)", message)
 
 
-def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend, float, float]:
+def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend | None, float, float]:
     """(mentor, intern, |θL|, |θS|). One engine serves both roles when they name the same model and
-    options; no mentor is loaded for intern-only runs."""
+    options; no mentor is loaded for intern-only runs, and no intern when the mentor answers itself
+    (mentor_only, budget_forcing:B; |θS| is then 0 unless intern_num_params gives it)."""
+    if answerer_of(cfg.mode) == "mentor":
+        if cfg.mentor.backend == "recorded":
+            raise ConfigError(
+                f"mode={cfg.mode}: the mentor answers the task's prompt itself, which a recorded mentor "
+                "(insights replayed from a file) cannot do; give a live mentor"
+            )
+        mentor = _build_backend("mentor", cfg.mentor)
+        return mentor, None, _param_count(cfg.mentor, mentor), _param_count(cfg.intern, None)
     intern = _build_backend("intern", cfg.intern)
     mentor: Backend | None = None
     if cfg.mode != "intern_only":

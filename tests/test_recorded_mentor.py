@@ -324,3 +324,18 @@ def test_the_longer_of_two_recordings_wins_with_or_without_token_ids(tmp_path, t
         [GenerationRequest(Prompt(raw_text="Q"), 1000)]
     )[0]
     assert list(gen.token_ids) == encode(tokenizer, long_text)
+
+
+def test_traces_where_the_mentor_answered_are_not_served_as_insights(tmp_path, demo_model_dir):
+    path = tmp_path / "answers.jsonl"
+    write_records(
+        path,
+        [
+            QuestionRecord(
+                "h1", "Q", [], kind="trace", mode="mentor_only", mentor=MentorOutput("The answer is 4.")
+            ),
+            QuestionRecord("h2", "Q2", [], kind="trace", mode="budget_forcing:8", mentor=MentorOutput("x")),
+        ],
+    )
+    with pytest.raises(BackendError, match="2 are traces of a mode where the mentor answered itself"):
+        RecordedBackend(str(path), tokenizer=str(demo_model_dir))

@@ -131,6 +131,13 @@ class GenerationRequest:
     With ``prefix`` the backend continues after that earlier generation of the same prompt: the
     prefix's tokens are context, not regenerated, and the returned Generation contains prefix + new.
     ``stop`` strings end generation (the stop string itself is not returned).
+
+    ``forced_text`` (only with a prefix) is put after the prefix as context before generating, e.g.
+    the end of a reasoning block that budget forcing imposes. It is tokenized with the model's own
+    tokenizer (no special tokens); its tokens are context, not generated: the returned Generation has
+    ``token_ids`` = prefix + forced ids + new ids, ``new_tokens`` = the new ones only, and ``text``
+    decoded from all of them. Stop strings are searched in the new text only. A backend that cannot
+    place text in the model's context raises BackendError.
     """
 
     prompt: Prompt
@@ -140,8 +147,11 @@ class GenerationRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    forced_text: str = ""
 
     def __post_init__(self) -> None:
+        if self.forced_text and self.prefix is None:
+            raise ValueError("forced_text continues an earlier generation: give the prefix it follows")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature < 0:

@@ -96,6 +96,8 @@ class HFBackend(Backend):
         for req in requests:
             prompt_ids = self._render(req.prompt)
             prefix_ids = list(req.prefix.token_ids) if req.prefix else []
+            # forced text: context after the prefix, never generated (GenerationRequest.forced_text)
+            prefix_ids += self._forced_ids(req.forced_text)
             inputs.append((prompt_ids, prefix_ids))
         # Group requests of equal settings, longest first, so padding is small and sampling params agree.
         order = sorted(range(len(requests)), key=lambda i: -(len(inputs[i][0]) + len(inputs[i][1])))
@@ -133,6 +135,9 @@ class HFBackend(Backend):
                         prompt_tokens=len(prompt_ids) + len(prefix_ids),
                     )
         return results  # type: ignore[return-value]
+
+    def _forced_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids) if text else []
 
     def _generate_batch(
         self,

@@ -268,11 +268,14 @@ class OpenAIBackend(Backend):
         prefix_ids = list(prefix.token_ids) if prefix else []
         if prefix and UNKNOWN_TOKEN_ID in prefix_ids:
             prefix_ids = self._encode(prefix.text) if self._tokenizer is not None else None  # type: ignore[assignment]
-        if prompt_ids is not None and prefix_ids is not None:
+        # forced text (GenerationRequest.forced_text): context after the prefix, in this model's tokens
+        forced_ids = self._text_ids(req.forced_text, abort) if req.forced_text else []
+        earlier = (prefix.text if prefix else "") + req.forced_text
+        if prompt_ids is not None and prefix_ids is not None and forced_ids is not None:
             # Token ids, not re-tokenized text: the continuation sees exactly the tokens it produced.
-            payload: list[int] | str = prompt_ids + prefix_ids
+            payload: list[int] | str = prompt_ids + prefix_ids + forced_ids
         else:
-            payload = self._prompt_text(req.prompt) + (prefix.text if prefix else "")
+            payload = self._prompt_text(req.prompt) + earlier
         body: dict[str, Any] = {"model": self._model, "prompt": payload, "max_tokens": req.max_new_tokens}
         body.update(_sampling(req))
         if info.kind == "vllm":
@@ -288,7 +291,7 @@ class OpenAIBackend(Backend):
             )
 
         text, new_ids, finish, usage = self._request("POST", "/completions", body, parse, abort)
-        return self._generation(prefix, (prefix.text if prefix else "") + text, new_ids, text, finish, usage)
+        return self._generation(prefix, earlier + text, new_ids, text, finish, usage, forced_ids or ())
 
     def _generate_chat(self, req: GenerationRequest, abort: threading.Event | None) -> Generation:
         if req.max_new_tokens == 0:
@@ -299,11 +302,18 @@ class OpenAIBackend(Backend):
         budget = req.max_new_tokens
         body: dict[str, Any] = {"model": self._model}
         regenerate = False
+        earlier = (prefix.text if prefix else "") + req.forced_text
         if prefix is not None:
             if info.kind == "vllm":
-                # Prefill: the server renders the assistant message unterminated and continues it.
-                messages.append({"role": "assistant", "content": prefix.text})
+                # Prefill: the server renders the assistant message unterminated and continues it
+                # (after the forced text, if any: GenerationRequest.forced_text).
+                messages.append({"role": "assistant", "content": earlier})
                 body.update(continue_final_message=True, add_generation_prompt=False)
+            elif req.forced_text:
+                raise BackendError(
+                    f"{self._where}: this API cannot continue an assistant message, so it cannot put "
+                    "forced text in the model's context; use a vLLM server or endpoint=completions"
+                )
             else:
                 regenerate = True
                 budget += len(prefix.token_ids)
@@ -339,9 +349,10 @@ class OpenAIBackend(Backend):
         finish_reason = _finish(finish)
         closed = bool(content) or finish_reason == "stop"
         if not regenerate:
-            text = join_reasoning(prefix.text if prefix else "", reasoning, content, closed=closed)
-            new_text = text[len(prefix.text) :] if prefix else text
-            return self._generation(prefix, text, new_ids, new_text, finish, usage)
+            text = join_reasoning(earlier, reasoning, content, closed=closed)
+            new_text = text[len(earlier) :]
+            forced_ids = (self._text_ids(req.forced_text, abort) or ()) if req.forced_text else ()
+            return self._generation(prefix, text, new_ids, new_text, finish, usage, forced_ids)
         # The whole answer came again. Keep the Generation's contract (prefix tokens + new tokens) by
         # counting as new only what goes beyond the earlier length; the billed total is in ``usage``.
         assert prefix is not None
@@ -364,7 +375,10 @@ class OpenAIBackend(Backend):
         new_text: str,
         finish: str | None,
         usage: dict,
+        forced_ids: Sequence[int] = (),
     ) -> Generation:
+        """``forced_ids``: the tokens of a request's forced text, between the prefix and the new ones
+        (empty when this server cannot tokenize: the text still holds the forced text)."""
         billed_out = usage.get("completion_tokens")
         if new_ids is None:
             # The server did not say which tokens: the billed count, as placeholder ids, is exact for
@@ -379,7 +393,7 @@ class OpenAIBackend(Backend):
         prompt_tokens = usage.get("prompt_tokens")
         return Generation(
             text=text,
-            token_ids=tuple((prefix.token_ids if prefix else ()) + tuple(new_ids)),
+            token_ids=tuple((prefix.token_ids if prefix else ()) + tuple(forced_ids) + tuple(new_ids)),
             new_tokens=len(new_ids),
             finish_reason=_finish(finish),
             cached_prompt_tokens=cached if isinstance(cached, int) else None,
@@ -648,6 +662,18 @@ class OpenAIBackend(Backend):
             while len(self._render_cache) > _RENDER_CACHE_SIZE:
                 self._render_cache.popitem(last=False)
         return list(ids)
+
+    def _text_ids(self, text: str, abort: threading.Event | None) -> list[int] | None:
+        """Token ids of a piece of raw text (no special tokens): the local tokenizer's, or the vLLM
+        server's ``/tokenize``; None when neither can tokenize."""
+        if self._tokenizer is not None:
+            return self._encode(text)
+        if self._server_info(abort).kind != "vllm":
+            return None
+        body = {"model": self._model, "prompt": text, "add_special_tokens": False}
+        return self._request(
+            "POST", f"{self._root}/tokenize", body, lambda d: _ids_or_none(d["tokens"]), abort
+        )
 
     def _prompt_text(self, prompt: Prompt) -> str:
         if prompt.raw_text is not None:

@@ -38,14 +38,19 @@ class RecordedBackend(Backend):
             raise BackendError(f"recorded mentor: {exc}") from None
         self._path = path
         self._outputs: dict[str, MentorOutput] = {}
+        answers = 0
         for rec in records:
             if rec.mentor is None:
+                continue
+            if rec.kind == "trace" and _mentor_answered(rec.mode):
+                answers += 1  # a trace of mentor_only / budget_forcing: the mentor's answer, not insights
                 continue
             known = self._outputs.get(rec.question_hash)
             if known is None or _length(rec.mentor) > _length(known):  # keep the longest recording
                 self._outputs[rec.question_hash] = rec.mentor
         if not self._outputs:
-            raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs")
+            why = f" ({answers} are traces of a mode where the mentor answered itself)" if answers else ""
+            raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs{why}")
         if tokenizer is None:
             raise BackendError(
                 "a recorded mentor needs the mentor's tokenizer to cut its outputs at each budget: "
@@ -141,6 +146,15 @@ def _key(prompt: Prompt) -> str:
     if prompt.raw_text is not None:
         return question_hash(prompt.raw_text)
     return question_hash(tuple(m for m in prompt.messages if m.role != "system"))
+
+
+def _mentor_answered(mode: str | None) -> bool:
+    from ..policies import answerer_of
+
+    try:
+        return mode is not None and answerer_of(mode) == "mentor"
+    except ValueError:
+        return False
 
 
 def _length(output: MentorOutput) -> int:

@@ -236,6 +236,8 @@ class VLLMBackend(Backend):
         for i, req in enumerate(requests):
             prompt_ids = self._render(req.prompt)
             prefix_ids = list(req.prefix.token_ids) if req.prefix else []
+            if req.forced_text:  # context after the prefix, never generated (GenerationRequest.forced_text)
+                prefix_ids += list(self.tokenizer(req.forced_text, add_special_tokens=False).input_ids)
             ids = prompt_ids + prefix_ids
             opening = think_opening(self.tokenizer, prompt_ids)
             if len(ids) >= self._max_context:

@@ -32,8 +32,15 @@ class StopPolicy(abc.ABC):
     """One policy per module under ``policies/``, registered by name in ``policies/__init__.py``."""
 
     name: str = ""
-    #: whether the intern must score each stage (the classifier is only consulted when True)
+    #: whether the intern must score stages (the classifier is only consulted when True)
     needs_scores: bool = False
+    #: who answers: "intern" (the cascade of stages) or "mentor" (the mentor answers the question
+    #: itself, no stages and no intern: ``mentor_answers.py``)
+    answerer: str = "intern"
+
+    def scores_stage(self, stage: int) -> bool:
+        """Whether the intern scores stage ``stage`` (default: every stage when the policy needs scores)."""
+        return self.needs_scores
 
     @abc.abstractmethod
     def last_stage(self, num_stages: int) -> int:
