@@ -230,7 +230,7 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
 
     patch_task_manager(manager)
     metric, filter_name = source.metric_of(task), source.filter_of(task)
-    lm = TandemLM(**config.model_args, **row.model_args, mode=row.mode, progress="true")
+    lm = TandemLM(**{"progress": "true", **config.model_args, **row.model_args, "mode": row.mode})
     try:
         out = lm_eval.simple_evaluate(
             model=lm,
@@ -343,7 +343,9 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
         problems.append(f"budgets {card.budgets} vs the records' {first.budgets}")
     if card.entropy_method != first.entropy_method:
         problems.append(f"entropy {card.entropy_method!r} vs {first.entropy_method!r}")
-    if card.intern_model and card.intern_model.lower() != first.intern_model.lower():
+    from .classifier import normalize_model_name
+
+    if card.intern_model and normalize_model_name(card.intern_model) != normalize_model_name(first.intern_model):
         problems.append(f"intern {card.intern_model!r} vs {first.intern_model!r}")
     if problems:
         raise CompareError(

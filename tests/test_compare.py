@@ -1,0 +1,147 @@
+"""``tandem-lm-eval compare`` end to end on the tiny model: every mode, replayed and live rows, the
+leaderboard recomputed from the per-sample records, replay == live, and a rerun without model calls."""
+
+import json
+
+import numpy as np
+import pytest
+from test_e2e_cli import FIXTURE_TASKS
+
+from tandem_lm_eval.commands import run_subcommand
+from tandem_lm_eval.cost import tflops
+from tandem_lm_eval.records import load_records
+
+TASK = "tandem_test_arith"
+
+
+def write_config(tmp_path, tiny_model_dir, tiny_classifier_dir) -> str:
+    config = tmp_path / "compare.toml"
+    config.write_text(
+        f'''
+output = "out"
+tasks = ["{TASK}"]
+include_path = "{FIXTURE_TASKS}"
+limit = 3
+max_gen_toks = 6
+chunk = 2
+model_args = "mentor={tiny_model_dir},intern={tiny_model_dir},budgets=[8,16],mentor_num_params=2e9,dtype=float32,progress=false"
+
+[[rows]]
+name = "Intern"
+mode = "intern_only"
+[[rows]]
+name = "Mentor"
+mode = "mentor_only"
+[[rows]]
+name = "Low"
+mode = "fixed:low"
+[[rows]]
+name = "High"
+mode = "fixed:2"
+[[rows]]
+name = "High (live)"
+mode = "fixed:2"
+live = true
+[[rows]]
+name = "Forcing"
+mode = "budget_forcing:4"
+[[rows]]
+name = "Tandem"
+mode = "tandem"
+model_args = "classifier={tiny_classifier_dir}"
+[[rows]]
+name = "Tandem (live)"
+mode = "tandem"
+model_args = "classifier={tiny_classifier_dir}"
+live = true
+[[rows]]
+name = "Route"
+mode = "route"
+model_args = "classifier={tiny_classifier_dir},thresholds=[0.99]"
+[[rows]]
+name = "Oracle"
+mode = "oracle"
+'''
+    )
+    return str(config)
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monkeypatch):
+    config = write_config(tmp_path, tiny_model_dir, tiny_classifier_dir)
+    assert run_subcommand(["compare", config]) == 0
+    out = tmp_path / "out"
+    board = {r["name"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
+    assert list(board) == [
+        "Intern",
+        "Mentor",
+        "Low",
+        "High",
+        "High (live)",
+        "Forcing",
+        "Tandem",
+        "Tandem (live)",
+        "Route",
+        "Oracle",
+    ]
+    assert {r["source"] for r in board.values()} == {"replay", "live"}
+    assert board["Mentor"]["source"] == board["Forcing"]["source"] == board["High (live)"]["source"] == "live"
+
+    # replayed rows, recomputed from the collect records (3 questions x 3 stages)
+    (records_file,) = (out / "records").glob(f"{TASK}-*.jsonl")
+    records = load_records([records_file])
+    assert len(records) == 3 and all(len(r.stages) == 3 for r in records)
+    mentor_params, intern_params = records[0].mentor.num_params, records[0].intern_num_params
+
+    def expected(stage):
+        mentor = [r.stages[stage].mentor_tokens for r in records]
+        intern = [r.stages[stage].intern_tokens for r in records]
+        acc = np.mean([r.stages[stage].label for r in records])
+        cost = np.mean([tflops(mentor_params, intern_params, m, i) for m, i in zip(mentor, intern)])
+        return acc, np.mean(mentor), np.mean(intern), cost
+
+    for name, stage in (("Intern", 0), ("Low", 1), ("High", 2)):
+        acc, mentor, intern, cost = expected(stage)
+        row = board[name]
+        assert row["accuracy"] == pytest.approx(acc) and row["mean_mentor_tokens"] == pytest.approx(mentor)
+        assert row["mean_intern_tokens"] == pytest.approx(intern) and row["mean_tflops"] == pytest.approx(
+            cost
+        )
+        assert row["mean_length"] == pytest.approx(mentor + intern)
+    # route with tau_0 = 0.99 sends every question through the mentor: the same as the last stage
+    assert board["Route"]["mean_tflops"] == pytest.approx(board["High"]["mean_tflops"])
+
+    # live rows, recomputed from their per-sample files
+    for name, mode in (("Mentor", "mentor_only"), ("Forcing", "budget_forcing_4")):
+        (samples_file,) = (out / "live").glob(f"{TASK}-{mode}-*.jsonl")
+        samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+        assert len(samples) == 3
+        assert board[name]["mean_tflops"] == pytest.approx(np.mean([s["tflops"] for s in samples]))
+        assert board[name]["mean_intern_tokens"] == 0  # the mentor answers itself
+        # no intern term: 2e-12 * |θL| * L_L
+        for s in samples:
+            assert s["tflops"] == pytest.approx(2e-12 * 2e9 * s["mentor_tokens"])
+    assert board["Forcing"]["mean_mentor_tokens"] <= 4 + 6  # reasoning cut at 4, then at most 6 answer tokens
+    assert board["Mentor"]["delta_tflops_vs_mentor_pct"] == pytest.approx(0.0)
+
+    # replay and live agree on the same questions: same accuracy, tokens and cost
+    for replayed, live in (("High", "High (live)"), ("Tandem", "Tandem (live)")):
+        for key in ("accuracy", "mean_mentor_tokens", "mean_intern_tokens", "mean_tflops"):
+            assert board[replayed][key] == pytest.approx(board[live][key], rel=1e-9), (replayed, key)
+
+    # the plot's points are the table's
+    drawn = json.loads((out / f"{TASK}.points.json").read_text())
+    assert [(p["name"], p["mean_tflops"]) for p in drawn["points"]] == [
+        (name, row["mean_tflops"]) for name, row in board.items()
+    ]
+    assert (out / f"{TASK}.png").stat().st_size > 0 and (out / "leaderboard.csv").is_file()
+    md = (out / "leaderboard.md").read_text()
+
+    # nothing changed: a second run calls no model
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded on a rerun with nothing changed")
+
+    monkeypatch.setattr("tandem_lm_eval.collect.make_explorer", no_model)
+    monkeypatch.setattr("tandem_lm_eval.model.TandemLM", no_model)
+    assert run_subcommand(["compare", config]) == 0
+    assert (out / "leaderboard.md").read_text() == md
