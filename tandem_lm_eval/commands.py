@@ -19,6 +19,7 @@ class CommandError(Exception):
 
 def run_subcommand(argv: Sequence[str]) -> int:
     from .backends.base import BackendError
+    from .datasets import DatasetUnavailable
 
     parser = _parser()
     args = parser.parse_args(list(argv))
@@ -29,7 +30,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (CommandError, BackendError, ValueError, OSError) as exc:
+    except (CommandError, BackendError, DatasetUnavailable, ValueError, OSError) as exc:
         # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
         print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -59,9 +59,10 @@ class HFBackend(Backend):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, **load_kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load_kwargs)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, a truncated file's SafetensorError...
             where = "local path" if looks_like_local_path(model) else "model id (offline? set a local path)"
-            raise BackendError(f"could not load {where} {model!r}: {str(exc).splitlines()[0]}") from exc
+            first = (str(exc).splitlines() or [""])[0]
+            raise BackendError(f"could not load {where} {model!r}: {type(exc).__name__}: {first}") from exc
         self.model.to(self._device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
