@@ -380,7 +380,8 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
         f"## On the {card.threshold_objective.get('rows', 'validation')} questions (replayed, no model calls)",
         f"- AUC {_fmt(report['validation_auc'])} (validation); by stage: "
         + ", ".join(f"{t}: {_fmt(v)}" for t, v in report["validation_auc_by_stage"].items()),
-        f"- Tandem: accuracy {choice['summary']['accuracy']:.3f}, mean TFLOPs "
+        f"- {'Tandem' if card.policy == 'tandem' else 'routing cascade (mode=route)'}: accuracy "
+        f"{choice['summary']['accuracy']:.3f}, mean TFLOPs "
         f"{choice['summary']['mean_tflops']:.3f}, mean mentor tokens {choice['summary']['mean_mentor_tokens']:.1f}, "
         f"stage distribution {format_distribution(choice['summary'])}",
     ]

@@ -139,9 +139,17 @@ def iter_records(path: str | Path) -> Iterator[QuestionRecord]:
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"record file {path} does not exist")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":  # records shipped compressed (classifiers/<name>/training_records.jsonl.gz)
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise RecordError(f"{path}: not a gzip file ({exc})") from None
     # split on "\n" only: str.splitlines() also splits on U+2028 and friends, which JSON strings
     # written with ensure_ascii=False may contain (GSM8K has one)
-    lines = path.read_text(encoding="utf-8", errors="strict").split("\n")
+    lines = raw.decode("utf-8", errors="strict").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, 1):

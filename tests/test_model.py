@@ -83,8 +83,20 @@ def test_demo_classifier_is_shipped():
     folder = classifiers_dir() / DEMO_CLASSIFIER
     assert (folder / "classifier.json").is_file() and (folder / "README.md").is_file()
     meta = json.loads((folder / "classifier.json").read_text())
-    assert meta["feature_set"] == "tandem-v1" and meta["intern_model"] == "SmolLM2-135M-Instruct"
-    assert len(meta["thresholds"]) == 4 and meta["budgets"] == [100, 500, 1000]
+    assert meta["feature_set"] == "tandem-v2" and meta["feature_span"] == "question_insights"
+    assert meta["intern_model"] == "SmolLM2-135M-Instruct" and meta["entropy_method"] == "exact"
+    assert len(meta["thresholds"]) == 4 and meta["budgets"] == [24, 48, 96]
+    assert meta["threshold_objective"]["kind"] == "max_accuracy" and meta["threshold_front"]
+    # it loads, scores, and knows the questions it was fit on (all from GSM8K train)
+    from tandem_lm_eval.classifier import load_classifier_folder
+    from tandem_lm_eval.records import load_records
+
+    clf = load_classifier_folder(folder)
+    records = load_records([folder / "training_records.jsonl.gz"])
+    assert clf.card.training_questions == {r.question_hash for r in records}
+    assert {r.task for r in records} == {"tandem_gsm8k_train"}
+    router = load_classifier_folder(classifiers_dir() / "smollm2-135m-gsm8k-router")
+    assert router.card.policy == "route" and router.card.thresholds[1:] == [1.0, 1.0, 1.0]
 
 
 @pytest.fixture(scope="module")

@@ -218,3 +218,17 @@ def test_append_after_a_torn_last_line(tmp_path):
         fh.write(make_record(1).to_json()[:30])  # a run killed mid-write
     write_records(path, [make_record(2)])  # the resumed run appends
     assert [r.doc_id for r in iter_records(path)] == [0, 2]
+
+
+def test_records_read_from_gzip_and_a_non_gzip_gz_is_an_error(tmp_path):
+    import gzip
+
+    plain = tmp_path / "r.jsonl"
+    write_records(plain, [QuestionRecord("a", "Q\u2028x", []), QuestionRecord("b", "Q", [])])
+    packed = tmp_path / "r.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert [r.question for r in load_records([packed])] == ["Q\u2028x", "Q"]
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(plain.read_bytes())
+    with pytest.raises(RecordError, match="not a gzip file"):
+        load_records([bad])
