@@ -42,7 +42,7 @@ def make_explorer(model_args: dict) -> Explorer:
     from .policies import FixedStagePolicy
 
     if "mode" in model_args:
-        raise ValueError("collect runs every stage: leave mode out of the model_args")
+        raise ValueError("collect runs every stage: leave mode out of --model_args")
     cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
     cascade = Cascade(

@@ -102,6 +102,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
     m.set_defaults(func=_compare)
+
+    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+
+    def store_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store",
+            type=Path,
+            default=None,
+            help="the store file (default: $TANDEM_STORE, else ~/.cache/tandem-lm-eval/store.sqlite)",
+        )
+
+    s_stats = st_sub.add_parser("stats", help="entries and bytes by kind, role and model; the file size")
+    store_arg(s_stats)
+    s_stats.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    s_stats.set_defaults(func=_store_stats)
+
+    s_prune = st_sub.add_parser("prune", help="delete entries by model, kind, role or age, then compact")
+    store_arg(s_prune)
+    s_prune.add_argument("--model", default=None, help="a model name or fingerprint (8+ leading characters)")
+    s_prune.add_argument("--kind", choices=("generation", "scores"), default=None)
+    s_prune.add_argument("--role", choices=("mentor", "intern"), default=None)
+    s_prune.add_argument("--older-than-days", type=float, default=None, help="entries written before then")
+    s_prune.add_argument("--all", action="store_true", help="delete every entry (no filter needed)")
+    s_prune.set_defaults(func=_store_prune)
+
+    s_export = st_sub.add_parser(
+        "export", help="write the stored mentor insights as a recorded mentor (mentor_backend=recorded)"
+    )
+    store_arg(s_export)
+    s_export.add_argument("--role", choices=("mentor",), required=True, help="only the mentor is replayable")
+    s_export.add_argument("--out", type=Path, required=True, help="the recorded-mentor JSONL file to write")
+    s_export.add_argument(
+        "--model", default=None, help="which mentor, when the store holds several (name or fingerprint)"
+    )
+    s_export.set_defaults(func=_store_export)
     return parser
 
 
@@ -179,3 +215,52 @@ def _analyze(args) -> int:
     from .analysis import run_analyze
 
     return run_analyze(args)
+
+
+def _open_store(args):
+    from .store import RunStore, default_store_path
+
+    return RunStore(args.store if args.store is not None else default_store_path(), create=False)
+
+
+def _store_stats(args) -> int:
+    with _open_store(args) as store:
+        stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(
+        f"{stats['path']}: {stats['entries']} entries, {stats['bytes'] / 1e6:.2f} MB of values, "
+        f"{stats['file_bytes'] / 1e6:.2f} MB on disk"
+    )
+    for g in stats["groups"]:
+        print(
+            f"  {g['role']:<7} {g['kind']:<11} {g['entries']:>9} entries {g['bytes'] / 1e6:>10.2f} MB  "
+            f"{g['model']} [{g['fingerprint'][:12]}]"
+        )
+    return 0
+
+
+def _store_prune(args) -> int:
+    if not (args.all or args.model or args.kind or args.role or args.older_than_days is not None):
+        raise CommandError("give a filter (--model, --kind, --role, --older-than-days) or --all")
+    with _open_store(args) as store:
+        n = store.prune(
+            model=args.model, kind=args.kind, older_than_days=args.older_than_days, role=args.role
+        )
+        store.vacuum()
+        left = store.count()
+    print(f"store prune: deleted {n} entries; {left} left")
+    return 0
+
+
+def _store_export(args) -> int:
+    from .backends.stored import export_recorded_mentor
+
+    with _open_store(args) as store:
+        n = export_recorded_mentor(store, args.out, model=args.model)
+    print(
+        f"store export: wrote {n} recorded mentor outputs to {args.out} "
+        f"(replay with mentor_backend=recorded,mentor={args.out},mentor_tokenizer=<the mentor model>)"
+    )
+    return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .backends import BACKENDS, backend_class
@@ -59,6 +60,11 @@ class TandemConfig:
     allow_training_overlap: bool = False
     # mode=budget_forcing:B: the text forced after a reasoning cut at B tokens ("auto": policies/mentor.py)
     budget_forcing_close: str = "auto"
+    # The run store (store.py): a file path, or None (off). A rerun with the same store resumes.
+    store: str | None = None
+    # generate_until runs the cascade on this many requests at a time: memory stays bounded, and each
+    # chunk's work is in the store before the next starts.
+    chunk_size: int = 256
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -78,6 +84,8 @@ class TandemConfig:
         "progress",
         "allow_training_overlap",
         "budget_forcing_close",
+        "store",
+        "chunk_size",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -178,6 +186,10 @@ class TandemConfig:
 
             try:
                 cfg.mode = check_mode(as_str("mode", top["mode"]))
+                if cfg.mode.startswith("fixed:"):  # no classifier to bring budgets: they are final here
+                    from .policies import make_policy
+
+                    make_policy(cfg.mode).last_stage(cfg.num_stages)
             except ValueError as exc:
                 raise ConfigError(f"mode: {exc}") from None
         if top.get("classifier") is not None:
@@ -214,6 +226,10 @@ class TandemConfig:
                 raise ConfigError(
                     f"budget_forcing_close applies to mode=budget_forcing:<B> only (mode={cfg.mode})"
                 )
+        if "store" in top:
+            cfg.store = _store_path(top["store"])
+        if "chunk_size" in top:
+            cfg.chunk_size = as_int("chunk_size", top["chunk_size"], minimum=1)
         return cfg
 
     def public_dict(self) -> dict[str, Any]:
@@ -244,6 +260,24 @@ def _forced_text(value: Any) -> str:
     if value.strip() == "auto":
         return "auto"
     return value.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _store_path(value: Any) -> str | None:
+    """``store``: a file path, ``default`` ($TANDEM_STORE, else the cache folder's store.sqlite), or
+    ``none`` (off, the default)."""
+    if (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.strip().lower() in ("", "none", "off"))
+    ):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"store must be a file path, 'default' or 'none', got {value!r}")
+    if value.strip() == "default":
+        from .store import default_store_path
+
+        return str(default_store_path())
+    return str(Path(value.strip()).expanduser())
 
 
 def resolve_backend_name(name: str, role: str) -> str:

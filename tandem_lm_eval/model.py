@@ -3,7 +3,9 @@
 request -> cascade (stages) -> backends (mentor generates, intern scores) -> features -> classifier
 -> policy decision -> intern answers -> cost ledger -> results.
 
-``generate_until`` runs the cascade on all requests of the call at once. ``loglikelihood`` requests
+``generate_until`` runs the cascade on the call's requests in chunks (``chunk_size``). With ``store=``
+each backend sits behind the run store (store.py, backends/stored.py): a rerun of a killed run serves
+what was computed and computes only the rest. ``loglikelihood`` requests
 (multiple-choice tasks) are answered by the intern alone: there is nothing to generate, so there is
 no mentor stage and no cost metric for them. ``loglikelihood_rolling`` (perplexity tasks) is refused.
 """
@@ -18,6 +20,7 @@ from lm_eval.api.model import LM
 
 from .backends import Backend, make_backend
 from .backends.base import BackendError
+from .backends.stored import StoredBackend, fingerprint, store_of
 from .cascade import Cascade, CascadeResult
 from .classifier import ClassifierError, group_of, load_classifier_folder, normalize_model_name
 from .config import ConfigError, RoleConfig, TandemConfig
@@ -26,6 +29,7 @@ from .policies import StopPolicy, answerer_of, make_policy
 from .prompts import question_from_request, serialize_chat
 from .reporting import TandemResponse, install_task_patches
 from .resources import classifiers_dir
+from .store import RunStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ class TandemLM(LM):
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
         self.thresholds = thresholds
+        self.store = store_of(self.mentor, self.intern)
         self._costs: list[RequestCost] = []
         install_task_patches()
 
@@ -87,17 +92,53 @@ class TandemLM(LM):
         self._refuse_training_questions(requests, questions)
         t0 = time.perf_counter()
         self.cascade.progress = self.config.progress and not disable_tqdm
+        results: list[CascadeResult] = []
+        # In chunks: memory stays bounded and, with a store, each chunk's work is on disk before the next
+        # starts. The cascade treats every question on its own, so the answers are those of one call.
+        size = self.config.chunk_size
         try:
-            results = self.cascade.run(questions)
-        except BackendError as exc:
+            for start in range(0, len(questions), size):
+                results.extend(self.cascade.run(questions[start : start + size]))
+        except (BackendError, StoreError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
+        except KeyboardInterrupt:
+            raise SystemExit(self._interrupted(len(results), len(questions))) from None
         wall = time.perf_counter() - t0
         self._costs.extend(r.cost for r in results)
         summary = RunSummary.of([r.cost for r in results], self.config.num_stages)
         logger.info("%s\n  wall %.2f s", summary.format(), wall)
+        if self.store is not None:
+            logger.info("tandem: run store %s: %s", self.store.path, self._store_counts())
         if self.config.trace_path:
             self._write_trace(requests, results)
         return [TandemResponse(r.answer, r.cost) for r in results]
+
+    def _store_counts(self) -> dict[str, dict[str, int]]:
+        """Per role: requests served from the store and computed by the backend, over this model's life."""
+        return {
+            b.role: b.counts.as_dict() for b in (self.mentor, self.intern) if isinstance(b, StoredBackend)
+        }
+
+    def _interrupted(self, done: int, total: int) -> str:
+        """The one line a Ctrl-C leaves: what is kept, and how to resume."""
+        where = f"after {done} of {total} requests of this call"
+        if self.store is None:
+            return (
+                f"tandem: interrupted {where}; nothing was kept (no store= given): a rerun starts over. "
+                "Give store=PATH (or store=default) to make a run resumable"
+            )
+        try:
+            held = f"holds {self.store.count()} entries ({self.store.file_bytes() / 1e6:.1f} MB)"
+        except StoreError:
+            held = "holds what was computed so far"
+        computed = sum(
+            c["generations_computed"] + c["scores_computed"] for c in self._store_counts().values()
+        )
+        return (
+            f"tandem: interrupted {where}; the run store {self.store.path} {held}, {computed} of them "
+            "computed by this run. Rerun the same command with the same store= to resume: stored work is "
+            "served, only the rest is computed"
+        )
 
     def _group_of(self, req) -> str | None:
         group_by = getattr(self.classifier, "group_by", None)
@@ -155,6 +196,9 @@ class TandemLM(LM):
                 "intern_params": self.intern_params,
                 "thresholds": list(self.thresholds) if self.thresholds else None,
                 "summary": summary.as_dict() if summary else None,
+                "store": None
+                if self.store is None
+                else {"path": str(self.store.path), "counts": self._store_counts()},
             }
         }
 
@@ -314,12 +358,36 @@ def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend | None, f
                 "(insights replayed from a file) cannot do; give a live mentor"
             )
         mentor = _build_backend("mentor", cfg.mentor)
-        return mentor, None, _param_count(cfg.mentor, mentor), _param_count(cfg.intern, None)
+        params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, None)
+        return _with_store(cfg, mentor, "mentor", params[0]), None, *params
     intern = _build_backend("intern", cfg.intern)
     mentor: Backend | None = None
     if cfg.mode != "intern_only":
         mentor = intern if _same_engine(cfg.mentor, cfg.intern) else _build_backend("mentor", cfg.mentor)
-    return mentor, intern, _param_count(cfg.mentor, mentor), _param_count(cfg.intern, intern)
+    params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, intern)
+    # One engine may serve both roles: each role gets its own wrapper (role, fingerprint), one engine.
+    return (
+        _with_store(cfg, mentor, "mentor", params[0]),
+        _with_store(cfg, intern, "intern", params[1]),
+        *params,
+    )
+
+
+def _with_store(cfg: TandemConfig, backend: Backend | None, role: str, params: float) -> Backend | None:
+    """``backend`` behind the run store when ``store=`` is given (one RunStore per file and process)."""
+    if backend is None or cfg.store is None:
+        return backend
+    rc: RoleConfig = getattr(cfg, role)
+    store = _open_stores.get(cfg.store)
+    if store is None:
+        store = _open_stores[cfg.store] = RunStore(cfg.store)
+    return StoredBackend(
+        backend, store, role, fingerprint(rc, backend), num_params=params, model_label=rc.model
+    )
+
+
+# Store files opened by this process: both roles (and a second TandemLM on the same file) share one.
+_open_stores: dict[str, RunStore] = {}
 
 
 def _build_backend(role: str, rc: RoleConfig) -> Backend:
