@@ -86,6 +86,41 @@ def baseline(train_rows, rows, with_length: bool) -> np.ndarray:
     return lr.predict_proba(_baseline_inputs(rows, with_length))[:, 1]
 
 
+def per_stage_diagnostic(train, test, resamples: int) -> dict:
+    """Logistic regression fit per stage (on the train questions), AUC on test within that stage;
+    and each feature alone (lower value = more sufficient) within the last stage."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tandem_lm_eval.classifier import log_scaled_columns
+
+    cols = log_scaled_columns()
+
+    def prep(X):
+        X = X.copy()
+        X[:, cols] = np.sign(X[:, cols]) * np.log1p(np.abs(X[:, cols]))
+        return X
+
+    out: dict = {"per_stage_logistic": {}, "single_features_last_stage": {}}
+    for span in FEATURE_SPANS:
+        a, b = row_table(train, span), row_table(test, span)
+        for t in sorted(set(b.stage.tolist())):
+            m, n = a.stage == t, b.stage == t
+            if len(np.unique(a.y[m])) < 2 or len(np.unique(b.y[n])) < 2 or b.y[n].sum() < 10:
+                continue  # too few positives to say anything
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+            clf.fit(prep(a.X[m]), a.y[m])
+            out["per_stage_logistic"][f"{span} / stage {t}"] = bootstrap_auc(
+                b.y[n], clf.predict_proba(prep(b.X[n]))[:, 1], resamples
+            )
+    b = row_table(test, "question_insights")
+    last = b.stage == b.stage.max()
+    for i, name in enumerate(FEATURE_NAMES):
+        out["single_features_last_stage"][name] = bootstrap_auc(b.y[last], -b.X[last][:, i], resamples)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=Path, nargs="+", required=True)
@@ -147,6 +182,10 @@ def main() -> None:
             "validation_auc": bootstrap_auc(va.y, baseline(tr, va, with_length), 0)["auc"],
             "test_auc": per_stage_auc(te, baseline(tr, te, with_length), args.resamples),
         }
+
+    # diagnostic: one classifier per stage (is there a within-stage signal once the stage and the
+    # insight length are held fixed?), and single features within the last stage
+    study["per_stage_diagnostic"] = per_stage_diagnostic(train, test, args.resamples)
 
     # model selection on VALIDATION AUC among the default span's estimators (never on test)
     candidates = {
@@ -226,7 +265,21 @@ def markdown(study: dict) -> str:
         cells = " | ".join(_ci(a.get(str(t), {})) for t in range(4))
         val = "n/a" if v["validation_auc"] is None else f"{v['validation_auc']:.3f}"
         lines.append(f"| {name} | {val} | {_ci(a['all'])} | {cells} |")
+    diag = study["per_stage_diagnostic"]
     lines += [
+        "",
+        "## Within a stage (diagnostic: one logistic regression per stage, fit on train, AUC on test)",
+        "",
+        "| span / stage | AUC [95% CI] | positives |",
+        "|---|---|---|",
+    ]
+    for key, a in diag["per_stage_logistic"].items():
+        lines.append(f"| {key} | {_ci(a)} | {a['positives']} of {a['rows']} |")
+    singles = sorted(diag["single_features_last_stage"].items(), key=lambda kv: -(kv[1]["auc"] or 0))
+    lines += [
+        "",
+        "Single features within the last stage (lower value = sufficient), best first: "
+        + ", ".join(f"{name} {_ci(a)}" for name, a in singles[:6]),
         "",
         f"Selected by validation AUC: **{study['selected']['variant']}**.",
         "",

@@ -149,7 +149,10 @@ def analyze_records(
             "kind": getattr(clf, "kind", "mlp"),
             "feature_set": card.feature_set,
             "feature_span": card.feature_span,
-            "thresholds": [list(v) for v in sorted(set(thresholds))],
+            # one vector, or one per group of a per-group classifier
+            "thresholds": list(thresholds[0])
+            if len(set(thresholds)) == 1
+            else [list(v) for v in sorted(set(thresholds))],
             "objective": card.threshold_objective,
         },
         "questions": table.num_questions,

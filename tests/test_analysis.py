@@ -147,7 +147,7 @@ def test_per_stage_precision_recall_f1_match_sklearn(report, clf, held_out):
     s = clf.sufficiency(X)
     assert report["rows"] == len(y) == NUM_STAGES * len(held_out) - len(UNUSABLE)
     assert report["questions"] == len(held_out)
-    assert report["classifier"]["thresholds"] == [list(clf.card.thresholds)]
+    assert report["classifier"]["thresholds"] == list(clf.card.thresholds)  # one vector: flat
     for t in range(NUM_STAGES):
         m = stage == t
         pred = s[m] > clf.card.thresholds[t]
