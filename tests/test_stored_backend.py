@@ -411,3 +411,29 @@ def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path, tiny_model_dir, 
     monkeypatch.setattr(plain.intern, "generate", lambda requests: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(SystemExit, match="nothing was kept \\(no store= given\\)"):
         plain.generate_until(REQS)
+
+
+def test_a_failure_past_the_retries_keeps_everything_finished(tmp_path, tiny_model_dir, monkeypatch):
+    from tandem_lm_eval.backends.base import BackendError
+
+    path = tmp_path / "s.sqlite"
+    model = lm(tiny_model_dir, store=str(path), chunk_size=2)
+    engine = model.intern.inner
+    real, calls = engine.generate, []
+
+    def server_gives_up_on_the_fourth_call(requests):  # fault injection: an API outage past its retries
+        calls.append(len(requests))
+        if len(calls) == 4:
+            raise BackendError("server at http://127.0.0.1:9: 503 Service Unavailable after 5 retries")
+        return real(requests)
+
+    monkeypatch.setattr(engine, "generate", server_gives_up_on_the_fourth_call)
+    with pytest.raises(SystemExit) as exc:
+        model.generate_until(REQS)
+    assert str(exc.value) == "tandem: server at http://127.0.0.1:9: 503 Service Unavailable after 5 retries"
+    assert RunStore(path).count() == 6  # the first chunk: 2 questions x (2 mentor stages + 1 answer)
+    monkeypatch.setattr(engine, "generate", real)
+    resumed = lm(tiny_model_dir, store=str(path), chunk_size=2)
+    assert answers(resumed.generate_until(REQS)) == answers(lm(tiny_model_dir).generate_until(REQS))
+    counts = resumed.get_model_info()["tandem"]["store"]["counts"]
+    assert counts["mentor"]["generations_served"] == 4 and counts["intern"]["generations_served"] == 2
