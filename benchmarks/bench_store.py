@@ -150,31 +150,6 @@ def overhead(questions: int) -> dict:
 
 
 # --- 2. crashes --------------------------------------------------------------------------------------
-def _tiny_model(folder: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from tandem_lm_eval.demo import demo_model_dir
-
-    tok = AutoTokenizer.from_pretrained(str(demo_model_dir()))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
-
-
 def _lm_eval(out: Path, model_args: str) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     args = [
@@ -211,7 +186,9 @@ def _entries(path: Path) -> int:
 
 def crashes(runs: int, seed: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
-    tiny = _tiny_model(tmp / "tiny")
+    from tandem_lm_eval.demo import build_tiny_model
+
+    tiny = build_tiny_model(tmp / "tiny")
     base = f"mentor={tiny},intern={tiny},budgets=[8,16],mentor_num_params=2e9,dtype=float32,mode=fixed:2,mentor_batch_size=1,intern_batch_size=1,chunk_size=2,progress=false"
     reference = _lm_eval(tmp / "reference", base)
     assert reference.wait() == 0, (tmp / "reference" / "log.txt").read_text()[-2000:]

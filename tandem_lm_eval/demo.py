@@ -93,3 +93,31 @@ def convert_gguf_to_folder(gguf: Path, out_dir: Path) -> None:
     clean.load_state_dict(loaded.state_dict())
     clean.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random Llama (2 layers, width 64) with the demo's real tokenizer and chat template.
+
+    Fast enough to run the whole cascade, the lm_eval CLI or a crash-and-resume benchmark in seconds;
+    its text is noise, so it checks plumbing and accounting, never answer quality.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(demo_model_dir()))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    return Path(out_dir)

@@ -51,27 +51,9 @@ def tiny_model_dir(tmp_path_factory, demo_model_dir) -> Path:
     Fast enough to run the whole cascade through the lm_eval CLI in seconds; its text is noise, so
     tests on it check plumbing and accounting, never answer quality.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tandem_lm_eval.demo import build_tiny_model
 
-    out = tmp_path_factory.mktemp("models") / TINY_NAME
-    tok = AutoTokenizer.from_pretrained(str(demo_model_dir))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("models") / TINY_NAME)
 
 
 @pytest.fixture(scope="session")

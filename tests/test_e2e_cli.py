@@ -30,6 +30,13 @@ def lm_eval(args: list[str], tmp_path: Path, timeout: int = 900) -> subprocess.C
     )
 
 
+def arith_args(model_args: str, limit: int | None = None) -> list[str]:
+    """``lm_eval`` arguments for --model tandem on the fixture task tandem_test_arith, samples logged."""
+    args = ["--model", "tandem", "--model_args", model_args, "--tasks", "tandem_test_arith"]
+    args += ["--include_path", str(FIXTURE_TASKS), "--log_samples"]
+    return args + (["--limit", str(limit)] if limit is not None else [])
+
+
 def results_and_samples(tmp_path: Path):
     results = sorted((tmp_path / "out").rglob("results_*.json"))
     assert results, "no results file written"
@@ -47,22 +54,7 @@ def test_tandem_on_local_task_with_tiny_model(tmp_path, tiny_model_dir, tiny_cla
         f"mentor={tiny_model_dir},intern={tiny_model_dir},classifier={tiny_classifier_dir},"
         "budgets=[8,16],mentor_num_params=2e9,dtype=float32"
     )
-    proc = lm_eval(
-        [
-            "--model",
-            "tandem",
-            "--model_args",
-            model_args,
-            "--tasks",
-            "tandem_test_arith",
-            "--include_path",
-            str(FIXTURE_TASKS),
-            "--log_samples",
-            "--limit",
-            "4",
-        ],
-        tmp_path,
-    )
+    proc = lm_eval(arith_args(model_args, limit=4), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, samples = results_and_samples(tmp_path)
     res = data["results"]["tandem_test_arith"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_e2e_cli import FIXTURE_TASKS, lm_eval, results_and_samples
+from test_e2e_cli import arith_args, lm_eval, results_and_samples
 
 MENTOR_PARAMS = 2e9
 MAX_GEN_TOKS = 12  # tandem_test_arith's generation_kwargs
@@ -21,23 +21,7 @@ def run_mode(tmp_path, tiny_model_dir, extra: str, limit: int = 3):
         f"mentor={tiny_model_dir},intern={tiny_model_dir},budgets=[8,16],"
         f"mentor_num_params={MENTOR_PARAMS:g},dtype=float32,{extra}"
     )
-    proc = lm_eval(
-        [
-            "--model",
-            "tandem",
-            "--model_args",
-            model_args,
-            "--tasks",
-            TASK,
-            "--include_path",
-            str(FIXTURE_TASKS),
-            "--log_samples",
-            "--limit",
-            str(limit),
-        ],
-        tmp_path,
-        timeout=600,
-    )
+    proc = lm_eval(arith_args(model_args, limit=limit), tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, samples = results_and_samples(tmp_path)
     rows = samples[TASK]

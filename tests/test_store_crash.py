@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_e2e_cli import FIXTURE_TASKS, results_and_samples
+from test_e2e_cli import arith_args, results_and_samples
 
 from tandem_lm_eval.records import load_records
 
@@ -34,20 +34,7 @@ def start(tmp_path: Path, name: str, model_args: str) -> tuple[subprocess.Popen,
     out = tmp_path / name
     out.mkdir()
     lm_eval_bin = Path(sys.executable).with_name("lm_eval")
-    args = [
-        str(lm_eval_bin),
-        "--model",
-        "tandem",
-        "--model_args",
-        model_args,
-        "--tasks",
-        "tandem_test_arith",
-        "--include_path",
-        str(FIXTURE_TASKS),
-        "--log_samples",
-        "--output_path",
-        str(out / "out"),
-    ]
+    args = [str(lm_eval_bin), *arith_args(model_args), "--output_path", str(out / "out")]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets")}
     log = (out / "log.txt").open("w")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=out)

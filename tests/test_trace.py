@@ -4,7 +4,7 @@ feed ``analyze``, and serve as a recorded mentor that reproduces the run without
 import json
 
 import pytest
-from test_e2e_cli import FIXTURE_TASKS, lm_eval, results_and_samples
+from test_e2e_cli import arith_args, lm_eval, results_and_samples
 
 from tandem_lm_eval.commands import run_subcommand
 from tandem_lm_eval.features import FEATURE_SPANS, NUM_FEATURES
@@ -14,22 +14,7 @@ from tandem_lm_eval.records import load_records
 def run(tmp_path, model_args: str, name: str):
     out = tmp_path / name
     out.mkdir()
-    proc = lm_eval(
-        [
-            "--model",
-            "tandem",
-            "--model_args",
-            model_args,
-            "--tasks",
-            "tandem_test_arith",
-            "--include_path",
-            str(FIXTURE_TASKS),
-            "--log_samples",
-            "--limit",
-            "3",
-        ],
-        out,
-    )
+    proc = lm_eval(arith_args(model_args, limit=3), out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, samples = results_and_samples(out)
     return [row["resps"][0][0] for row in sorted(samples["tandem_test_arith"], key=lambda r: r["doc_id"])]
