@@ -210,7 +210,13 @@ def records_for_task(config: CompareConfig, task: str):
     have = {(r.task, r.doc_hash) for r in load_records([path])} if path.is_file() else set()
     if not wanted <= have:
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
-        collect(make_explorer(config.model_args), questions, source, path, chunk=config.chunk)
+        explorer = make_explorer(config.model_args)
+        try:
+            collect(explorer, questions, source, path, chunk=config.chunk)
+        finally:  # free the engines (GPU memory) before the live rows load theirs
+            cascade = explorer.cascade
+            for backend in {id(b): b for b in (cascade.mentor, cascade.intern) if b is not None}.values():
+                backend.close()
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
     return [by_key[(q.task, q.doc_hash)] for q in questions], source
 
