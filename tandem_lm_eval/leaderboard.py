@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REFERENCE_MODE = "mentor_only"
+# Rows that are references, not methods one can run (the oracle knows which stage is right): drawn,
+# but never on the Pareto front, which they would dominate.
+NOT_METHODS = ("oracle",)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ def delta_vs_reference(entries: Sequence[BoardEntry]) -> dict[tuple[str, str], f
 
 
 def pareto(entries: Sequence[BoardEntry]) -> list[BoardEntry]:
-    """The entries no other entry beats on both accuracy and TFLOPs (at least as good on both, better
-    on one), cheapest first."""
+    """The methods no other method beats on both accuracy and TFLOPs (at least as good on both, better
+    on one), cheapest first. References (the oracle) take no part."""
+    entries = [e for e in entries if e.mode not in NOT_METHODS]
     front = [
         e
         for e in entries
@@ -89,7 +93,11 @@ def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> st
                 f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | {e.mean_tflops:.3f} | "
                 f"{'' if d is None else f'{d:+.0f}%'} | {e.source} |"
             )
-        lines += ["", "`*`: on the accuracy–TFLOPs Pareto front.", ""]
+        lines += [
+            "",
+            "`*`: on the accuracy–TFLOPs Pareto front of the methods (the oracle is a reference).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -158,9 +166,33 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     xs = [e.mean_tflops for e in entries]
     ys = [100 * e.accuracy for e in entries]
-    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    methods = [e.mode not in NOT_METHODS for e in entries]
+    ax.scatter(
+        [x for x, m in zip(xs, methods) if m],
+        [y for y, m in zip(ys, methods) if m],
+        color="tab:blue",
+        zorder=3,
+    )
+    ax.scatter(
+        [x for x, m in zip(xs, methods) if not m],
+        [y for y, m in zip(ys, methods) if not m],
+        facecolors="none",
+        edgecolors="tab:gray",
+        zorder=3,
+        label="reference (not a method)",
+    )
+    placed: list[tuple[float, float]] = []
+    span_y = (max(ys) - min(ys)) or 1.0
     for e, x, y in zip(entries, xs, ys):
-        ax.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # a label near an earlier point's goes below it, then further down: nearly equal points
+        # (a method and a baseline at the same cost and accuracy) stay readable
+        near = sum(
+            1
+            for px, py in placed
+            if abs(py - y) < 0.04 * span_y and (abs(px - x) <= 0.15 * max(abs(x), 1e-12))
+        )
+        placed.append((x, y))
+        ax.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
     front = pareto(entries)
     ax.step(
         [e.mean_tflops for e in front],

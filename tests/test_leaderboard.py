@@ -39,6 +39,8 @@ def test_delta_length_and_front():
     # Fixed high is beaten by Tandem (more accurate, cheaper); Dominated by Intern
     assert [e.name for e in pareto(ENTRIES)] == ["Intern", "Tandem"]
     assert delta_vs_reference([entry("Intern", "intern_only", 0.4, 10.0)])[("Intern", "t")] is None
+    # the oracle would dominate every method: it is drawn, never on the front
+    assert [e.name for e in pareto([*ENTRIES, entry("Oracle", "oracle", 0.95, 5.0)])] == ["Intern", "Tandem"]
 
 
 def test_markdown_csv_json_carry_the_same_numbers():
