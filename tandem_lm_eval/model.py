@@ -51,8 +51,11 @@ class TandemLM(LM):
                 cfg.intern.backend,
             )
         try:
+            # the classifier's files first: a bad one is reported before any model loads
+            self.classifier, thresholds = load_classifier(cfg)
             self.mentor, self.intern, self.mentor_params, self.intern_params = build_backends(cfg)
-            self.classifier, thresholds = load_classifier(cfg, self.intern)
+            if self.classifier is not None:  # does it fit the intern that was loaded?
+                _check_classifier(cfg, self.classifier, classifier_path(cfg), self.intern)
             policy = make_policy(cfg.mode, thresholds, budget_forcing_close=cfg.budget_forcing_close)
             self.cascade = Cascade(
                 mentor=self.mentor,
@@ -253,7 +256,16 @@ class TandemLM(LM):
         write_records(self.config.trace_path, records)
 
 
-def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, tuple[float, ...] | None]:
+def classifier_path(cfg: TandemConfig) -> Path:
+    """Where ``classifier=`` (a folder path, or a name under ``classifiers/``) points."""
+    name = cfg.classifier or DEMO_CLASSIFIER
+    path = Path(name).expanduser()
+    return path if path.exists() else classifiers_dir() / name
+
+
+def load_classifier(
+    cfg: TandemConfig, intern: Backend | None = None
+) -> tuple[object | None, tuple[float, ...] | None]:
     """The sufficiency classifier and per-stage thresholds for this run (None for baseline modes).
 
     ``classifier`` is a folder path or a name under ``classifiers/``; the demo intern gets the shipped
@@ -269,9 +281,7 @@ def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, 
             f"(or a name under {classifiers_dir()}), train one with `tandem-lm-eval collect` and "
             "`tandem-lm-eval fit` (docs/classifier.md), or run a baseline mode (intern_only, fixed:<k>)"
         )
-    path = Path(name).expanduser()
-    if not path.exists():
-        path = classifiers_dir() / name
+    path = classifier_path(cfg) if cfg.classifier else classifiers_dir() / name
     if not path.exists():
         shipped = sorted(p.name for p in classifiers_dir().glob("*/") if p.is_dir())
         raise ClassifierError(
@@ -284,7 +294,8 @@ def load_classifier(cfg: TandemConfig, intern: Backend) -> tuple[object | None, 
             "tandem: budgets %s from classifier %s (no budgets in model_args)", card.budgets, path.name
         )
         cfg.budgets = tuple(int(b) for b in card.budgets)
-    _check_classifier(cfg, clf, path, intern)
+    if intern is not None:  # else the caller checks once the intern is loaded
+        _check_classifier(cfg, clf, path, intern)
     thresholds = cfg.thresholds or tuple(card.thresholds)
     members = getattr(clf, "members", {})
     for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:

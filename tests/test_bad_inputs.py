@@ -93,13 +93,14 @@ def test_model_args_are_refused_before_any_model_loads(row, extra, pattern, monk
 # --- models and classifiers -----------------------------------------------------------------------------
 def test_model_path_that_does_not_exist():
     assert "model path '/no/such/model' does not exist" in lm_error(
-        mentor="/no/such/model", intern="/no/such/model"
+        mentor="/no/such/model", intern="/no/such/model", mode="intern_only"
     )
 
 
 def test_model_folder_without_config(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert "has no config.json" in lm_error(mentor=str(tmp_path / "empty"), intern=str(tmp_path / "empty"))
+    folder = str(tmp_path / "empty")
+    assert "has no config.json" in lm_error(mentor=folder, intern=folder, mode="intern_only")
 
 
 def test_truncated_safetensors_model_file(tmp_path, tiny_model_dir):
@@ -109,7 +110,9 @@ def test_truncated_safetensors_model_file(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    assert "could not load" in lm_error(mentor=str(broken), intern=str(broken), dtype="float32")
+    assert "could not load" in lm_error(
+        mentor=str(broken), intern=str(broken), dtype="float32", mode="intern_only"
+    )
 
 
 def test_classifier_name_not_found(tiny):
@@ -171,7 +174,13 @@ def test_classifier_thresholds_for_other_stages(tiny, tiny_classifier_dir):
 # --- recorded mentors and record files ------------------------------------------------------------------
 def test_recorded_mentor_file_missing(tiny):
     message = lm_error(
-        **{**tiny, "mentor": "/no/file.jsonl", "mentor_backend": "recorded", "mentor_tokenizer": "demo"}
+        **{
+            **tiny,
+            "mentor": "/no/file.jsonl",
+            "mentor_backend": "recorded",
+            "mentor_tokenizer": "demo",
+            "mode": "fixed:1",
+        }
     )
     assert "recorded mentor file '/no/file.jsonl' does not exist" in message
 
@@ -180,7 +189,13 @@ def test_recorded_mentor_without_tokenizer(tiny, tmp_path):
     path = tmp_path / "m.jsonl"
     write_records(path, [QuestionRecord("h", "Q", [], mentor=MentorOutput("x"))])
     message = lm_error(
-        **{**tiny, "mentor": str(path), "mentor_backend": "recorded", "mentor_num_params": "1e9"}
+        **{
+            **tiny,
+            "mentor": str(path),
+            "mentor_backend": "recorded",
+            "mentor_num_params": "1e9",
+            "mode": "fixed:1",
+        }
     )
     assert "give mentor_tokenizer=" in message
 
@@ -270,3 +285,14 @@ def test_store_that_is_not_a_store(tiny, tmp_path):
     path.write_bytes(bytes(range(256)) * 20)
     message = lm_error(**tiny, mode="intern_only", store=str(path))
     assert "is not a usable tandem-lm-eval run store" in message and str(path) in message
+
+
+def test_classifier_problems_are_found_before_any_model_loads(tmp_path, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the classifier was checked")
+
+    monkeypatch.setattr("tandem_lm_eval.model.build_backends", no_load)
+    models = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i"}
+    assert "classifier 'nope' not found" in lm_error(**models, classifier="nope")
+    (tmp_path / "classifier.json").write_text(json.dumps({"feature_set": "tandem-v1", "format_version": 1}))
+    assert "retrain it" in lm_error(**models, classifier=str(tmp_path))

@@ -437,3 +437,25 @@ def test_a_failure_past_the_retries_keeps_everything_finished(tmp_path, tiny_mod
     assert answers(resumed.generate_until(REQS)) == answers(lm(tiny_model_dir).generate_until(REQS))
     counts = resumed.get_model_info()["tandem"]["store"]["counts"]
     assert counts["mentor"]["generations_served"] == 4 and counts["intern"]["generations_served"] == 2
+
+
+def test_a_store_someone_else_filled_is_a_recorded_mentor(tmp_path, tiny_model_dir):
+    from tandem_lm_eval.model import TandemLM
+
+    path = tmp_path / "s.sqlite"
+    original = answers(lm(tiny_model_dir, store=str(path)).generate_until(REQS))
+    replayed = TandemLM(
+        mentor=str(path),  # the run store itself, no export step
+        intern=str(tiny_model_dir),
+        mentor_backend="recorded",
+        mentor_tokenizer=str(tiny_model_dir),
+        mentor_num_params="2e9",
+        mode="fixed:2",
+        budgets="[8,16]",
+        progress=False,
+        dtype="float32",
+        batch_size=1,
+    )
+    again = answers(replayed.generate_until(REQS))
+    assert [text for text, _ in again] == [text for text, _ in original]
+    assert [cost["mentor_tokens"] for _, cost in again] == [cost["mentor_tokens"] for _, cost in original]

@@ -1,7 +1,8 @@
 """A recorded mentor: insights served from a file of earlier mentor outputs, at no mentor cost.
 
 ``mentor_backend=recorded,mentor=runs/r1-32b.jsonl`` reads records (``records.py``: the output of
-``collect``, of an lm_eval run with ``trace_path``, or of ``tandem-lm-eval oracle-mentor``) and
+``collect``, of an lm_eval run with ``trace_path``, or of ``tandem-lm-eval oracle-mentor``), or a run
+store (``store=`` of an earlier run: a recorded mentor is a store someone else filled), and
 answers each mentor request with the recorded output of the same question (``prompts.question_hash``
 of its non-system turns), cut at the request's token budget with the mentor's tokenizer
 (``mentor_tokenizer=``: a model folder, hub id or ``demo``). A 32B mentor's insights captured once
@@ -33,8 +34,8 @@ class RecordedBackend(Backend):
         if not path.is_file():
             raise BackendError(f"recorded mentor file {model!r} does not exist")
         try:
-            records = load_records([path])
-        except RecordError as exc:
+            records = _store_records(path) if _is_store(path) else load_records([path])
+        except (RecordError, ValueError) as exc:  # ValueError: StoreError
             raise BackendError(f"recorded mentor: {exc}") from None
         self._path = path
         self._outputs: dict[str, MentorOutput] = {}
@@ -146,6 +147,29 @@ def _key(prompt: Prompt) -> str:
     if prompt.raw_text is not None:
         return question_hash(prompt.raw_text)
     return question_hash(tuple(m for m in prompt.messages if m.role != "system"))
+
+
+def _is_store(path: Path) -> bool:
+    """A run store (SQLite) rather than a records file: a store someone else filled is a recorded mentor."""
+    with path.open("rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
+
+
+def _store_records(path: Path) -> list:
+    """The mentor insights a run store holds, as records (what ``tandem-lm-eval store export`` writes)."""
+    import tempfile
+
+    from ..store import RunStore
+    from .stored import export_recorded_mentor
+
+    store = RunStore(path, create=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "mentor.jsonl"
+            export_recorded_mentor(store, out)
+            return load_records([out])
+    finally:
+        store.close()
 
 
 def _mentor_answered(mode: str | None) -> bool:
