@@ -390,7 +390,9 @@ def test_tandem_cascade_with_the_mentor_on_the_server_and_the_intern_on_transfor
         intern_params=hf_demo.num_parameters,
         progress=False,
     )
-    expected = local.run([remote._question(*r.args) for r in requests])
+    from tandem_lm_eval.prompts import question_from_request
+
+    expected = local.run([question_from_request(*r.args, remote.config.max_gen_toks) for r in requests])
     assert [str(a) for a in answers] == [e.answer for e in expected]
     for a, e in zip(answers, expected):
         cost = a.tandem  # the request's cost ledger row
