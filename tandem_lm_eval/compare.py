@@ -351,7 +351,9 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
         problems.append(f"entropy {card.entropy_method!r} vs {first.entropy_method!r}")
     from .classifier import normalize_model_name
 
-    if card.intern_model and normalize_model_name(card.intern_model) != normalize_model_name(first.intern_model):
+    if card.intern_model and normalize_model_name(card.intern_model) != normalize_model_name(
+        first.intern_model
+    ):
         problems.append(f"intern {card.intern_model!r} vs {first.intern_model!r}")
     if problems:
         raise CompareError(

@@ -24,7 +24,9 @@ def run(tmp_path, model_args: str, name: str):
 def test_trace_in_every_mode_feeds_analyze_and_the_recorded_mentor(
     tmp_path, tiny_model_dir, tiny_classifier_dir, capsys
 ):
-    base = f"mentor={tiny_model_dir},intern={tiny_model_dir},budgets=[8,16],mentor_num_params=2e9,dtype=float32"
+    base = (
+        f"mentor={tiny_model_dir},intern={tiny_model_dir},budgets=[8,16],mentor_num_params=2e9,dtype=float32"
+    )
     traces = {}
     answers = {}
     for mode in ("tandem", "fixed:2", "intern_only"):
@@ -43,7 +45,9 @@ def test_trace_in_every_mode_feeds_analyze_and_the_recorded_mentor(
     # tandem mode scored every stage it ran: features over every span, and the classifier's score
     for r in traces["tandem"]:
         for s in r.stages:
-            assert set(s.features) == set(FEATURE_SPANS) and all(len(v) == NUM_FEATURES for v in s.features.values())
+            assert set(s.features) == set(FEATURE_SPANS) and all(
+                len(v) == NUM_FEATURES for v in s.features.values()
+            )
             assert s.score is not None and s.spans["question"]
     # fixed:2 ran the mentor through both stages and recorded its whole output
     for r in traces["fixed:2"]:
