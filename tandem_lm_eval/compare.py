@@ -169,6 +169,12 @@ def _args(value) -> dict[str, str]:
     return parse_model_args(str(value))
 
 
+def _close(*backends) -> None:
+    """Close each distinct backend once (one engine may serve both roles)."""
+    for backend in {id(b): b for b in backends if b is not None}.values():
+        backend.close()
+
+
 def _key(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -214,9 +220,7 @@ def records_for_task(config: CompareConfig, task: str):
         try:
             collect(explorer, questions, source, path, chunk=config.chunk)
         finally:  # free the engines (GPU memory) before the live rows load theirs
-            cascade = explorer.cascade
-            for backend in {id(b): b for b in (cascade.mentor, cascade.intern) if b is not None}.values():
-                backend.close()
+            _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
     return [by_key[(q.task, q.doc_hash)] for q in questions], source
 
@@ -250,8 +254,7 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
             confirm_run_unsafe_code=config.confirm_run_unsafe_code,
         )
     finally:
-        for backend in {id(b): b for b in (lm.mentor, lm.intern) if b is not None}.values():
-            backend.close()
+        _close(lm.mentor, lm.intern)
     samples = []
     for s in out["samples"][task]:
         if s.get("filter", filter_name) != filter_name:
