@@ -281,7 +281,7 @@ def load_classifier(
             f"(or a name under {classifiers_dir()}), train one with `tandem-lm-eval collect` and "
             "`tandem-lm-eval fit` (docs/classifier.md), or run a baseline mode (intern_only, fixed:<k>)"
         )
-    path = classifier_path(cfg) if cfg.classifier else classifiers_dir() / name
+    path = classifier_path(cfg)
     if not path.exists():
         shipped = sorted(p.name for p in classifiers_dir().glob("*/") if p.is_dir())
         raise ClassifierError(

@@ -148,3 +148,12 @@ def intern_prompt(question: Question, insights: str, thinking: bool | None) -> P
         messages[last_user] = Message("user", content)
         segments.append(Segment(INSIGHTS, last_user, len(head), len(head) + len(insights)))
     return Prompt(messages=tuple(messages), thinking=thinking, segments=tuple(segments))
+
+
+def prompt_question_hash(prompt: Prompt) -> str:
+    """``question_hash`` of the question inside a rendered-to-be prompt (its non-system turns, or its raw
+    text): how a recorded mentor finds a request's recording and how the run store labels mentor entries,
+    so a store can serve as a recorded mentor."""
+    if prompt.raw_text is not None:
+        return question_hash(prompt.raw_text)
+    return question_hash(tuple(m for m in prompt.messages if m.role != "system"))

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..prompts import question_hash
+from ..prompts import prompt_question_hash
 from ..records import MentorOutput, RecordError, load_records
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
 
@@ -99,7 +99,7 @@ class RecordedBackend(Backend):
                     "a recorded mentor cannot be forced: it replays what was recorded, and nothing was "
                     "recorded after forced text (budget forcing needs a live mentor)"
                 )
-            key = _key(req.prompt)
+            key = prompt_question_hash(req.prompt)
             output = self._outputs.get(key)
             if output is None:
                 raise BackendError(
@@ -141,12 +141,6 @@ class RecordedBackend(Backend):
                 ids = tuple(self._tokenizer(output.text, add_special_tokens=False).input_ids)
             self._ids[key] = ids
         return ids
-
-
-def _key(prompt: Prompt) -> str:
-    if prompt.raw_text is not None:
-        return question_hash(prompt.raw_text)
-    return question_hash(tuple(m for m in prompt.messages if m.role != "system"))
 
 
 def _is_store(path: Path) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..prompts import MENTOR_SYSTEM_PROMPT, question_hash
+from ..prompts import MENTOR_SYSTEM_PROMPT, prompt_question_hash
 from ..store import RunStore, StoreEntry, StoreError
 from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
 
@@ -225,13 +225,6 @@ def scores_key(model_digest: str, role: str, prompt: Prompt) -> str:
         "prompt": _prompt_dict(prompt, True),
     }
     return hashlib.sha256(_canonical(payload)).hexdigest()
-
-
-def prompt_question_hash(prompt: Prompt) -> str:
-    """The question hash a recorded mentor looks this prompt up by (backends/recorded.py ``_key``)."""
-    if prompt.raw_text is not None:
-        return question_hash(prompt.raw_text)
-    return question_hash(tuple(m for m in prompt.messages if m.role != "system"))
 
 
 def _is_insight_prompt(prompt: Prompt) -> bool:
