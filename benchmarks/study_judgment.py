@@ -36,12 +36,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tandem_lm_eval.analysis import analyze_records, bootstrap_auc  # noqa: E402
-from tandem_lm_eval.features import FEATURE_NAMES, FEATURE_SPANS  # noqa: E402
-from tandem_lm_eval.fitting import FitSettings, choose_for, fit_member, split_questions  # noqa: E402
-from tandem_lm_eval.records import load_records  # noqa: E402
-from tandem_lm_eval.replay import Objective, fixed_stage, intern_only, oracle, replay  # noqa: E402
-from tandem_lm_eval.tables import row_table, stage_table  # noqa: E402
+from tandem_lm_eval.calibration.analysis import analyze_records, bootstrap_auc  # noqa: E402
+from tandem_lm_eval.calibration.fitting import FitSettings, choose_for, fit_member, split_questions  # noqa: E402
+from tandem_lm_eval.calibration.objectives import Objective  # noqa: E402
+from tandem_lm_eval.calibration.replay import fixed_stage, intern_only, oracle, replay
+from tandem_lm_eval.calibration.tables import row_table, stage_table  # noqa: E402
+from tandem_lm_eval.data.records import load_records  # noqa: E402
+from tandem_lm_eval.judgment.features import FEATURE_NAMES, FEATURE_SPANS  # noqa: E402
 
 ESTIMATORS = {
     "mlp-paper": ("mlp", {"learning_rate": 1e-4, "max_epochs": 3, "early_stopping": "accuracy"}),
@@ -93,7 +94,7 @@ def per_stage_diagnostic(train, test, resamples: int) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tandem_lm_eval.classifier import log_scaled_columns
+    from tandem_lm_eval.judgment.scaling import log_scaled_columns
 
     cols = log_scaled_columns()
 

@@ -1,3 +1,3 @@
-from .cli import main
+from tandem_lm_eval.cli.main import main
 
 main()

@@ -20,42 +20,22 @@ import os
 import sys
 from collections.abc import Callable
 
-MODEL_NAME = "tandem"
-MODEL_TARGET = "tandem_lm_eval.model:TandemLM"
+
+def _register_model(module) -> None:
+    from tandem_lm_eval.harness.registration import register_model
+
+    register_model()
 
 
-def register_model() -> None:
-    """Register ``tandem`` in lm-eval's model registry (idempotent; call after lm_eval.models)."""
-    import lm_eval.models  # noqa: F401  - fills the registry with the built-ins first
-    from lm_eval.api.registry import model_registry
+def _patch_task_manager(module) -> None:
+    from tandem_lm_eval.harness.registration import patch_task_manager
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
-
-
-def patch_task_manager(manager_module=None) -> None:
-    """Make TaskManager index the package's tasks folder (idempotent)."""
-    if manager_module is None:
-        import lm_eval.tasks.manager as manager_module
-    cls = manager_module.TaskManager
-    if getattr(cls.__init__, "_tandem_patched", False):
-        return
-    original = cls.__init__
-
-    def __init__(self, verbosity=None, include_path=None, include_defaults=True, metadata=None, **kwargs):
-        from .resources import tasks_dir
-
-        user_paths = list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-        paths = [str(tasks_dir())] + [p for p in user_paths if p]
-        original(self, verbosity, paths, include_defaults, metadata, **kwargs)
-
-    __init__._tandem_patched = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__
+    patch_task_manager(module)
 
 
 _AFTER_IMPORT: dict[str, Callable] = {
-    "lm_eval.models": lambda module: register_model(),
-    "lm_eval.tasks.manager": patch_task_manager,
+    "lm_eval.models": _register_model,
+    "lm_eval.tasks.manager": _patch_task_manager,
 }
 
 
@@ -98,9 +78,9 @@ def install() -> None:
     sys.meta_path.insert(0, _PostImportFinder())
     # Already imported (the hook installed late, e.g. from an interactive session): apply now.
     if "lm_eval.models" in sys.modules:
-        register_model()
+        _register_model(sys.modules["lm_eval.models"])
     if "lm_eval.tasks.manager" in sys.modules:
-        patch_task_manager(sys.modules["lm_eval.tasks.manager"])
+        _patch_task_manager(sys.modules["lm_eval.tasks.manager"])
 
 
 install()

@@ -1,6 +1,7 @@
-"""Glue for the tandem task YAMLs (``!function utils.x``); the logic lives in tandem_lm_eval.scoring."""
+"""Glue for the tandem task YAMLs (``!function utils.x``); the logic lives in
+``tandem_lm_eval/harness/task_functions.py`` and ``tandem_lm_eval/scoring/``."""
 
-from tandem_lm_eval.scoring.harness import (  # noqa: F401
+from tandem_lm_eval.harness.task_functions import (  # noqa: F401
     gsm8k_dataset,
     gsm8k_doc_to_text,
     gsm8k_process_results,

@@ -36,7 +36,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The real SmolLM2-135M-Instruct demo model as a transformers/vLLM folder (converted once)."""
-    from tandem_lm_eval.demo import demo_model_dir as build
+    from tandem_lm_eval.data.demo_model import demo_model_dir as build
 
     return build()
 
@@ -51,7 +51,7 @@ def tiny_model_dir(tmp_path_factory, demo_model_dir) -> Path:
     Fast enough to run the whole cascade through the lm_eval CLI in seconds; its text is noise, so
     tests on it check plumbing and accounting, never answer quality.
     """
-    from tandem_lm_eval.demo import build_tiny_model
+    from tandem_lm_eval.data.demo_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / TINY_NAME)
 
@@ -61,8 +61,8 @@ def tiny_classifier_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """A real (if meaningless) classifier for the tiny intern: trained on synthetic features, 3 stages."""
     import numpy as np
 
-    from tandem_lm_eval.classifier import SufficiencyClassifier
-    from tandem_lm_eval.features import NUM_FEATURES
+    from tandem_lm_eval.judgment.features import NUM_FEATURES
+    from tandem_lm_eval.judgment.mlp import SufficiencyClassifier
 
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(3, 1, (64, NUM_FEATURES)))

@@ -17,7 +17,7 @@ from test_fitting import (
     settings,
 )
 
-from tandem_lm_eval.analysis import (
+from tandem_lm_eval.calibration.analysis import (
     analyze_records,
     bootstrap_auc,
     replay_each,
@@ -25,12 +25,12 @@ from tandem_lm_eval.analysis import (
     to_markdown,
     trace_summary,
 )
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.cost import tflops as eq12
-from tandem_lm_eval.fitting import fit_records
-from tandem_lm_eval.policies.base import select_stage
-from tandem_lm_eval.records import QuestionRecord, StageEntry, write_records
-from tandem_lm_eval.replay import StageTable, fixed_stage, intern_only, oracle, replay
+from tandem_lm_eval.calibration.fitting import fit_records
+from tandem_lm_eval.calibration.replay import StageTable, fixed_stage, intern_only, oracle, replay
+from tandem_lm_eval.cascade.policies.base import select_stage
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.cost.flops import tflops as eq12
+from tandem_lm_eval.data.records import QuestionRecord, StageEntry, write_records
 
 UNUSABLE = frozenset({3, 10, 17, 40})  # held-out questions whose stage 3 did not fit the intern
 

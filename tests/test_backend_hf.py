@@ -106,7 +106,7 @@ R1_TEMPLATE = (
 
 
 def test_a_template_that_opens_think_gives_the_same_text_shape_as_other_backends(demo):
-    from tandem_lm_eval.thinking import split_thinking
+    from tandem_lm_eval.common.thinking import split_thinking
 
     saved = demo.tokenizer.chat_template
     demo.tokenizer.chat_template = R1_TEMPLATE

@@ -18,13 +18,10 @@ from fault_proxy import FAULTS, FaultProxy
 from vllm_server import VLLMServer, vllm_server  # noqa: F401 - the session fixture
 
 from tandem_lm_eval.backends import BackendError, GenerationRequest, Prompt, make_backend
-from tandem_lm_eval.backends.openai import (
-    UNKNOWN_TOKEN_ID,
-    OpenAIBackend,
-    join_reasoning,
-)
-from tandem_lm_eval.entropy import topk_entropy
-from tandem_lm_eval.thinking import split_thinking
+from tandem_lm_eval.backends.entropy import topk_entropy
+from tandem_lm_eval.backends.openai.backend import UNKNOWN_TOKEN_ID, OpenAIBackend
+from tandem_lm_eval.backends.openai.messages import join_reasoning
+from tandem_lm_eval.common.thinking import split_thinking
 
 # Prompts whose greedy answers run past 32 tokens, so every stage is a real continuation.
 PROMPTS = (
@@ -82,12 +79,12 @@ def test_api_key_comes_from_the_environment_and_is_never_shown(monkeypatch):
     with pytest.raises(BackendError, match="TANDEM_TEST_KEY is not set"):
         OpenAIBackend("m", base_url="https://api.example.invalid/v1", api_key_env="TANDEM_TEST_KEY")
     local = OpenAIBackend("m", base_url="http://localhost:9/v1", api_key_env="TANDEM_TEST_KEY")
-    assert local._client.api_key == "EMPTY"  # a local server takes any key
+    assert local.server.client.api_key == "EMPTY"  # a local server takes any key
     monkeypatch.setenv("TANDEM_TEST_KEY", SECRET)
     remote = OpenAIBackend("m", base_url="https://api.example.invalid/v1", api_key_env="TANDEM_TEST_KEY")
-    assert remote._client.api_key == SECRET
-    assert SECRET not in repr(remote) and SECRET not in remote._where
-    assert remote._scrub(f"server said: bad key {SECRET}") == "server said: bad key ***"
+    assert remote.server.client.api_key == SECRET
+    assert SECRET not in repr(remote) and SECRET not in remote.server.where
+    assert remote.server.scrub(f"server said: bad key {SECRET}") == "server said: bad key ***"
 
 
 def test_topk_entropy_bounds_hold_and_the_estimate_is_close():
@@ -194,7 +191,7 @@ def test_q_and_insight_spans_through_the_servers_tokenize(server, demo_model_dir
 
     from tandem_lm_eval.backends.base import Message
     from tandem_lm_eval.backends.rendering import render_prompt_ids, segment_spans
-    from tandem_lm_eval.prompts import Question, intern_prompt
+    from tandem_lm_eval.cascade.prompts import Question, intern_prompt
 
     tok = AutoTokenizer.from_pretrained(str(demo_model_dir))
     q = Question((Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have?"),))
@@ -359,9 +356,9 @@ class _Request:  # what lm-eval hands generate_until: .args == (context, gen_kwa
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_tandem_cascade_with_the_mentor_on_the_server_and_the_intern_on_transformers(server, hf_demo):
-    from tandem_lm_eval.cascade import Cascade
-    from tandem_lm_eval.model import TandemLM
-    from tandem_lm_eval.policies import make_policy
+    from tandem_lm_eval.cascade.policies import make_policy
+    from tandem_lm_eval.cascade.stages import Cascade
+    from tandem_lm_eval.harness.lm import TandemLM
 
     questions = ["What is 12 + 30?", "Tom has 3 apples and buys 4 more. How many apples does he have?"]
     requests = [_Request((q, {"until": ["\n\n"], "max_gen_toks": 24})) for q in questions]
@@ -390,7 +387,7 @@ def test_tandem_cascade_with_the_mentor_on_the_server_and_the_intern_on_transfor
         intern_params=hf_demo.num_parameters,
         progress=False,
     )
-    from tandem_lm_eval.prompts import question_from_request
+    from tandem_lm_eval.cascade.prompts import question_from_request
 
     expected = local.run([question_from_request(*r.args, remote.config.max_gen_toks) for r in requests])
     assert [str(a) for a in answers] == [e.answer for e in expected]

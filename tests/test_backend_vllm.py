@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tandem_lm_eval.backends.base import BackendError, GenerationRequest, Prompt
-from tandem_lm_eval.thinking import split_thinking
+from tandem_lm_eval.common.thinking import split_thinking
 
 pytestmark = [
     pytest.mark.vllm,
@@ -107,14 +107,14 @@ def test_bad_options_are_refused_by_name(demo_model_dir, options, message):
 
 
 def test_option_strings_are_converted_to_engine_types():
-    from tandem_lm_eval.backends.vllm import _coerce_engine_arg
+    from tandem_lm_eval.backends.vllm_options import coerce_engine_arg
 
-    assert _coerce_engine_arg("max_num_seqs", "64") == 64
-    assert _coerce_engine_arg("enable_prefix_caching", "false") is False
-    assert _coerce_engine_arg("cpu_offload_gb", "2.5") == 2.5
-    assert _coerce_engine_arg("max_model_len", "none") is None
-    assert _coerce_engine_arg("hf_overrides", '{"rope_theta": 1e6}') == {"rope_theta": 1e6}
-    assert _coerce_engine_arg("quantization", "fp8") == "fp8"
+    assert coerce_engine_arg("max_num_seqs", "64") == 64
+    assert coerce_engine_arg("enable_prefix_caching", "false") is False
+    assert coerce_engine_arg("cpu_offload_gb", "2.5") == 2.5
+    assert coerce_engine_arg("max_model_len", "none") is None
+    assert coerce_engine_arg("hf_overrides", '{"rope_theta": 1e6}') == {"rope_theta": 1e6}
+    assert coerce_engine_arg("quantization", "fp8") == "fp8"
 
 
 def test_continuation_equals_one_generation_and_hits_the_prefix_cache(backend):
@@ -188,7 +188,7 @@ def test_transformers_route_is_exact_too(backend, reference):
 def test_q_and_insight_spans_equal_transformers(backend, reference, method):
     """The features' token spans come out the same on vLLM (score memo included) as on transformers."""
     from tandem_lm_eval.backends.base import Message
-    from tandem_lm_eval.prompts import Question, intern_prompt
+    from tandem_lm_eval.cascade.prompts import Question, intern_prompt
 
     q = Question((Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have?"),))
     prompts = [
@@ -386,12 +386,12 @@ def test_a_torch_thread_limit_before_the_engine_starts_is_warned_about(monkeypat
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     with caplog.at_level("WARNING", logger=vllm_backend.logger.name):
-        vllm_backend._warn_if_torch_threads_limited("m")
+        vllm_backend.warn_if_torch_threads_limited("m")
     assert ("vLLM's CPU engine will use only" in caplog.text) == (cores > 1)
     caplog.clear()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's deliberate choice
     with caplog.at_level("WARNING", logger=vllm_backend.logger.name):
-        vllm_backend._warn_if_torch_threads_limited("m")
+        vllm_backend.warn_if_torch_threads_limited("m")
     assert caplog.text == ""
 
 
@@ -414,15 +414,15 @@ def _flat_rows(positions: list[tuple[int, float, list[float]] | None]):
 def test_prompt_logprob_rows_are_read_in_both_runner_shapes():
     """v1 model runner: a row per position (cached ones hold no values); v2 runner: rows only for
     the computed positions. Both give the same positions; another row count is refused."""
-    from tandem_lm_eval.backends.vllm import _parse_prompt_logprobs
+    from tandem_lm_eval.backends.vllm_logprobs import parse_prompt_logprobs
 
     ids = [5, 6, 7, 8, 9, 10]
     computed = [(8, -0.3, [-0.2, -1.0]), (9, -0.4, [-0.1, -2.0]), (10, -0.5, [-0.3, -1.5])]  # positions 3..5
     v1 = _flat_rows([None, (6, -9.0, [0.0, 0.0]), (7, -9.0, [0.0, 0.0]), *computed])  # garbage in cached rows
     v2 = _flat_rows([None, *computed])
     for shape in (v1, v2):
-        got = _parse_prompt_logprobs(shape, ids, 2, start=3)
+        got = parse_prompt_logprobs(shape, ids, 2, start=3)
         assert [p.actual_logprob for p in got] == [-0.3, -0.4, -0.5]
         np.testing.assert_array_equal(got[1].top_logprobs, [-0.1, -2.0])
     with pytest.raises(BackendError, match="returned 4 prompt-logprob rows for a 6-token prompt"):
-        _parse_prompt_logprobs(_flat_rows([None, *computed]), ids, 2, start=2)
+        parse_prompt_logprobs(_flat_rows([None, *computed]), ids, 2, start=2)

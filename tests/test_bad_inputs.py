@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.records import MentorOutput, QuestionRecord, write_records
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
 
 FIXTURE_TASKS = Path(__file__).parent / "fixtures" / "tasks"
 
 
 def lm_error(**model_args) -> str:
     """The line `lm_eval --model tandem` ends with for these model_args."""
-    from tandem_lm_eval.model import TandemLM
+    from tandem_lm_eval.harness.lm import TandemLM
 
     with pytest.raises(SystemExit) as info:
         TandemLM(**model_args)
@@ -74,6 +74,12 @@ MODEL_ARGS_ROWS = [
     ("bad-bool", {"progress": "maybe"}, r"progress"),
     ("bad-max-gen-toks", {"max_gen_toks": "0"}, r"max_gen_toks"),
     ("chunk-size-zero", {"chunk_size": "0"}, r"chunk_size must be >= 1"),
+    # accepted and never applied until 0.1: now refused, naming the per-role option that does exist
+    (
+        "chat-template",
+        {"chat_template": "false"},
+        r"chat_template is not a tandem model_arg.*intern_chat_template",
+    ),
 ]
 
 
@@ -83,7 +89,7 @@ def test_model_args_are_refused_before_any_model_loads(row, extra, pattern, monk
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before model_args were checked")
 
-    monkeypatch.setattr("tandem_lm_eval.model.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
     args = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i", **extra}
     if row == "one-role-only":
         args.pop("intern")
@@ -215,7 +221,7 @@ def test_record_file_not_utf8(tmp_path, capsys):
 
 
 def test_labelled_records_need_a_classifier(tmp_path, capsys):
-    from tandem_lm_eval.records import StageEntry
+    from tandem_lm_eval.data.records import StageEntry
 
     path = tmp_path / "r.jsonl"
     write_records(path, [QuestionRecord("a", "Q", [StageEntry(0, 0, label=1)])])
@@ -223,7 +229,7 @@ def test_labelled_records_need_a_classifier(tmp_path, capsys):
 
 
 def test_fit_on_test_split_records(tmp_path, capsys):
-    from tandem_lm_eval.records import StageEntry
+    from tandem_lm_eval.data.records import StageEntry
 
     path = tmp_path / "r.jsonl"
     write_records(path, [QuestionRecord("a", "Q", [StageEntry(0, 0, label=1)], task="t", split="test")])
@@ -268,7 +274,7 @@ def test_code_task_without_confirmation(capsys, shared_data):
 
 
 def test_empty_question(tiny):
-    from tandem_lm_eval.model import TandemLM
+    from tandem_lm_eval.harness.lm import TandemLM
 
     lm = TandemLM(**tiny, mode="intern_only")
 
@@ -291,7 +297,7 @@ def test_classifier_problems_are_found_before_any_model_loads(tmp_path, monkeypa
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the classifier was checked")
 
-    monkeypatch.setattr("tandem_lm_eval.model.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
     models = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i"}
     assert "classifier 'nope' not found" in lm_error(**models, classifier="nope")
     (tmp_path / "classifier.json").write_text(json.dumps({"feature_set": "tandem-v1", "format_version": 1}))

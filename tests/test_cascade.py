@@ -5,9 +5,9 @@ import pytest
 from fakes import LengthClassifier, ScriptedBackend
 
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.cascade import Cascade
-from tandem_lm_eval.policies import TandemPolicy, make_policy
-from tandem_lm_eval.prompts import INSIGHTS_HEADER, MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
+from tandem_lm_eval.cascade.prompts import INSIGHTS_HEADER, MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.stages import Cascade
 
 
 def q(text, **kw):
@@ -163,7 +163,7 @@ def test_explore_gives_features_and_an_answer_for_every_stage():
 
 
 def test_api_prices_bill_every_call_including_resent_prefixes():
-    from tandem_lm_eval.pricing import TokenPrices
+    from tandem_lm_eval.cost.pricing import TokenPrices
 
     mentor = ScriptedBackend(params=32)  # reports prompt_tokens=5 per call
     intern = ScriptedBackend(default_len=7, params=7)

@@ -3,13 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from tandem_lm_eval.classifier import (
-    ClassifierError,
-    SufficiencyClassifier,
-    grid_search_threshold,
-    stratified_split,
-)
-from tandem_lm_eval.features import FEATURE_NAMES, NUM_FEATURES
+from tandem_lm_eval.calibration.threshold_grid import grid_search_threshold
+from tandem_lm_eval.judgment.errors import ClassifierError
+from tandem_lm_eval.judgment.features import FEATURE_NAMES, NUM_FEATURES
+from tandem_lm_eval.judgment.loading import load_mlp
+from tandem_lm_eval.judgment.mlp import SufficiencyClassifier, stratified_split
 
 
 def synthetic(n=600, seed=0):
@@ -57,7 +55,7 @@ def test_save_load_roundtrip_is_exact_and_not_pickle(tmp_path):
     clf.card.thresholds = [0.5, 0.6, 0.7, 0.8]
     folder = clf.save(tmp_path / "clf")
     assert sorted(p.name for p in folder.iterdir()) == ["classifier.json", "model.safetensors"]
-    back = SufficiencyClassifier.load(folder)
+    back = load_mlp(folder)
     np.testing.assert_allclose(back.sufficiency(X), clf.sufficiency(X), rtol=0, atol=1e-7)
     assert back.card.thresholds == [0.5, 0.6, 0.7, 0.8]
     assert back.card.intern_model == "SmolLM2-135M-Instruct"
@@ -70,16 +68,16 @@ def test_load_refuses_other_feature_set(tmp_path):
     meta["feature_set"] = "tandem-v0"
     (folder / "classifier.json").write_text(json.dumps(meta))
     with pytest.raises(ClassifierError, match="feature set 'tandem-v0'"):
-        SufficiencyClassifier.load(folder)
+        load_mlp(folder)
 
 
 def test_load_refuses_missing_or_broken(tmp_path):
     with pytest.raises(ClassifierError, match="not a classifier folder"):
-        SufficiencyClassifier.load(tmp_path)
+        load_mlp(tmp_path)
     (tmp_path / "classifier.json").write_text("{not json")
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ClassifierError, match="invalid JSON"):
-        SufficiencyClassifier.load(tmp_path)
+        load_mlp(tmp_path)
 
 
 def test_wrong_feature_width_is_refused():

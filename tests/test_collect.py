@@ -9,11 +9,11 @@ import json
 import pytest
 
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.features import FEATURE_SPANS, NUM_FEATURES
-from tandem_lm_eval.oracle import clean_solution
-from tandem_lm_eval.prompts import Question, intern_prompt
-from tandem_lm_eval.records import iter_records
+from tandem_lm_eval.cascade.prompts import Question, intern_prompt
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.data.records import iter_records
+from tandem_lm_eval.judgment.features import FEATURE_SPANS, NUM_FEATURES
+from tandem_lm_eval.workflows.oracle import clean_solution
 
 BUDGETS = [8, 16, 32]
 TASK = "tandem_gsm8k_train"
@@ -69,7 +69,7 @@ def collected(tmp_path_factory, oracle_file, tiny_model_dir):
 def test_collect_records(collected, oracle_file, tiny_model_dir, tokenizer, shared_data):
     from lm_eval.utils import hash_string
 
-    from tandem_lm_eval.datasets import load_gsm8k
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
     from tandem_lm_eval.scoring.gsm8k_answer import score_gsm8k_response
 
     records = list(iter_records(collected))

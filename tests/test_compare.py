@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from test_e2e_cli import FIXTURE_TASKS
 
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.cost import tflops
-from tandem_lm_eval.records import load_records
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.data.records import load_records
 
 TASK = "tandem_test_arith"
 
@@ -141,7 +141,7 @@ def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monke
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded on a rerun with nothing changed")
 
-    monkeypatch.setattr("tandem_lm_eval.collect.make_explorer", no_model)
+    monkeypatch.setattr("tandem_lm_eval.workflows.collect.make_explorer", no_model)
     monkeypatch.setattr("tandem_lm_eval.model.TandemLM", no_model)
     assert run_subcommand(["compare", config]) == 0
     assert (out / "leaderboard.md").read_text() == md

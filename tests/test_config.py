@@ -1,6 +1,6 @@
 import pytest
 
-from tandem_lm_eval.config import ConfigError, TandemConfig
+from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 
 
 def parse(**kw):

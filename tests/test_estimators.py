@@ -7,16 +7,12 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
-from tandem_lm_eval.classifier import ClassifierError
-from tandem_lm_eval.estimators import (
-    ESTIMATORS,
-    GradientBoostingSufficiency,
-    LogisticSufficiency,
-    estimator_from_tensors,
-    make_estimator,
-    paper_log_columns,
-)
-from tandem_lm_eval.features import FEATURE_NAMES, NUM_FEATURES
+from tandem_lm_eval.judgment.errors import ClassifierError
+from tandem_lm_eval.judgment.estimators import ESTIMATORS, estimator_from_tensors, make_estimator
+from tandem_lm_eval.judgment.estimators.base import paper_log_columns
+from tandem_lm_eval.judgment.estimators.gradient_boosting import GradientBoostingSufficiency
+from tandem_lm_eval.judgment.estimators.logistic import LogisticSufficiency
+from tandem_lm_eval.judgment.features import FEATURE_NAMES, NUM_FEATURES
 
 KINDS = sorted(ESTIMATORS)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tandem_lm_eval.backends.base import PromptScores
-from tandem_lm_eval.features import (
+from tandem_lm_eval.judgment.features import (
     FEATURE_NAMES,
     FEATURE_SET,
     NUM_FEATURES,

@@ -11,28 +11,20 @@ import json
 import numpy as np
 import pytest
 
-from tandem_lm_eval.classifier import (
-    FEATURE_SET,
-    ClassifierError,
-    EstimatorClassifier,
-    GroupedClassifier,
-    SufficiencyClassifier,
-    load_classifier_folder,
-)
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.cost import tflops as eq12
-from tandem_lm_eval.features import FEATURE_NAMES, FEATURE_SPANS, NUM_FEATURES
-from tandem_lm_eval.fitting import FitSettings, fit_records, split_questions
-from tandem_lm_eval.records import MentorOutput, QuestionRecord, StageEntry, write_records
-from tandem_lm_eval.replay import (
-    Objective,
-    StageTable,
-    choose_thresholds,
-    fixed_stage,
-    replay,
-    threshold_grid,
-)
-from tandem_lm_eval.tables import TableError, row_table, stage_table
+from tandem_lm_eval.calibration.fitting import FitSettings, fit_records, split_questions
+from tandem_lm_eval.calibration.objectives import Objective, choose_thresholds
+from tandem_lm_eval.calibration.replay import StageTable, fixed_stage, replay
+from tandem_lm_eval.calibration.tables import TableError, row_table, stage_table
+from tandem_lm_eval.calibration.threshold_grid import threshold_grid
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.cost.flops import tflops as eq12
+from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, StageEntry, write_records
+from tandem_lm_eval.judgment.errors import ClassifierError
+from tandem_lm_eval.judgment.estimator_classifier import EstimatorClassifier
+from tandem_lm_eval.judgment.features import FEATURE_NAMES, FEATURE_SET, FEATURE_SPANS, NUM_FEATURES
+from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.loading import load_classifier_folder
+from tandem_lm_eval.judgment.mlp import SufficiencyClassifier
 
 BUDGETS = [24, 48, 96]
 NUM_STAGES = len(BUDGETS) + 1
@@ -532,7 +524,7 @@ def test_fit_subcommand_refuses_test_rows_with_exit_2(tmp_path, capsys):
 
 
 def test_a_router_is_fit_on_stage_zero_and_its_tau0_replays_the_routing_rule(records):
-    from tandem_lm_eval.replay import choose_route_threshold
+    from tandem_lm_eval.calibration.objectives import choose_route_threshold
 
     clf, report = fit_records(records, settings("logistic", policy="route"))
     assert clf.card.policy == "route" and report["policy"] == "route"

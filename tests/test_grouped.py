@@ -9,13 +9,16 @@ import pytest
 from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.cascade import Cascade
-from tandem_lm_eval.classifier import GroupedClassifier, load_classifier_folder, make_classifier
-from tandem_lm_eval.config import TandemConfig
-from tandem_lm_eval.features import FEATURE_NAMES, NUM_FEATURES
-from tandem_lm_eval.model import TandemLM, group_policies, load_classifier
-from tandem_lm_eval.policies import TandemPolicy, make_policy
-from tandem_lm_eval.prompts import Question, question_hash
+from tandem_lm_eval.backends.question_hash import question_hash
+from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
+from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.harness.assembly import group_policies, load_classifier
+from tandem_lm_eval.harness.config import TandemConfig
+from tandem_lm_eval.harness.lm import TandemLM
+from tandem_lm_eval.judgment.features import FEATURE_NAMES, NUM_FEATURES
+from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.loading import load_classifier_folder, make_classifier
 
 BUDGETS = [24, 48, 96]
 ENT = FEATURE_NAMES.index("entropy_mean")

@@ -2,8 +2,8 @@
 
 import lm_eval.tasks.manager as manager
 
-from tandem_lm_eval._startup import patch_task_manager
-from tandem_lm_eval.taskdata import load_task_questions
+from tandem_lm_eval.harness.registration import patch_task_manager
+from tandem_lm_eval.harness.task_questions import load_task_questions
 
 
 def test_answers_to_one_question_are_judged_separately(shared_data):
@@ -23,7 +23,7 @@ def test_answers_to_one_question_are_judged_separately(shared_data):
 def test_tasks_that_run_model_code_need_the_same_confirmation_as_lm_eval(shared_data):
     import pytest
 
-    from tandem_lm_eval.taskdata import TaskDataError
+    from tandem_lm_eval.harness.task_questions import TaskDataError
 
     patch_task_manager(manager)
     with pytest.raises(TaskDataError, match="confirm_run_unsafe_code"):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tandem_lm_eval.compare import CompareError, config_from_dict
-from tandem_lm_eval.leaderboard import (
+from tandem_lm_eval.workflows.compare import CompareError, config_from_dict
+from tandem_lm_eval.workflows.leaderboard import (
     BoardEntry,
     delta_vs_reference,
     pareto,

@@ -2,8 +2,8 @@
 
 import lm_eval.tasks.manager as manager
 
-from tandem_lm_eval._startup import patch_task_manager
-from tandem_lm_eval.taskdata import load_task_questions
+from tandem_lm_eval.harness.registration import patch_task_manager
+from tandem_lm_eval.harness.task_questions import load_task_questions
 
 
 def test_math_train_questions_are_recognised_in_tandem_math_not_in_math500(shared_data):

@@ -5,11 +5,12 @@ import json
 import pytest
 from fakes import ScriptedBackend
 
-from tandem_lm_eval.classifier import ClassifierError
-from tandem_lm_eval.config import ConfigError, TandemConfig
-from tandem_lm_eval.model import DEMO_CLASSIFIER, TandemLM, load_classifier
-from tandem_lm_eval.prompts import question_from_request
-from tandem_lm_eval.reporting import TandemResponse
+from tandem_lm_eval.cascade.prompts import question_from_request
+from tandem_lm_eval.harness.assembly import DEMO_CLASSIFIER, load_classifier
+from tandem_lm_eval.harness.config import ConfigError, TandemConfig
+from tandem_lm_eval.harness.lm import TandemLM
+from tandem_lm_eval.harness.reporting import TandemResponse
+from tandem_lm_eval.judgment.errors import ClassifierError
 
 
 class Req:
@@ -78,7 +79,7 @@ def test_missing_classifier_messages(tmp_path):
 
 
 def test_demo_classifier_is_shipped():
-    from tandem_lm_eval.resources import classifiers_dir
+    from tandem_lm_eval.data.resources import classifiers_dir
 
     folder = classifiers_dir() / DEMO_CLASSIFIER
     assert (folder / "classifier.json").is_file() and (folder / "README.md").is_file()
@@ -88,8 +89,8 @@ def test_demo_classifier_is_shipped():
     assert len(meta["thresholds"]) == 4 and meta["budgets"] == [24, 48, 96]
     assert meta["threshold_objective"]["kind"] == "max_accuracy" and meta["threshold_front"]
     # it loads, scores, and knows the questions it was fit on (all from GSM8K train)
-    from tandem_lm_eval.classifier import load_classifier_folder
-    from tandem_lm_eval.records import load_records
+    from tandem_lm_eval.data.records import load_records
+    from tandem_lm_eval.judgment.loading import load_classifier_folder
 
     clf = load_classifier_folder(folder)
     records = load_records([folder / "training_records.jsonl.gz"])

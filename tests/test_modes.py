@@ -14,19 +14,8 @@ import numpy as np
 import pytest
 from fakes import ScriptedBackend
 
-from tandem_lm_eval.backends.base import (
-    Backend,
-    BackendError,
-    Generation,
-    GenerationRequest,
-    Message,
-    Prompt,
-)
-from tandem_lm_eval.cascade import Cascade
-from tandem_lm_eval.config import ConfigError, TandemConfig
-from tandem_lm_eval.cost import RequestCost
-from tandem_lm_eval.features import DEFAULT_SPAN
-from tandem_lm_eval.policies import (
+from tandem_lm_eval.backends.base import Backend, BackendError, Generation, GenerationRequest, Message, Prompt
+from tandem_lm_eval.cascade.policies import (
     BudgetForcingPolicy,
     FixedStagePolicy,
     MentorOnlyPolicy,
@@ -34,9 +23,13 @@ from tandem_lm_eval.policies import (
     check_mode,
     make_policy,
 )
-from tandem_lm_eval.policies.mentor import PLAIN_CLOSE, THINKING_CLOSE
-from tandem_lm_eval.prompts import MENTOR_SYSTEM_PROMPT, Question
-from tandem_lm_eval.thinking import split_thinking
+from tandem_lm_eval.cascade.policies.mentor import PLAIN_CLOSE, THINKING_CLOSE
+from tandem_lm_eval.cascade.prompts import MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.common.thinking import split_thinking
+from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.harness.config import ConfigError, TandemConfig
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN
 
 THETA_L, THETA_S = 32, 7  # toy |θL|, |θS|: Eq. 12 by hand below
 
@@ -313,7 +306,7 @@ def test_route_needs_a_classifier_and_tau0():
 
 
 def test_route_model_args_and_classifier_thresholds(tiny_classifier_dir):
-    from tandem_lm_eval.model import load_classifier
+    from tandem_lm_eval.harness.assembly import load_classifier
 
     intern = ScriptedBackend(model_name="tiny-llama")
     args = {"mentor": "/m", "intern": "/i", "mode": "route", "classifier": str(tiny_classifier_dir)}
@@ -362,7 +355,8 @@ def test_budget_forcing_close_model_arg():
 
 
 def test_no_intern_is_loaded_when_the_mentor_answers(tiny_model_dir, tmp_path):
-    from tandem_lm_eval.model import TandemLM, build_backends
+    from tandem_lm_eval.harness.assembly import build_backends
+    from tandem_lm_eval.harness.lm import TandemLM
 
     # the intern's path does not exist: loading it would fail
     args = {"mentor": str(tiny_model_dir), "intern": "/nonexistent/intern", "dtype": "float32"}
@@ -392,7 +386,7 @@ def test_no_intern_is_loaded_when_the_mentor_answers(tiny_model_dir, tmp_path):
     )
     assert cost["tflops"] == pytest.approx(2e-12 * lm.mentor_params * cost["mentor_tokens"])
     # the trace records the mentor's whole output as the answer, at stage 0, no intern stages
-    from tandem_lm_eval.records import load_records
+    from tandem_lm_eval.data.records import load_records
 
     (rec,) = load_records([trace])
     assert rec.mode == "budget_forcing:4" and rec.chosen_stage == 0 and rec.stages == []
@@ -444,8 +438,8 @@ def test_transformers_forced_continuation(tiny_model_dir):
 
 
 def test_a_recorded_mentor_cannot_be_forced(tmp_path, demo_model_dir):
-    from tandem_lm_eval.backends.recorded import RecordedBackend
-    from tandem_lm_eval.records import MentorOutput, QuestionRecord, write_records
+    from tandem_lm_eval.backends.recorded_mentor import RecordedBackend
+    from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
 
     question = q("What is 2 + 3?")
     path = tmp_path / "mentor.jsonl"
@@ -496,12 +490,13 @@ def test_vllm_forced_continuation(vllm_tiny_model_dir):
 def served(tiny_model_dir, monkeypatch):
     """An OpenAIBackend that believes it talks to a vLLM server; requests are recorded and answered
     by a canned response (no server)."""
-    from tandem_lm_eval.backends.openai import OpenAIBackend, _ServerInfo
+    from tandem_lm_eval.backends.openai.backend import OpenAIBackend
+    from tandem_lm_eval.backends.openai.transport import ServerInfo
 
     backend = OpenAIBackend(
         "m", base_url="http://127.0.0.1:9/v1", tokenizer=str(tiny_model_dir), endpoint="completions"
     )
-    backend._info = _ServerInfo(kind="vllm", max_model_len=2048)
+    backend.server.info = ServerInfo(kind="vllm", max_model_len=2048)
     sent = []
 
     def request(method, path, body, parse, abort, **kw):
@@ -514,7 +509,7 @@ def served(tiny_model_dir, monkeypatch):
         data["usage"] = {"prompt_tokens": 40, "completion_tokens": 2}
         return parse(data)
 
-    monkeypatch.setattr(backend, "_request", request)
+    monkeypatch.setattr(backend.server, "request", request)
     return backend, sent
 
 
@@ -541,8 +536,8 @@ def test_openai_chat_prefills_prefix_and_forced_text(served):
     assert gen.token_ids == (5, 6, *backend._encode(FORCED), 11, 12) and gen.new_tokens == 2
     assert split_thinking(gen.text).answer == "five"
     # an API that cannot continue an assistant message cannot force text either
-    from tandem_lm_eval.backends.openai import _ServerInfo
+    from tandem_lm_eval.backends.openai.transport import ServerInfo
 
-    backend._info = _ServerInfo(kind="openai", max_model_len=2048)
+    backend.server.info = ServerInfo(kind="openai", max_model_len=2048)
     with pytest.raises(BackendError, match="cannot put forced text"):
         backend.generate([GenerationRequest(QUESTION, 8, prefix=prefix, forced_text=FORCED)])

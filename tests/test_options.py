@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from tandem_lm_eval.backends.base import BackendError
-from tandem_lm_eval.options import (
+from tandem_lm_eval.common.options import (
     OptionError,
     as_bool,
     as_bytes,

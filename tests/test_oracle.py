@@ -10,14 +10,14 @@ import pytest
 from lm_eval.tasks import TaskManager
 from lm_eval.utils import hash_string
 
-from tandem_lm_eval._startup import patch_task_manager
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.cli import main
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.oracle import clean_solution, oracle_records, write_oracle
-from tandem_lm_eval.prompts import question_hash
-from tandem_lm_eval.records import iter_records
-from tandem_lm_eval.taskdata import load_task_questions
+from tandem_lm_eval.backends.question_hash import question_hash
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.cli.main import main
+from tandem_lm_eval.data.records import iter_records
+from tandem_lm_eval.harness.registration import patch_task_manager
+from tandem_lm_eval.harness.task_questions import load_task_questions
+from tandem_lm_eval.workflows.oracle import clean_solution, oracle_records, write_oracle
 
 # GSM8K train, first problem, as in the data file
 NATALIA = (
@@ -40,7 +40,7 @@ def remove_notes(text: str) -> str:
 
 
 def test_clean_solution_first_gsm8k_answer(shared_data):
-    from tandem_lm_eval.datasets import load_gsm8k
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
 
     assert load_gsm8k("train")[0]["answer"] == NATALIA
     assert clean_solution(NATALIA) == (
@@ -53,7 +53,7 @@ def test_clean_solution_first_gsm8k_answer(shared_data):
 
 
 def test_clean_solution_every_gsm8k_answer(shared_data):
-    from tandem_lm_eval.datasets import load_gsm8k
+    from tandem_lm_eval.data.benchmarks import load_gsm8k
 
     docs = load_gsm8k("train") + load_gsm8k("test")
     assert len(docs) == 7473 + 1319

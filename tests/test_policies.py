@@ -1,6 +1,6 @@
 import pytest
 
-from tandem_lm_eval.policies import (
+from tandem_lm_eval.cascade.policies import (
     FixedStagePolicy,
     InternOnlyPolicy,
     TandemPolicy,

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tandem_lm_eval.pricing import TokenPrices, parse_price, per_thousand_samples, token_cost_usd
+from tandem_lm_eval.cost.pricing import TokenPrices, parse_price, per_thousand_samples, token_cost_usd
 
 
 def test_cost_is_linear_in_tokens_at_prices_per_million():

@@ -7,12 +7,12 @@ import pytest
 from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import BackendError, GenerationRequest, Message, Prompt
-from tandem_lm_eval.backends.recorded import RecordedBackend
-from tandem_lm_eval.cascade import Cascade
-from tandem_lm_eval.config import ConfigError, TandemConfig
-from tandem_lm_eval.policies import FixedStagePolicy
-from tandem_lm_eval.prompts import Question, mentor_prompt
-from tandem_lm_eval.records import MentorOutput, QuestionRecord, write_records
+from tandem_lm_eval.backends.recorded_mentor import RecordedBackend
+from tandem_lm_eval.cascade.policies import FixedStagePolicy
+from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
+from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 
 Q_TEXT = "Ella got 4 of 40 wrong; Marion got 6 more than half of Ella's score. What is Marion's score?"
 SOLUTION = (
@@ -303,7 +303,7 @@ def test_cascade_unfinished_recording_too_short(backend, tokenizer):
 
 
 def test_the_longer_of_two_recordings_wins_with_or_without_token_ids(tmp_path, tokenizer, demo_model_dir):
-    from tandem_lm_eval.prompts import question_hash
+    from tandem_lm_eval.backends.question_hash import question_hash
 
     long_text = "Step one: add the numbers. " * 10
     short_text = "x" * 78  # more characters than tokens of the long one, fewer characters

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from tandem_lm_eval.records import (
+from tandem_lm_eval.data.records import (
     FORMAT,
     MentorOutput,
     QuestionRecord,
@@ -112,7 +112,7 @@ def test_torn_last_line_skipped_with_warning(tmp_path, caplog):
     whole = make_record(2).to_json()
     with path.open("a", encoding="utf-8") as fh:
         fh.write(whole[: len(whole) // 2])  # killed mid-write: no closing brace, no newline
-    with caplog.at_level(logging.WARNING, logger="tandem_lm_eval.records"):
+    with caplog.at_level(logging.WARNING, logger="tandem_lm_eval.data.records"):
         back = list(iter_records(path))
     assert [r.doc_id for r in back] == [0, 1]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

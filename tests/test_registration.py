@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tandem_lm_eval.resources import classifiers_dir, tasks_dir
+from tandem_lm_eval.data.resources import classifiers_dir, tasks_dir
 
 
 def python(code: str, **env) -> str:
@@ -28,9 +28,11 @@ def test_registry_has_tandem_and_keeps_builtins():
     out = python(
         "from lm_eval.api.registry import get_model, model_registry;"
         "cls = get_model('tandem'); print(cls.__module__, cls.__name__);"
-        "print(all(n in model_registry for n in ('hf', 'vllm', 'local-completions', 'dummy')))"
+        "print(all(n in model_registry for n in ('hf', 'vllm', 'local-completions', 'dummy')));"
+        # the name earlier versions registered still imports the same class
+        "from tandem_lm_eval.model import TandemLM; print(TandemLM is cls)"
     )
-    assert out.splitlines() == ["tandem_lm_eval.model TandemLM", "True"]
+    assert out.splitlines() == ["tandem_lm_eval.harness.lm TandemLM", "True", "True"]
 
 
 def test_task_manager_indexes_package_tasks_before_user_paths(tmp_path):

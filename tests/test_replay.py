@@ -8,20 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from tandem_lm_eval.classifier import THRESHOLD_GRID, grid_search_threshold
-from tandem_lm_eval.policies.base import select_stage
-from tandem_lm_eval.replay import (
-    NEVER,
-    Objective,
-    StageTable,
-    choose_thresholds,
-    fixed_stage,
-    intern_only,
-    oracle,
-    pareto_front,
-    replay,
-    threshold_grid,
-)
+from tandem_lm_eval.calibration.front import pareto_front
+from tandem_lm_eval.calibration.objectives import Objective, choose_thresholds
+from tandem_lm_eval.calibration.replay import NEVER, StageTable, fixed_stage, intern_only, oracle, replay
+from tandem_lm_eval.calibration.threshold_grid import THRESHOLD_GRID, grid_search_threshold, threshold_grid
+from tandem_lm_eval.cascade.policies.base import select_stage
 
 NAN = math.nan
 
@@ -424,7 +415,8 @@ def test_stage_table_validation():
 
 
 def test_route_is_one_decision_at_stage_zero_then_the_last_stage():
-    from tandem_lm_eval.replay import Objective, choose_route_threshold, route
+    from tandem_lm_eval.calibration.objectives import Objective, choose_route_threshold
+    from tandem_lm_eval.calibration.replay import route
 
     table = StageTable(
         scores=np.array([[0.9, 0.1, 0.1], [0.2, 0.99, 0.1], [0.3, 0.1, 0.5]]),

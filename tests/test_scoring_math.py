@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 
 from tandem_lm_eval.scoring.boxed import last_boxed
-from tandem_lm_eval.scoring.math_answer import (
-    MathJudge,
-    extract_math_answer,
-    score_math_response,
-)
+from tandem_lm_eval.scoring.math_answer import MathJudge, extract_math_answer, score_math_response
 
 
 @pytest.fixture(scope="module")

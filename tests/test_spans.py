@@ -10,7 +10,7 @@ import pytest
 
 from tandem_lm_eval.backends.base import Message, Prompt, Segment
 from tandem_lm_eval.backends.rendering import render_prompt_ids, segment_spans
-from tandem_lm_eval.prompts import INSIGHTS_FOOTER, INSIGHTS_HEADER, Question, intern_prompt
+from tandem_lm_eval.cascade.prompts import INSIGHTS_FOOTER, INSIGHTS_HEADER, Question, intern_prompt
 
 
 def char_render(prompt: Prompt) -> list[str]:

@@ -14,16 +14,16 @@ import pytest
 from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import Generation, GenerationRequest, Message, PromptScores
-from tandem_lm_eval.backends.stored import (
-    StoredBackend,
+from tandem_lm_eval.backends.store_backed import StoredBackend
+from tandem_lm_eval.backends.store_codec import (
     decode_generation,
     decode_scores,
     encode_generation,
     encode_scores,
-    export_recorded_mentor,
 )
-from tandem_lm_eval.prompts import Question, mentor_prompt
-from tandem_lm_eval.store import (
+from tandem_lm_eval.backends.store_export import export_recorded_mentor
+from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.store.run_store import (
     SCHEMA_VERSION,
     RunStore,
     StoreEntry,
@@ -126,7 +126,7 @@ def test_a_corrupted_entry_is_reported_once_deleted_and_missing(tmp_path, caplog
         flip_byte_in_file(path, b"UNIQUE-MARKER-")
 
     store = RunStore(path)
-    with caplog.at_level(logging.WARNING, logger="tandem_lm_eval.store"):
+    with caplog.at_level(logging.WARNING, logger="tandem_lm_eval.store.run_store"):
         found = store.get_many(["good", "bad"])
         again = store.get_many(["good", "bad"])
     assert set(found) == set(again) == {"good"}
@@ -197,7 +197,7 @@ def test_default_location(monkeypatch, tmp_path):
 
 
 def test_model_args_store_and_chunk_size(monkeypatch, tmp_path):
-    from tandem_lm_eval.config import ConfigError, TandemConfig
+    from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 
     def cfg(**kw):
         return TandemConfig.from_model_args({"mentor": "/m", "intern": "/i", "mode": "fixed:1", **kw})
@@ -304,8 +304,8 @@ SCRIPT = {"question one": 5, "question two": 30, "question three": 12}
 
 
 def run_stored_mentor(store, fp_name="mentor"):
-    from tandem_lm_eval.cascade import Cascade
-    from tandem_lm_eval.policies import make_policy
+    from tandem_lm_eval.cascade.policies import make_policy
+    from tandem_lm_eval.cascade.stages import Cascade
 
     mentor = StoredBackend(
         ScriptedBackend(script_len=dict(SCRIPT)), store, "mentor", {"model": fp_name}, num_params=32e9
@@ -316,11 +316,11 @@ def run_stored_mentor(store, fp_name="mentor"):
 
 
 def test_export_is_a_recorded_mentor_that_serves_the_same_tokens(tmp_path, tiny_model_dir):
-    from tandem_lm_eval.backends.recorded import RecordedBackend
-    from tandem_lm_eval.cascade import Cascade
-    from tandem_lm_eval.commands import run_subcommand
-    from tandem_lm_eval.policies import make_policy
-    from tandem_lm_eval.records import load_records
+    from tandem_lm_eval.backends.recorded_mentor import RecordedBackend
+    from tandem_lm_eval.cascade.policies import make_policy
+    from tandem_lm_eval.cascade.stages import Cascade
+    from tandem_lm_eval.cli.commands import run_subcommand
+    from tandem_lm_eval.data.records import load_records
 
     store = RunStore(tmp_path / "s.sqlite")
     live = run_stored_mentor(store)
@@ -355,7 +355,7 @@ def test_export_is_a_recorded_mentor_that_serves_the_same_tokens(tmp_path, tiny_
 
 
 def test_export_never_mixes_mentors_and_store_commands(tmp_path, capsys):
-    from tandem_lm_eval.commands import run_subcommand
+    from tandem_lm_eval.cli.commands import run_subcommand
 
     store = RunStore(tmp_path / "s.sqlite")
     run_stored_mentor(store, "mentor-a")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_e2e_cli import arith_args, results_and_samples
 
-from tandem_lm_eval.records import load_records
+from tandem_lm_eval.data.records import load_records
+from tandem_lm_eval.store.run_store import RunStore
 
 SAMPLE_KEYS = (
     "resps",
@@ -135,13 +136,32 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, tiny_model_dir
         killed += stop_when(proc, store, entries(store) + rng.randint(1, 6), signal.SIGKILL)
     assert killed >= 2, "the runs ended before they could be killed"
 
-    # Ctrl-C: one line saying what is stored and how to resume, no traceback
-    proc, out = start(tmp_path, "interrupted", args)
-    if stop_when(proc, store, entries(store) + 1, signal.SIGINT):
-        log = (out / "log.txt").read_text()
-        assert proc.returncode != 0
-        assert f"the run store {store} holds" in log and "Rerun the same command with the same store=" in log
-        assert "Traceback" not in log
+    # Ctrl-C, deterministically: on a fresh store whose write lock this test holds, the run cannot
+    # finish (everything it computes must be written); SIGINT goes once the cascade has started (its
+    # progress bar is in the log), then the lock is released so the blocked write returns and the
+    # interrupt is raised inside the run. One line says what is stored and how to resume.
+    ctrl_store = tmp_path / "c.sqlite"
+    RunStore(ctrl_store).close()
+    lock = sqlite3.connect(ctrl_store, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    ctrl_args = f"{base.replace('progress=false', 'progress=true')},store={ctrl_store},chunk_size=2"
+    proc, out = start(tmp_path, "interrupted", ctrl_args)
+    deadline = time.monotonic() + 600
+    while "Tandem cascade" not in (out / "log.txt").read_text():
+        assert proc.poll() is None, (out / "log.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the cascade did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    lock.execute("ROLLBACK")
+    lock.close()
+    proc.wait(120)
+    log = (out / "log.txt").read_text()
+    assert proc.returncode != 0, log[-3000:]
+    assert f"the run store {ctrl_store} holds" in log and "Rerun the same command with the same store=" in log
+    assert "Traceback" not in log
+    proc, ctrl_final = start(tmp_path, "after-ctrl-c", ctrl_args.replace("progress=true", "progress=false"))
+    finish(proc, ctrl_final)
+    assert per_sample(ctrl_final) == plain
 
     before = entries(store)
     assert before > 0

@@ -11,18 +11,18 @@ from fakes import LengthClassifier, ScriptedBackend
 
 from tandem_lm_eval.backends import make_backend
 from tandem_lm_eval.backends.base import GenerationRequest, Message, Prompt
-from tandem_lm_eval.backends.stored import (
+from tandem_lm_eval.backends.store_backed import StoredBackend
+from tandem_lm_eval.backends.store_keys import (
     PERFORMANCE_ONLY_OPTIONS,
-    StoredBackend,
     fingerprint,
     fingerprint_digest,
     generation_key,
 )
-from tandem_lm_eval.cascade import Cascade
-from tandem_lm_eval.config import RoleConfig
-from tandem_lm_eval.policies import make_policy
-from tandem_lm_eval.prompts import Question, intern_prompt, mentor_prompt
-from tandem_lm_eval.store import RunStore
+from tandem_lm_eval.cascade.policies import make_policy
+from tandem_lm_eval.cascade.prompts import Question, intern_prompt, mentor_prompt
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.harness.config import RoleConfig
+from tandem_lm_eval.store.run_store import RunStore
 
 BUDGETS = (8, 16)
 # question text -> how many tokens the scripted mentor writes before it stops by itself
@@ -203,7 +203,7 @@ def test_an_undecodable_entry_is_recomputed_and_reported(tmp_path, caplog):
     (key,) = [e.key for e in store.iter_entries(kind="scores")]
     # sound bytes (checksum matches) that are not a scores value: e.g. written by a foreign program
     store.prune()
-    from tandem_lm_eval.store import StoreEntry
+    from tandem_lm_eval.store.run_store import StoreEntry
 
     store.put_many([StoreEntry(key, "scores", "intern", "i", b.fingerprint_digest, b"not scores")])
     b2 = StoredBackend(ScriptedBackend(), store, "intern", fp("i"))
@@ -342,7 +342,7 @@ REQS = [Req(f"Question: what is {i} plus {i + 1}?\nAnswer:", i) for i in range(5
 
 
 def lm(tiny_model_dir, **extra):
-    from tandem_lm_eval.model import TandemLM
+    from tandem_lm_eval.harness.lm import TandemLM
 
     return TandemLM(
         mentor=str(tiny_model_dir),
@@ -440,7 +440,7 @@ def test_a_failure_past_the_retries_keeps_everything_finished(tmp_path, tiny_mod
 
 
 def test_a_store_someone_else_filled_is_a_recorded_mentor(tmp_path, tiny_model_dir):
-    from tandem_lm_eval.model import TandemLM
+    from tandem_lm_eval.harness.lm import TandemLM
 
     path = tmp_path / "s.sqlite"
     original = answers(lm(tiny_model_dir, store=str(path)).generate_until(REQS))

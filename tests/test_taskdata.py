@@ -9,10 +9,10 @@ from collections import Counter
 import lm_eval.tasks.manager as manager
 import pytest
 
-from tandem_lm_eval._startup import patch_task_manager
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.classifier import ClassifierError
-from tandem_lm_eval.taskdata import TaskDataError, TaskSource, load_task_questions
+from tandem_lm_eval.harness.registration import patch_task_manager
+from tandem_lm_eval.harness.task_questions import TaskDataError, TaskSource, load_task_questions
+from tandem_lm_eval.judgment.errors import ClassifierError
 
 ALGEBRA, GEOMETRY = "tandem_math_algebra_train", "tandem_math_geometry_train"
 SUBJECTS = {

@@ -14,7 +14,7 @@ from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
-from tandem_lm_eval.datasets import (
+from tandem_lm_eval.data.benchmarks import (
     DATA_DIR_ENV,
     MATH_SUBJECTS,
     DatasetUnavailable,
@@ -254,8 +254,8 @@ def test_scripted_model_scores_exactly(task_manager: TaskManager) -> None:
 def test_group_row_reports_the_cost_per_problem_over_all_subjects(task_manager: TaskManager) -> None:
     """Under --model tandem every subject row has cost metrics; the group row averages them over all
     problems (weighted by subject size), like exact_match. Other models: no cost rows, no warnings."""
-    from tandem_lm_eval.cost import RequestCost
-    from tandem_lm_eval.reporting import LEDGER, TandemResponse, install_task_patches
+    from tandem_lm_eval.cost.ledger import RequestCost
+    from tandem_lm_eval.harness.reporting import LEDGER, TandemResponse, install_task_patches
 
     install_task_patches()
 

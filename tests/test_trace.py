@@ -6,9 +6,9 @@ import json
 import pytest
 from test_e2e_cli import arith_args, lm_eval, results_and_samples
 
-from tandem_lm_eval.commands import run_subcommand
-from tandem_lm_eval.features import FEATURE_SPANS, NUM_FEATURES
-from tandem_lm_eval.records import load_records
+from tandem_lm_eval.cli.commands import run_subcommand
+from tandem_lm_eval.data.records import load_records
+from tandem_lm_eval.judgment.features import FEATURE_SPANS, NUM_FEATURES
 
 
 def run(tmp_path, model_args: str, name: str):

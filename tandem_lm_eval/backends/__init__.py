@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import (
+from tandem_lm_eval.backends.base import (
     Backend,
     BackendError,
     Generation,
@@ -24,9 +24,9 @@ from .base import (
 BACKENDS: dict[str, str] = {
     "hf": "tandem_lm_eval.backends.hf:HFBackend",
     "vllm": "tandem_lm_eval.backends.vllm:VLLMBackend",
-    "openai": "tandem_lm_eval.backends.openai:OpenAIBackend",
-    # mentor only: outputs recorded earlier (records.py), cut at each budget
-    "recorded": "tandem_lm_eval.backends.recorded:RecordedBackend",
+    "openai": "tandem_lm_eval.backends.openai.backend:OpenAIBackend",
+    # mentor only: outputs recorded earlier (data/records.py), cut at each budget
+    "recorded": "tandem_lm_eval.backends.recorded_mentor:RecordedBackend",
 }
 
 __all__ = [

@@ -138,6 +138,10 @@ class GenerationRequest:
     ``token_ids`` = prefix + forced ids + new ids, ``new_tokens`` = the new ones only, and ``text``
     decoded from all of them. Stop strings are searched in the new text only. A backend that cannot
     place text in the model's context raises BackendError.
+
+    ``insights`` marks a mentor request of the cascade's stages (insights, not an answer). It changes
+    nothing a backend computes; the run store labels such entries so a store can serve as a recorded
+    mentor.
     """
 
     prompt: Prompt
@@ -148,6 +152,7 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     forced_text: str = ""
+    insights: bool = False
 
     def __post_init__(self) -> None:
         if self.forced_text and self.prefix is None:

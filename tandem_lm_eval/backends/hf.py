@@ -11,8 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .rendering import (
+from tandem_lm_eval.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    Prompt,
+    PromptScores,
+)
+from tandem_lm_eval.backends.rendering import (
     cut_at_stop,
     loglikelihood_ids,
     looks_like_local_path,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..thinking import THINK_CLOSE, THINK_OPEN
-from .base import BackendError, Prompt
+from tandem_lm_eval.backends.base import BackendError, Prompt
+from tandem_lm_eval.common.thinking import THINK_CLOSE, THINK_OPEN
 
 
 def looks_like_local_path(model: str) -> bool:
@@ -23,7 +23,7 @@ def resolve_model_path(model: str) -> tuple[str, str | None]:
     if not model or not model.strip():
         raise BackendError("empty model name")
     if model == "demo":
-        from ..demo import demo_model_dir
+        from tandem_lm_eval.data.demo_model import demo_model_dir
 
         return str(demo_model_dir()), None
     if looks_like_local_path(model):

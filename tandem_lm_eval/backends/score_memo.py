@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import PromptScores
+from tandem_lm_eval.backends.base import PromptScores
 
 # 8M positions x (4 float64 arrays + int32 ids) ~ 300 MB of host memory at most.
 DEFAULT_MAX_POSITIONS = 1 << 23

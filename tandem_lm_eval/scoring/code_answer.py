@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tandem_lm_eval.thinking import split_thinking
+from tandem_lm_eval.common.thinking import split_thinking
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 # The stock humaneval task's stop sequences, applied after the fact to a plain completion.

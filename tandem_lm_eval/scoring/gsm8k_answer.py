@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from tandem_lm_eval.common.thinking import split_thinking
 from tandem_lm_eval.scoring.boxed import last_boxed
-from tandem_lm_eval.thinking import split_thinking
 
 # A number: sign, digits with optional thousands separators, optional decimals; or a bare ".5".
 # A trailing "." (end of sentence) is not part of it because a decimal point needs digits after it.

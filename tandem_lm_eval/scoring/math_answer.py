@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tandem_lm_eval.common.thinking import split_thinking
 from tandem_lm_eval.scoring.boxed import last_boxed
 from tandem_lm_eval.scoring.line_worker import LineWorker, WorkerCrashed, WorkerTimeout
-from tandem_lm_eval.thinking import split_thinking
 
 # Per comparison, hard. Generous because a loaded machine makes sympy's first use of a construct
 # take seconds; only pathological answers get near it.

@@ -1,0 +1,218 @@
+"""``StoredBackend``: any backend, with its results kept in a ``RunStore`` so a rerun never recomputes them.
+
+Each request is keyed by the model's fingerprint and the request itself: a generation by the prompt
+(messages/raw text/thinking), the prefix's *token ids* (what a continuation actually conditions on),
+forced text, token budget, stop strings and sampling; a scoring by the prompt with its segments. Stored
+requests are served, the missing ones go to the inner backend in ONE call (batching kept, order kept)
+and are written as soon as that call returns, so a crash loses at most the batch in flight.
+
+Because a mentor stage's key holds the previous stage's token ids, a mentor's stage outputs chain and
+never mention the intern: changing the intern, the classifier or the thresholds reuses every mentor
+entry, while changing the mentor's weights, dtype or decoding reuses none.
+
+Values are JSON (generations) and raw little-endian arrays behind a JSON header (scores), never pickle:
+a store file from elsewhere must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tandem_lm_eval.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    Prompt,
+    PromptScores,
+)
+from tandem_lm_eval.backends.question_hash import prompt_question_hash
+from tandem_lm_eval.backends.store_codec import (
+    decode_generation,
+    decode_scores,
+    encode_generation,
+    encode_scores,
+)
+from tandem_lm_eval.backends.store_keys import fingerprint_digest, generation_key, scores_key
+from tandem_lm_eval.store.run_store import RunStore, StoreEntry, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+# --- the wrapper ----------------------------------------------------------------------------------
+@dataclass
+class StoreCounts:
+    """Requests answered from the store (served) and by the inner backend (computed)."""
+
+    generations_served: int = 0
+    generations_computed: int = 0
+    scores_served: int = 0
+    scores_computed: int = 0
+    unsaved: int = 0  # computed but not written (the store refused a write; see the warning)
+
+    @property
+    def served(self) -> int:
+        return self.generations_served + self.scores_served
+
+    @property
+    def computed(self) -> int:
+        return self.generations_computed + self.scores_computed
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class StoredBackend(Backend):
+    """``inner`` with a store in front of ``generate`` and ``score``; everything else is the inner
+    backend's (``loglikelihood`` is not stored: it is cheap and one call per task)."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        store: RunStore,
+        role: str,
+        fingerprint: dict[str, Any],
+        *,
+        num_params: float | None = None,
+        model_label: str | None = None,
+    ) -> None:
+        if role not in ("mentor", "intern"):
+            raise ValueError(f"role must be 'mentor' or 'intern', got {role!r}")
+        self.inner = inner
+        self.store = store
+        self.role = role
+        self.fingerprint = dict(fingerprint)
+        self.fingerprint_digest = fingerprint_digest(self.fingerprint)
+        self.name = inner.name
+        self.model_label = model_label or inner.model_name
+        self.num_params = num_params  # recorded with mentor generations, for a recorded-mentor export
+        self.counts = StoreCounts()
+        self._warned_write = False
+
+    # --- delegated ------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters
+
+    @property
+    def max_context(self) -> int:
+        return self.inner.max_context
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return self.inner.count_tokens(prompt)
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self.inner.loglikelihood(pairs)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Engine attributes (entropy_method, tokenizer, model, usage, ...) are the inner backend's.
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    # --- stored ---------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        requests = list(requests)
+        keys = [generation_key(self.fingerprint_digest, self.role, r) for r in requests]
+        known = self._lookup(keys, decode_generation)
+        # Identical requests of one batch are computed once: a rerun serves them one stored value, so
+        # computing them once also makes the first run equal to any resumed one.
+        todo: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in known:
+                todo.setdefault(key, i)
+        if todo:
+            sent = [requests[i] for i in todo.values()]
+            gens = self.inner.generate(sent)
+            if len(gens) != len(sent):
+                raise BackendError(f"{self.name} backend returned {len(gens)} generations for {len(sent)}")
+            entries = []
+            for key, req, gen in zip(todo, sent, gens):
+                known[key] = gen
+                entries.append(
+                    self._entry(key, "generation", encode_generation(gen), self._gen_meta(req, gen))
+                )
+            self._save(entries)
+            self.counts.generations_computed += len(sent)
+        self.counts.generations_served += len(requests) - len(todo)
+        return [known[k] for k in keys]
+
+    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+        prompts = list(prompts)
+        keys = [scores_key(self.fingerprint_digest, self.role, p) for p in prompts]
+        known = self._lookup(keys, decode_scores)
+        todo: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in known:
+                todo.setdefault(key, i)
+        if todo:
+            sent = [prompts[i] for i in todo.values()]
+            scores = self.inner.score(sent)
+            if len(scores) != len(sent):
+                raise BackendError(f"{self.name} backend returned {len(scores)} scores for {len(sent)}")
+            entries = []
+            for key, sc in zip(todo, scores):
+                known[key] = sc
+                entries.append(self._entry(key, "scores", encode_scores(sc), {"tokens": int(sc.num_tokens)}))
+            self._save(entries)
+            self.counts.scores_computed += len(sent)
+        self.counts.scores_served += len(prompts) - len(todo)
+        return [known[k] for k in keys]
+
+    def _lookup(self, keys: list[str], decode) -> dict[str, Any]:
+        known = {}
+        for key, blob in self.store.get_many(keys).items():
+            try:
+                known[key] = decode(blob)
+            except ValueError as exc:  # sound bytes, wrong content (e.g. a foreign writer): recompute
+                self.store.discard(key, str(exc))
+        return known
+
+    def _gen_meta(self, req: GenerationRequest, gen: Generation) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "q": prompt_question_hash(req.prompt),
+            "budget": (len(req.prefix.token_ids) if req.prefix else 0) + int(req.max_new_tokens),
+            "tokens": len(gen.token_ids),
+        }
+        if self.role == "mentor":
+            meta["insights"] = req.insights and not req.forced_text
+            if self.num_params is not None:
+                meta["num_params"] = float(self.num_params)
+        return meta
+
+    def _entry(self, key: str, kind: str, value: bytes, meta: dict[str, Any]) -> StoreEntry:
+        return StoreEntry(key, kind, self.role, self.model_label, self.fingerprint_digest, value, meta)
+
+    def _save(self, entries: list[StoreEntry]) -> None:
+        try:
+            self.store.put_many(entries)
+        except StoreError as exc:
+            # The results are in hand: finish the run, but say that a crash would now lose them.
+            self.counts.unsaved += len(entries)
+            if not self._warned_write:
+                self._warned_write = True
+                logger.warning(
+                    "%s; the run goes on, but the %s's new results are not stored (a crash would lose them)",
+                    exc,
+                    self.role,
+                )
+
+
+def store_of(*backends: Backend | None) -> RunStore | None:
+    """The run store behind these backends (None when none is stored)."""
+    for b in backends:
+        if isinstance(b, StoredBackend):
+            return b.store
+    return None

@@ -1,0 +1,230 @@
+"""``tandem-lm-eval fit``: a sufficiency classifier and its thresholds from collected records.
+
+1. Rows: one per usable (question, stage) of ``collect`` records, features over the chosen span
+   (``question_insights`` by default), label = the task's metric said the answer was correct.
+2. Split by question (all stages of a question on one side), stratified 70/30 with seed 42 (§3.1).
+3. Fit the estimator (the paper's MLP, or logistic regression / gradient boosting) on the training
+   questions; the MLP stops early on the validation questions.
+4. Thresholds by an explicit objective (replay.Objective), chosen by replaying the cascade exactly
+   as it runs on held-out rows. The paper says both "τ_t optimized per effort level on a held-out
+   validation set" (§2.3) and "grid search ... on the training set" (§3.1); the default follows §2.3
+   (``--threshold-rows validation``: thresholds fit on training rows overfit the classifier's own
+   fit), ``--threshold-rows train`` follows §3.1. The whole accuracy-TFLOPs front of the grid is
+   saved with the classifier.
+5. ``--per-group``: one classifier per group (a MATH subject) plus a unified fallback, one folder.
+6. ``--policy route``: a router for ``mode=route`` (FrugalGPT-style, paper Table 6) instead: fit on the
+   stage-0 rows only (will the intern alone be right?), τ_0 by the same objectives replaying the
+   routing rule (intern alone if s_0 > τ_0, else the last stage).
+
+Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
+every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tandem_lm_eval.calibration.front import pareto_front
+from tandem_lm_eval.calibration.objectives import (
+    Objective,
+    ThresholdChoice,
+    choose_route_threshold,
+    choose_thresholds,
+)
+from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
+from tandem_lm_eval.calibration.tables import RowTable, TableError, row_table, stage_table
+from tandem_lm_eval.calibration.threshold_grid import threshold_grid
+from tandem_lm_eval.data.records import QuestionRecord
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SET, FEATURE_SPANS
+from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.loading import make_classifier
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("mlp", "logistic", "gradient_boosting")
+
+
+@dataclass
+class FitSettings:
+    span: str = DEFAULT_SPAN
+    kind: str = "mlp"
+    params: dict | None = None  # estimator constructor parameters
+    objective: Objective = Objective("max_accuracy")
+    validation_fraction: float = 0.3
+    seed: int = 42
+    threshold_rows: str = "validation"  # "validation" (§2.3) or "train" (§3.1)
+    policy: str = "tandem"  # "tandem" or "route"
+    per_group: bool = False
+    min_group_questions: int = 30
+    mentor_params: float | None = None
+    intern_params: float | None = None
+
+
+def split_questions(records: Sequence[QuestionRecord], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over records: True = validation. Stratified on (group, any stage correct) so
+    both sides see solvable and unsolvable questions of every group; coarser strata when a
+    stratum is too small to split."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(records))
+    solvable = [str(any(s.label for s in r.stages if s.usable)) for r in records]
+    for strata in ([f"{r.group}|{a}" for r, a in zip(records, solvable)], solvable, None):
+        if strata is not None and min(np.unique(strata, return_counts=True)[1]) < 2:
+            continue
+        try:
+            _, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=strata)
+            break
+        except ValueError:  # a stratum too small for the requested fraction
+            continue
+    mask = np.zeros(len(records), dtype=bool)
+    mask[val] = True
+    return mask
+
+
+def fit_member(rows_train: RowTable, rows_val: RowTable, settings: FitSettings):
+    if len(np.unique(rows_train.y)) < 2:
+        raise TableError(
+            f"the training rows have one label only ({int(rows_train.y.sum())} sufficient of {len(rows_train)}): "
+            "nothing to learn; collect more questions"
+        )
+    clf = make_classifier(settings.kind, **(settings.params or {}))
+    clf.fit(rows_train.X, rows_train.y, rows_val.X, rows_val.y)
+    return clf
+
+
+def choose_for(
+    clf, records: Sequence[QuestionRecord], rows: RowTable, settings: FitSettings
+) -> tuple[ThresholdChoice, list[dict], dict]:
+    """Thresholds for ``clf`` by the objective, replayed on ``records``; the front; baselines."""
+    table = stage_table(
+        records, lambda r: clf.sufficiency(r.X), rows, settings.mentor_params, settings.intern_params
+    )
+    if settings.policy == "route":
+        choice = choose_route_threshold(table, settings.objective)
+        front = [
+            {
+                "thresholds": [tau],
+                "accuracy": r.accuracy,
+                "mean_tflops": r.mean_tflops,
+                "mean_mentor_tokens": r.mean_mentor_tokens,
+            }
+            for tau, r in ((tau, route(table, tau)) for tau in choice.grid)
+        ]
+    else:
+        grid = threshold_grid(table, stage0=settings.objective.stage0)
+        choice = choose_thresholds(table, settings.objective, grid_result=grid)
+        front = [p.to_dict() for p in pareto_front(grid)] if settings.objective.kind != "per_stage" else []
+    baselines = {f"fixed:{t}": fixed_stage(table, t).summary() for t in range(table.num_stages)}
+    baselines["oracle"] = oracle(table).summary()
+    return choice, front, baselines
+
+
+def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_test_rows: bool = False):
+    """(classifier, report) from labelled ``collect`` records."""
+    if settings.span not in FEATURE_SPANS:
+        raise TableError(f"unknown span {settings.span!r}; valid: {', '.join(FEATURE_SPANS)}")
+    test_rows = sorted({r.task for r in records if (r.split or "").lower() == "test"})
+    if test_rows and not allow_test_rows:
+        raise TableError(
+            f"records of {', '.join(test_rows)} come from a test split: a classifier fit on them must not "
+            "be evaluated there. Collect from a train split (e.g. tandem_gsm8k_train), or pass "
+            "--allow-test-rows if you know these questions are never evaluated"
+        )
+    records = list(records)
+    val_mask = split_questions(records, settings.validation_fraction, settings.seed)
+    train_records = [r for r, v in zip(records, val_mask) if not v]
+    val_records = [r for r, v in zip(records, val_mask) if v]
+    unified, report = _fit_one(train_records, val_records, settings)
+    clf = unified
+    if settings.per_group:
+        members, skipped = {}, {}
+        for group in sorted({r.group for r in records}, key=str):
+            g_train = [r for r in train_records if r.group == group]
+            g_val = [r for r in val_records if r.group == group]
+            n = len(g_train) + len(g_val)
+            if group is None or n < settings.min_group_questions or not g_val:
+                skipped[str(group)] = (
+                    f"{n} questions (< {settings.min_group_questions}): uses the unified one"
+                )
+                continue
+            try:
+                member, member_report = _fit_one(g_train, g_val, settings)
+            except TableError as exc:
+                skipped[str(group)] = f"{exc}: uses the unified one"
+                continue
+            members[group] = member
+            report.setdefault("groups", {})[group] = member_report
+        group_by = _group_by(records)
+        clf = GroupedClassifier(members, unified, group_by)
+        report["groups_using_fallback"] = skipped or {}
+        report["group_by"] = group_by
+    return clf, report
+
+
+def _group_by(records: Sequence[QuestionRecord]) -> str:
+    """The group rule the records were collected with (``collect --group-by``)."""
+    rules = {r.group_by for r in records}
+    if len(rules) != 1:
+        raise TableError(f"records were grouped by different rules: {sorted(map(str, rules))}")
+    return rules.pop()
+
+
+def _fit_one(train_records, val_records, settings: FitSettings):
+    rows_train = row_table(train_records, settings.span)
+    rows_val = row_table(val_records, settings.span)
+    if settings.policy == "route":  # a router judges the question alone: stage-0 rows only
+        clf = fit_member(
+            rows_train.subset(rows_train.stage == 0), rows_val.subset(rows_val.stage == 0), settings
+        )
+    else:
+        clf = fit_member(rows_train, rows_val, settings)
+    tune_records, tune_rows = (
+        (val_records, rows_val) if settings.threshold_rows == "validation" else (train_records, rows_train)
+    )
+    choice, front, baselines = choose_for(clf, tune_records, tune_rows, settings)
+    first = (train_records or val_records)[0]
+    card = clf.card
+    card.feature_set = FEATURE_SET
+    card.feature_span = settings.span
+    card.intern_model = first.intern_model
+    card.entropy_method = first.entropy_method
+    card.budgets = list(first.budgets)
+    card.thresholds = list(choice.thresholds)
+    card.policy = settings.policy
+    card.threshold_objective = {**settings.objective.to_dict(), "rows": settings.threshold_rows}
+    card.threshold_front = front
+    card.training_questions = frozenset(r.question_hash for r in [*train_records, *val_records])
+    val_scores = clf.sufficiency(rows_val.X)
+    report = {
+        "kind": settings.kind,
+        "policy": settings.policy,
+        "span": settings.span,
+        "questions": {"train": len(train_records), "validation": len(val_records)},
+        "rows": {"train": len(rows_train), "validation": len(rows_val)},
+        "positive_rate": {"train": _rate(rows_train.y), "validation": _rate(rows_val.y)},
+        "validation_auc": _auc(rows_val.y, val_scores),
+        "validation_auc_by_stage": {
+            str(t): _auc(rows_val.y[rows_val.stage == t], val_scores[rows_val.stage == t])
+            for t in sorted(set(rows_val.stage.tolist()))
+        },
+        "thresholds": list(choice.thresholds),
+        "threshold_choice": choice.to_dict(),
+        "front_points": len(front),
+        f"baselines_on_{settings.threshold_rows}": baselines,
+    }
+    card.training = {**card.training, "report": report}
+    return clf, report
+
+
+def _rate(y: np.ndarray) -> float:
+    return float(np.mean(y)) if len(y) else 0.0
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None

@@ -1,0 +1,286 @@
+"""Offline replay of the Tandem stop rule on a table of scored stages.
+
+A :class:`StageTable` holds, for Q questions and T stages (t = 0: the question alone), the
+classifier's score s_t (NaN where the stage's prompt did not fit the intern: such a stage never
+passes and never wins the fallback), whether the intern's answer from stage t is correct, the
+cumulative mentor tokens behind stage t and the intern's answer tokens from stage t. From it,
+without any model:
+
+- :func:`replay` applies one threshold vector τ exactly as the live cascade does
+  (``cascade/policies/base.py: select_stage``: the first t with s_t > τ_t, else argmax_t s_t, ties to the
+  earliest stage) and charges Eq. 12 (``cost/flops.py``) per question;
+- :func:`fixed_stage`, :func:`intern_only` and :func:`oracle` are the baselines on the same table;
+- :func:`route` is the one-decision routing cascade (stage 0, else the last stage).
+
+The whole grid of threshold vectors at once is ``threshold_grid.py``; the choice of one by an explicit
+objective is ``objectives.py``; the accuracy/cost front is ``front.py``.
+
+What the mentor is paid (as in ``cascade/stages.py: Cascade.run``): stopping early at stage t costs the mentor
+tokens behind stage t. When no stage passes, the mentor has already written *every* stage before the
+fallback is taken, so the fallback costs the mentor tokens behind the last stage T-1, whichever
+stage the intern then answers from; this is true even when the last stages were unusable (the mentor
+writes a stage before the intern finds that its prompt does not fit). The intern's answer tokens are
+those of the chosen stage.
+
+Everything here is plain numpy: no model, no file I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from tandem_lm_eval.cost.flops import tflops as eq12_tflops
+
+Stage0 = Literal["stop", "fallback"]
+STAGE0_MODES = ("stop", "fallback")
+#: The stage-0 threshold that never stops (scores lie in [0, 1] and the rule is s_t > τ_t).
+NEVER = 1.0
+
+
+# --- data -------------------------------------------------------------------------------------------
+def _frozen_array(value, dtype, name: str) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=dtype, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot be read as {np.dtype(dtype).name} ({exc})") from exc
+    arr.setflags(write=False)  # the table is frozen: nobody edits its arrays behind its back
+    return arr
+
+
+@dataclass(frozen=True)
+class StageTable:
+    """Q questions x T stages of collected outcomes, for replaying the cascade offline."""
+
+    scores: np.ndarray  # (Q, T) float, s_t; NaN where the stage was not usable (never passes, never argmax)
+    correct: np.ndarray  # (Q, T) bool, the intern's answer from stage t is correct
+    mentor_tokens: np.ndarray  # (Q, T) cumulative mentor tokens behind stage t (0 at stage 0, non-decreasing)
+    intern_tokens: np.ndarray  # (Q, T) intern answer tokens when answering from stage t
+    mentor_params: float
+    intern_params: float
+
+    def __post_init__(self) -> None:
+        scores = _frozen_array(self.scores, np.float64, "scores")
+        if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 1:
+            raise ValueError(f"scores must have shape (questions, stages) with both >= 1, got {scores.shape}")
+        shape = scores.shape
+        correct = np.asarray(self.correct)
+        if correct.dtype != np.bool_:
+            # 0/1 integers are accepted (labels often come as ints); anything else is a mistake
+            if not np.issubdtype(correct.dtype, np.integer) or not np.isin(correct, (0, 1)).all():
+                raise ValueError(f"correct must be bool (or 0/1 integers), got dtype {correct.dtype}")
+        correct = _frozen_array(correct, np.bool_, "correct")
+        mentor = _frozen_array(self.mentor_tokens, np.float64, "mentor_tokens")
+        intern = _frozen_array(self.intern_tokens, np.float64, "intern_tokens")
+        for name, arr in (("correct", correct), ("mentor_tokens", mentor), ("intern_tokens", intern)):
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, scores has {shape}")
+        usable = ~np.isnan(scores)
+        if not usable[:, 0].all():
+            bad = np.flatnonzero(~usable[:, 0])[:5].tolist()
+            raise ValueError(f"stage 0 (the question alone) must be usable: NaN score for questions {bad}")
+        if np.any(scores[usable] < 0.0) or np.any(scores[usable] > 1.0):
+            # the rule relies on it: τ = 1.0 must never pass (stage0="fallback")
+            raise ValueError("scores must lie in [0, 1] (NaN marks an unusable stage)")
+        for name, arr in (("mentor_tokens", mentor), ("intern_tokens", intern)):
+            if not np.isfinite(arr).all() or np.any(arr < 0):
+                raise ValueError(f"{name} must be finite and >= 0 at every stage, usable or not")
+        if np.any(mentor[:, 0] != 0):
+            raise ValueError("mentor_tokens must be 0 at stage 0 (the question alone)")
+        if np.any(np.diff(mentor, axis=1) < 0):
+            q = int(np.flatnonzero((np.diff(mentor, axis=1) < 0).any(axis=1))[0])
+            raise ValueError(
+                f"mentor_tokens must be cumulative (non-decreasing along stages); question {q}: "
+                f"{mentor[q].tolist()}"
+            )
+        for name in ("mentor_params", "intern_params"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "correct", correct)
+        object.__setattr__(self, "mentor_tokens", mentor)
+        object.__setattr__(self, "intern_tokens", intern)
+
+    @property
+    def num_questions(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def num_stages(self) -> int:
+        return int(self.scores.shape[1])
+
+    @property
+    def usable(self) -> np.ndarray:
+        """(Q, T) bool: the stage's prompt fitted the intern (its score is not NaN)."""
+        return ~np.isnan(self.scores)
+
+    def with_scores(self, scores) -> StageTable:
+        """The same outcomes under other scores (e.g. another classifier), validated again."""
+        return replace(self, scores=scores)
+
+
+# --- one threshold vector ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayResult:
+    """Per-question outcome of one policy on a :class:`StageTable`."""
+
+    stage: np.ndarray  # (Q,) int, the stage the intern answered from
+    early: np.ndarray  # (Q,) bool, stopped by s_t > τ_t (False: fallback, or a baseline)
+    correct: np.ndarray  # (Q,) bool
+    mentor_paid: np.ndarray  # (Q,) mentor tokens generated (L_L of Eq. 12)
+    intern_tokens: np.ndarray  # (Q,) intern answer tokens (L_S of Eq. 12)
+    tflops: np.ndarray  # (Q,) Eq. 12
+    num_stages: int
+
+    @property
+    def num_questions(self) -> int:
+        return int(self.stage.shape[0])
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    @property
+    def mean_tflops(self) -> float:
+        return float(np.mean(self.tflops))
+
+    @property
+    def mean_mentor_tokens(self) -> float:
+        return float(np.mean(self.mentor_paid))
+
+    @property
+    def mean_intern_tokens(self) -> float:
+        return float(np.mean(self.intern_tokens))
+
+    @property
+    def early_rate(self) -> float:
+        return float(np.mean(self.early))
+
+    @property
+    def stage_distribution(self) -> tuple[float, ...]:
+        """Fraction of questions answered from each stage 0..T-1."""
+        counts = np.bincount(self.stage, minlength=self.num_stages)
+        return tuple(float(c) / self.num_questions for c in counts)
+
+    def summary(self) -> dict:
+        return {
+            "questions": self.num_questions,
+            "accuracy": self.accuracy,
+            "mean_tflops": self.mean_tflops,
+            "mean_mentor_tokens": self.mean_mentor_tokens,
+            "mean_intern_tokens": self.mean_intern_tokens,
+            "stage_distribution": {str(t): f for t, f in enumerate(self.stage_distribution)},
+            "early_rate": self.early_rate,
+        }
+
+
+def format_distribution(summary: dict) -> str:
+    """A ``ReplayResult.summary()``'s stage distribution as ``"0: 0.12, 1: 0.30, ..."``."""
+    return ", ".join(f"{t}: {share:.2f}" for t, share in summary["stage_distribution"].items())
+
+
+def check_stage0(stage0: str) -> None:
+    if stage0 not in STAGE0_MODES:
+        raise ValueError(f"stage0 must be one of {STAGE0_MODES}, got {stage0!r}")
+
+
+def replay_result(
+    table: StageTable, stage: np.ndarray, early: np.ndarray, mentor_paid: np.ndarray, correct=None
+):
+    rows = np.arange(table.num_questions)
+    intern = table.intern_tokens[rows, stage]
+    return ReplayResult(
+        stage=stage,
+        early=early,
+        correct=table.correct[rows, stage] if correct is None else correct,
+        mentor_paid=mentor_paid,
+        intern_tokens=intern,
+        tflops=np.asarray(eq12_tflops(table.mentor_params, table.intern_params, mentor_paid, intern)),
+        num_stages=table.num_stages,
+    )
+
+
+def fallback_stage(table: StageTable) -> np.ndarray:
+    """argmax_t s_t over usable stages, ties to the earliest (np.argmax returns the first maximum)."""
+    return np.argmax(np.where(table.usable, table.scores, -np.inf), axis=1)
+
+
+def replay(table: StageTable, thresholds: Sequence[float], stage0: Stage0 = "stop") -> ReplayResult:
+    """The cascade under τ = ``thresholds`` (one per stage), question by question, vectorised.
+
+    Same choice as ``policies.base.select_stage(scores, thresholds)`` with an unusable stage's score
+    read as -1 (as ``Cascade`` does). ``stage0="fallback"``: stage 0 never stops early (τ_0 = +inf,
+    ``thresholds[0]`` is ignored) but still takes part in the argmax fallback.
+    """
+    check_stage0(stage0)
+    tau = np.asarray(thresholds, dtype=np.float64)
+    if tau.shape != (table.num_stages,):
+        raise ValueError(f"{tau.size} thresholds for {table.num_stages} stages")
+    if stage0 == "fallback":
+        tau = tau.copy()
+        tau[0] = np.inf
+    elif not np.isfinite(tau).all():
+        raise ValueError(f"thresholds must be finite, got {tau.tolist()}")
+    passes = table.usable & (table.scores > tau)  # NaN > τ is False as well; the mask says why
+    early = passes.any(axis=1)
+    stage = np.where(early, np.argmax(passes, axis=1), fallback_stage(table))
+    rows = np.arange(table.num_questions)
+    # early stop at t: the mentor wrote up to t; fallback: it wrote every stage before giving up
+    mentor_paid = np.where(early, table.mentor_tokens[rows, stage], table.mentor_tokens[:, -1])
+    return replay_result(table, stage, early, mentor_paid)
+
+
+def fixed_stage(table: StageTable, t: int) -> ReplayResult:
+    """Always answer from stage t (the ``fixed:t`` policy), no scoring.
+
+    As in ``Cascade.run``: the mentor writes stages 1..t, so it is paid ``mentor_tokens[:, t]``; when
+    stage t is unusable the intern answers from the last usable stage before it.
+    """
+    if not 0 <= t < table.num_stages:
+        raise ValueError(f"stage {t} out of range 0..{table.num_stages - 1}")
+    usable = table.usable[:, : t + 1]
+    # index of the last True along the row (stage 0 is always usable, so there is one)
+    stage = t - np.argmax(usable[:, ::-1], axis=1)
+    return replay_result(
+        table, stage, np.zeros(table.num_questions, dtype=bool), table.mentor_tokens[:, t].copy()
+    )
+
+
+def intern_only(table: StageTable) -> ReplayResult:
+    """The intern alone: stage 0, no mentor tokens."""
+    return fixed_stage(table, 0)
+
+
+def oracle(table: StageTable) -> ReplayResult:
+    """The cheapest correct stage: the first usable stage whose answer is correct.
+
+    The mentor is paid up to that stage. A question that no usable stage answers correctly is
+    answered from stage 0 with no mentor tokens and counts as wrong (the oracle knows the mentor
+    cannot help, so it does not pay for it). ``early`` is False throughout (no classifier decided).
+    """
+    good = table.correct & table.usable
+    solvable = good.any(axis=1)
+    stage = np.where(solvable, np.argmax(good, axis=1), 0)
+    rows = np.arange(table.num_questions)
+    mentor_paid = np.where(solvable, table.mentor_tokens[rows, stage], 0.0)
+    return replay_result(
+        table, stage, np.zeros(table.num_questions, dtype=bool), mentor_paid, correct=solvable
+    )
+
+
+# --- the routing cascade (FrugalGPT-style, paper Table 6) ----------------------------------------------
+def route(table: StageTable, tau0: float) -> ReplayResult:
+    """``mode=route``: one decision from stage 0. s_0 > τ_0: the intern answers alone (no mentor);
+    otherwise the mentor writes through the last budget and the intern answers from the last stage
+    (the last usable one, as ``fixed_stage``), with no scoring and no argmax in between."""
+    early = table.scores[:, 0] > tau0
+    last = fixed_stage(table, table.num_stages - 1)
+    stage = np.where(early, 0, last.stage)
+    mentor_paid = np.where(early, 0.0, last.mentor_paid)
+    return replay_result(table, stage, early, mentor_paid)

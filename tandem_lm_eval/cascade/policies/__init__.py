@@ -1,0 +1,92 @@
+"""Stop-policy registry: ``mode`` in model_args names one.
+
+- ``tandem``: the classifier rule of the paper (needs a classifier and per-stage thresholds)
+- ``intern_only``: the intern answers the question alone (stage 0)
+- ``fixed:k``: the mentor writes k stages, the intern answers from them (fixed-budget baseline);
+  ``fixed:low`` / ``fixed:medium`` / ``fixed:high`` are the paper's names of k = 1 / 2 / 3
+- ``route``: one decision from stage 0: the intern alone if s_0 > τ_0, else the last stage
+  (FrugalGPT-style cascade, paper Table 6; needs a classifier)
+- ``mentor_only``: the mentor answers the task's prompt itself (no intern)
+- ``budget_forcing:B``: the mentor answers itself, its reasoning cut at B tokens (s1, paper Table 6)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
+from tandem_lm_eval.cascade.policies.fixed import FIXED_LEVELS, FixedStagePolicy, InternOnlyPolicy
+from tandem_lm_eval.cascade.policies.mentor import BudgetForcingPolicy, MentorOnlyPolicy
+from tandem_lm_eval.cascade.policies.route import RoutePolicy
+from tandem_lm_eval.cascade.policies.tandem import TandemPolicy
+
+MODES = (
+    "tandem",
+    "intern_only",
+    "fixed:<k>",
+    "fixed:low|medium|high",
+    "route",
+    "mentor_only",
+    "budget_forcing:<B>",
+)
+
+__all__ = [
+    "MODES",
+    "BudgetForcingPolicy",
+    "FixedStagePolicy",
+    "InternOnlyPolicy",
+    "MentorOnlyPolicy",
+    "RoutePolicy",
+    "StopPolicy",
+    "TandemPolicy",
+    "answerer_of",
+    "check_mode",
+    "make_policy",
+    "select_stage",
+]
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it names a policy (checked when model_args are read, before any model loads)."""
+    make_policy(mode, thresholds=(0.5,))  # the thresholds only satisfy the constructor here
+    return mode.strip()
+
+
+def answerer_of(mode: str) -> str:
+    """Who answers in ``mode``: ``"intern"`` (the cascade) or ``"mentor"`` (no intern is needed)."""
+    return make_policy(mode, thresholds=(0.5,)).answerer
+
+
+def make_policy(
+    mode: str, thresholds: Sequence[float] | None = None, *, budget_forcing_close: str = "auto"
+) -> StopPolicy:
+    """The policy ``mode`` names. ``thresholds``: per-stage τ_t (``tandem``; ``route`` reads τ_0);
+    ``budget_forcing_close``: the text forced after a cut reasoning (``budget_forcing:B``)."""
+    mode = mode.strip()
+    if mode in ("tandem", "route"):
+        if thresholds is None:
+            raise ValueError(f"mode={mode} needs thresholds (from the classifier or model_args)")
+        return TandemPolicy(thresholds) if mode == "tandem" else RoutePolicy(thresholds)
+    if mode == "intern_only":
+        return InternOnlyPolicy()
+    if mode == "mentor_only":
+        return MentorOnlyPolicy()
+    if mode.startswith("fixed:"):
+        value = mode.split(":", 1)[1].strip()
+        if value.lower() in FIXED_LEVELS:
+            return FixedStagePolicy(FIXED_LEVELS[value.lower()], label=value.lower())
+        try:
+            return FixedStagePolicy(int(value))
+        except ValueError:
+            raise ValueError(
+                f"bad mode {mode!r}: use fixed:<stage number> or fixed:low|medium|high, e.g. fixed:3"
+            ) from None
+    if mode.startswith("budget_forcing:"):
+        try:
+            budget = int(mode.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(
+                f"bad mode {mode!r}: use budget_forcing:<reasoning tokens>, e.g. budget_forcing:2000"
+            ) from None
+        return BudgetForcingPolicy(budget, budget_forcing_close)
+    raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")

@@ -1,0 +1,45 @@
+"""Baselines without a classifier: ``intern_only`` (stage 0) and ``fixed:k`` (always stage k).
+
+``fixed:k`` is the paper's fixed-budget collaboration (Table 1 "7B+32B (low/medium/high)"): the
+mentor writes the first k stages and the intern answers from them, with no scoring. The paper's names
+``fixed:low`` / ``fixed:medium`` / ``fixed:high`` are ``fixed:1`` / ``fixed:2`` / ``fixed:3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tandem_lm_eval.cascade.policies.base import StopPolicy
+
+#: the paper's names of the fixed-budget levels (Table 1): the stage each one answers from
+FIXED_LEVELS = {"low": 1, "medium": 2, "high": 3}
+
+
+class FixedStagePolicy(StopPolicy):
+    name = "fixed"
+    needs_scores = False
+
+    def __init__(self, stage: int, label: str | None = None) -> None:
+        if stage < 0:
+            raise ValueError(f"fixed stage must be >= 0, got {stage}")
+        self.stage = int(stage)
+        self.label = label  # the level name it was given by (fixed:high), if any
+
+    def last_stage(self, num_stages: int) -> int:
+        if self.stage >= num_stages:
+            named = f"fixed:{self.label} (= fixed:{self.stage})" if self.label else f"fixed:{self.stage}"
+            raise ValueError(f"{named} needs {self.stage} budgets, only {num_stages - 1} given")
+        return self.stage
+
+    def stop_after(self, stage: int, scores: Sequence[float]) -> bool:
+        return stage >= self.stage
+
+    def final_stage(self, scores: Sequence[float], num_stages: int) -> int:
+        return self.stage
+
+
+class InternOnlyPolicy(FixedStagePolicy):
+    name = "intern_only"
+
+    def __init__(self) -> None:
+        super().__init__(0)

@@ -1,0 +1,355 @@
+"""The Tandem cascade (section 2): stages of mentor insight, intern judgment, intern answer.
+
+All questions of a call move through the stages together, one batched backend call per phase:
+
+    stage 0:  intern scores x_0 = Q                      -> s_0 -> stop?
+    stage t:  mentor continues its generation to budget B_t (never restarts; finished mentors stop)
+              intern scores x_t = Q ⊕ I_t                -> s_t -> stop?
+    answer:   intern generates from x_t* (t* = first s_t > τ_t, else argmax s_t)
+
+The policy (cascade/policies/) decides when to stop; the classifier only runs for policies that need scores.
+A per-group classifier gives each request the member (and thresholds) of its group. Features are
+computed over every span the backend could locate (features.FEATURE_SPANS); the classifier reads the
+span it was trained on, the others are recorded for analysis. Backends are used only through the
+Backend interface: no engine-specific code here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tandem_lm_eval.backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
+from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
+from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.progress import progress_bar
+from tandem_lm_eval.cascade.prompts import Question, insights_text, intern_prompt, mentor_prompt
+from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.cost.pricing import TokenPrices
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
+
+logger = logging.getLogger(__name__)
+
+# Smallest answer room a stage prompt must leave in the intern's context to be usable.
+MIN_ANSWER_TOKENS = 16
+
+
+@dataclass
+class _State:
+    question: Question
+    mentor: Generation | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    prompts: list[Prompt] = field(default_factory=list)  # x_t per stage
+    chosen: int | None = None
+    early: bool = False
+    cost: RequestCost = field(default_factory=RequestCost)
+
+    @property
+    def scores(self) -> list[float]:
+        return [s.score if (s.score is not None and s.usable) else -1.0 for s in self.stages]
+
+
+class Cascade:
+    def __init__(
+        self,
+        mentor: Backend | None,
+        intern: Backend,
+        policy: StopPolicy,
+        budgets: Sequence[int],
+        classifier=None,
+        mentor_params: float = 0.0,
+        intern_params: float = 0.0,
+        mentor_thinking: bool | None = None,
+        intern_thinking: bool | None = None,
+        progress: bool = True,
+        mentor_prices: TokenPrices | None = None,
+        intern_prices: TokenPrices | None = None,
+        group_policies: dict[str, StopPolicy] | None = None,
+    ) -> None:
+        """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
+        (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
+        group), ``policy`` for every other request."""
+        budgets = tuple(int(b) for b in budgets)
+        if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
+            raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
+        self.num_stages = len(budgets) + 1
+        self.last_stage = policy.last_stage(self.num_stages)
+        if (self.last_stage > 0 or policy.answerer == "mentor") and mentor is None:
+            raise ValueError(f"the {policy.name} policy needs a mentor")
+        if policy.needs_scores and classifier is None:
+            raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
+        self.mentor, self.intern, self.policy, self.classifier = mentor, intern, policy, classifier
+        self.group_policies = dict(group_policies or {})
+        card = getattr(classifier, "card", None)
+        self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
+        self.budgets = budgets
+        self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
+        self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
+        self.progress = progress
+        self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
+        if self.policy.answerer == "mentor":  # mentor_only, budget_forcing: no stages, no intern
+            from tandem_lm_eval.cascade.mentor_answers import answer_with_mentor
+
+            return answer_with_mentor(
+                self.mentor,
+                questions,
+                self.policy,
+                mentor_params=self.mentor_params,
+                intern_params=self.intern_params,
+                mentor_thinking=self.mentor_thinking,
+                mentor_prices=self.mentor_prices,
+                progress=self.progress,
+            )
+        states = [_State(q) for q in questions]
+        if not states:
+            return []
+        bar = progress_bar(len(states) * (self.last_stage + 2), self.progress)
+        active = list(range(len(states)))
+        for stage in range(self.last_stage + 1):
+            if stage > 0:
+                self._mentor_stage(states, active, stage)
+            self._add_stage_prompts(states, active, stage)
+            if self.policy.scores_stage(stage):
+                self._score_stage(states, active, stage)
+            still = []
+            for i in active:
+                st = states[i]
+                if st.stages[stage].usable and self._policy(st).stop_after(stage, st.scores):
+                    st.chosen, st.early = stage, self.policy.needs_scores  # a classifier decision
+                else:
+                    still.append(i)
+            bar.update(len(active))
+            active = still
+            if not active:
+                break
+        for i in active:
+            st = states[i]
+            st.chosen = self._policy(st).final_stage(st.scores, self.num_stages)
+            if not st.stages[st.chosen].usable:  # e.g. fixed:k whose prompt does not fit: last usable stage
+                st.chosen = max(s.stage for s in st.stages if s.usable)
+        results = self._answer(states)
+        bar.update(len(states) * (self.last_stage + 2) - bar.n)
+        bar.close()
+        return results
+
+    def explore(self, questions: Sequence[Question]) -> list[Exploration]:
+        """Every stage of every question: features of x_t and the intern's answer from x_t.
+
+        This is how classifier training data is made (section 3.1: a stage is labelled sufficient
+        when the intern answers correctly from it). The mentor runs through all stages once,
+        continuing between stages; the intern scores and answers each distinct x_t once.
+        """
+        states = [_State(q) for q in questions]
+        if not states:
+            return []
+        active = list(range(len(states)))
+        bar = progress_bar(len(states) * (self.num_stages + 1), self.progress)
+        for stage in range(self.num_stages):
+            if stage > 0:
+                self._mentor_stage(states, active, stage)
+            self._add_stage_prompts(states, active, stage)
+            self._score_stage(states, active, stage)
+            bar.update(len(states))
+        pairs = [
+            (i, t)
+            for i, st in enumerate(states)
+            for t in range(self.num_stages)
+            if st.stages[t].usable and not _same_as_previous(st, t)
+        ]
+        gens = self.intern.generate([self._answer_request(states[i], t) for i, t in pairs])
+        bar.update(len(states))
+        bar.close()
+        answers = {pair: gen for pair, gen in zip(pairs, gens)}
+        out = []
+        for i, st in enumerate(states):
+            rows, last = [], None
+            for t, rec in enumerate(st.stages):
+                gen = answers.get((i, t), last if rec.usable else None)
+                last = gen if rec.usable else last
+                rows.append(
+                    StageOutcome(
+                        record=rec,
+                        answer=gen.text if gen is not None else None,
+                        intern_tokens=gen.new_tokens if gen is not None else 0,
+                        finish_reason=gen.finish_reason if gen is not None else None,
+                    )
+                )
+            out.append(Exploration(rows, st.mentor))
+        return out
+
+    def _policy(self, st: _State) -> StopPolicy:
+        return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy
+
+    # --- phases -------------------------------------------------------------------------------------
+    def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+        budget = self.budgets[stage - 1]
+        todo = []
+        for i in active:
+            st = states[i]
+            if st.mentor is not None and st.mentor.finished:
+                continue  # the mentor already ended its insights: I_t = I_{t-1}, nothing to generate
+            done = len(st.mentor.token_ids) if st.mentor else 0
+            todo.append((i, budget - done))
+        if todo:
+            requests = [
+                GenerationRequest(
+                    prompt=mentor_prompt(states[i].question, self.mentor_thinking),
+                    max_new_tokens=n_new,
+                    prefix=states[i].mentor,
+                    insights=True,
+                )
+                for i, n_new in todo
+            ]
+            t0 = time.perf_counter()
+            gens = self.mentor.generate(requests)
+            share = (time.perf_counter() - t0) / len(todo)
+            for (i, n_new), gen in zip(todo, gens):
+                st = states[i]
+                before = len(st.mentor.token_ids) if st.mentor else 0
+                if len(gen.token_ids) - before != gen.new_tokens or gen.new_tokens > n_new:
+                    raise BackendError(
+                        f"mentor backend returned {gen.new_tokens} new tokens for a budget of {n_new} "
+                        f"(had {before}, now {len(gen.token_ids)})"
+                    )
+                st.mentor = gen
+                st.cost.times.mentor_generate += share
+                st.cost.bill(self.mentor_prices, gen.prompt_tokens or 0, gen.new_tokens)
+                if gen.prompt_tokens is not None:
+                    st.cost.mentor_prompt_tokens += gen.prompt_tokens
+                if gen.cached_prompt_tokens:
+                    st.cost.mentor_cached_tokens += gen.cached_prompt_tokens
+        for i in active:
+            st = states[i]
+            st.cost.mentor_tokens = len(st.mentor.token_ids) if st.mentor else 0
+
+    def _add_stage_prompts(self, states: list[_State], active: list[int], stage: int) -> None:
+        for i in active:
+            st = states[i]
+            insights = insights_text(st.mentor.text) if (stage > 0 and st.mentor) else ""
+            prompt = intern_prompt(st.question, insights, self.intern_thinking)
+            n = self.intern.count_tokens(prompt)
+            usable = n + MIN_ANSWER_TOKENS <= self.intern.max_context
+            if not usable:
+                if stage == 0:
+                    raise BackendError(
+                        f"the question alone is {n} tokens, longer than the intern's context of "
+                        f"{self.intern.max_context} tokens (minus {MIN_ANSWER_TOKENS} for the answer)"
+                    )
+                logger.warning(
+                    "stage %d prompt of %d tokens does not fit the intern's context (%d): stage skipped",
+                    stage,
+                    n,
+                    self.intern.max_context,
+                )
+            st.stages.append(
+                StageRecord(
+                    stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
+                )
+            )
+            st.prompts.append(prompt)
+
+    def _score_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+        todo = []
+        for i in active:
+            st = states[i]
+            rec = st.stages[stage]
+            if not rec.usable:
+                continue
+            if _same_as_previous(st, stage):
+                # same x_t as before: same features, same s_t
+                prev = st.stages[stage - 1]
+                rec.score, rec.features = prev.score, prev.features
+                rec.features_by_span, rec.spans = prev.features_by_span, prev.spans
+                continue
+            todo.append(i)
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        scores = self.intern.score([states[i].prompts[stage] for i in todo])
+        t1 = time.perf_counter()
+        for i, sc in zip(todo, scores):
+            rec = states[i].stages[stage]
+            rec.spans = sc.spans
+            rec.features_by_span = _features_by_span(sc)
+            if self.feature_span not in rec.features_by_span:
+                raise BackendError(
+                    f"the classifier reads features over span {self.feature_span!r}, which the intern "
+                    f"backend {self.intern.name!r} could not locate (no token spans of Q and I_t)"
+                )
+            rec.features = rec.features_by_span[self.feature_span]
+        if self.classifier is not None:
+            X = np.stack([states[i].stages[stage].features for i in todo])
+            groups = [states[i].question.group for i in todo]
+            if hasattr(self.classifier, "for_group"):
+                s = self.classifier.sufficiency(X, groups)
+            else:
+                s = self.classifier.sufficiency(X)
+            for i, value in zip(todo, s):
+                states[i].stages[stage].score = float(value)
+        t2 = time.perf_counter()
+        for i, sc in zip(todo, scores):
+            st = states[i]
+            st.cost.intern_scored_tokens += sc.num_tokens
+            st.cost.bill(self.intern_prices, sc.num_tokens, 0)
+            st.cost.times.intern_score += (t1 - t0) / len(todo)
+            st.cost.times.classify += (t2 - t1) / len(todo)
+
+    def _answer_request(self, st: _State, stage: int) -> GenerationRequest:
+        prompt = st.prompts[stage]
+        room = self.intern.max_context - self.intern.count_tokens(prompt)
+        max_new = min(st.question.max_gen_toks, room)
+        if max_new < st.question.max_gen_toks:
+            logger.info(
+                "answer capped at %d tokens (asked %d): the intern's context is %d tokens",
+                max_new,
+                st.question.max_gen_toks,
+                self.intern.max_context,
+            )
+        return GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=max_new,
+            stop=st.question.until,
+            temperature=st.question.temperature,
+            top_p=st.question.top_p,
+            seed=st.question.seed,
+        )
+
+    def _answer(self, states: list[_State]) -> list[CascadeResult]:
+        requests = [self._answer_request(st, st.chosen) for st in states]
+        t0 = time.perf_counter()
+        gens = self.intern.generate(requests)
+        share = (time.perf_counter() - t0) / len(states)
+        results = []
+        for st, gen in zip(states, gens):
+            cost = st.cost
+            cost.intern_tokens = gen.new_tokens
+            cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
+            cost.stop_stage = st.chosen
+            cost.stopped_early = st.early
+            cost.stage_scores = [s.score for s in st.stages if s.score is not None]
+            cost.times.intern_generate += share
+            cost.finalize(self.mentor_params, self.intern_params)
+            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason, st.mentor))
+        return results
+
+
+def _features_by_span(scores) -> dict[str, np.ndarray]:
+    """f_t over each span this prompt's scores allow (``prompt`` always; the others need spans)."""
+    spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
+    return {span: features_of(scores, span) for span in spans}
+
+
+def _same_as_previous(st: _State, stage: int) -> bool:
+    """Stage ``stage`` adds nothing to the previous one (the mentor had already finished)."""
+    return (
+        stage > 0
+        and st.stages[stage].insights == st.stages[stage - 1].insights
+        and st.stages[stage - 1].usable
+    )

@@ -1,0 +1,267 @@
+"""The subcommands of ``tandem-lm-eval``: argument parsing and wiring only; the work is in
+``workflows/collect.py``, ``workflows/oracle.py``, ``calibration/fitting.py`` and
+``calibration/analysis.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("tandem_lm_eval")
+
+
+class CommandError(Exception):
+    """A problem with the command's inputs: printed as one line, exit status 2."""
+
+
+def run_subcommand(argv: Sequence[str]) -> int:
+    from tandem_lm_eval.backends.base import BackendError
+    from tandem_lm_eval.data.benchmarks import DatasetUnavailable
+
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    args.argv = list(argv)  # recorded in model cards as the command that made them
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (CommandError, BackendError, DatasetUnavailable, ValueError, OSError) as exc:
+        # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
+        print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tandem-lm-eval", description="Tandem classifier workflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def task_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tasks", required=True, help="comma-separated lm-eval task or group names")
+        p.add_argument("--include_path", default=None, help="a folder of extra task YAMLs (as lm_eval)")
+        p.add_argument("--limit", type=int, default=None, help="questions in all, balanced across groups")
+        p.add_argument("--seed", type=int, default=0, help="seed of the balanced sampling")
+        p.add_argument(
+            "--group-by",
+            default="task",
+            help="what a group is: 'task' or 'doc:<field>' (e.g. doc:subject for MATH subjects)",
+        )
+        p.add_argument("--apply_chat_template", action="store_true", help="as lm_eval's flag")
+        p.add_argument(
+            "--confirm_run_unsafe_code",
+            action="store_true",
+            help="as lm_eval's flag (tasks that run model code)",
+        )
+
+    c = sub.add_parser(
+        "collect", help="run a mentor/intern pair over a task's questions, every stage, labelled"
+    )
+    task_args(c)
+    c.add_argument(
+        "--model_args",
+        default="",
+        help="as for lm_eval --model tandem: mentor=...,intern=...,budgets=[...],<role>_<option>=...",
+    )
+    c.add_argument("--answer-max-tokens", type=int, default=None, help="default: the task's max_gen_toks")
+    c.add_argument("--metric", default=None, help="the task metric that labels answers (default: its first)")
+    c.add_argument("--filter", default=None, help="the task filter to apply first (default: its first)")
+    c.add_argument("--label-threshold", type=float, default=1.0, help="correct when metric >= this")
+    c.add_argument(
+        "--chunk", type=int, default=32, help="questions per batch (records are written per chunk)"
+    )
+    c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
+    c.set_defaults(func=_collect)
+
+    o = sub.add_parser("oracle-mentor", help="write a recorded mentor from a task's reference solutions")
+    task_args(o)
+    o.add_argument("--solution-field", required=True, help="the document field with the solution text")
+    o.add_argument("--keep-final-answer", action="store_true", help="keep GSM8K's '#### <answer>' line")
+    o.add_argument("--out", type=Path, required=True)
+    o.set_defaults(func=_oracle)
+
+    from tandem_lm_eval.cli.fit_command import add_fit_arguments
+
+    f = sub.add_parser("fit", help="train a sufficiency classifier and choose thresholds by an objective")
+    add_fit_arguments(f)
+    f.set_defaults(func=_fit)
+
+    from tandem_lm_eval.cli.analyze_command import add_analyze_arguments
+
+    a = sub.add_parser(
+        "analyze", help="held-out report of a classifier on collected records (no model calls)"
+    )
+    add_analyze_arguments(a)
+    a.set_defaults(func=_analyze)
+
+    m = sub.add_parser(
+        "compare", help="Tandem and its baselines on tasks: leaderboard (md/csv/json) and plots"
+    )
+    m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
+    m.set_defaults(func=_compare)
+
+    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+
+    def store_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store",
+            type=Path,
+            default=None,
+            help="the store file (default: $TANDEM_STORE, else ~/.cache/tandem-lm-eval/store.sqlite)",
+        )
+
+    s_stats = st_sub.add_parser("stats", help="entries and bytes by kind, role and model; the file size")
+    store_arg(s_stats)
+    s_stats.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    s_stats.set_defaults(func=_store_stats)
+
+    s_prune = st_sub.add_parser("prune", help="delete entries by model, kind, role or age, then compact")
+    store_arg(s_prune)
+    s_prune.add_argument("--model", default=None, help="a model name or fingerprint (8+ leading characters)")
+    s_prune.add_argument("--kind", choices=("generation", "scores"), default=None)
+    s_prune.add_argument("--role", choices=("mentor", "intern"), default=None)
+    s_prune.add_argument("--older-than-days", type=float, default=None, help="entries written before then")
+    s_prune.add_argument("--all", action="store_true", help="delete every entry (no filter needed)")
+    s_prune.set_defaults(func=_store_prune)
+
+    s_export = st_sub.add_parser(
+        "export", help="write the stored mentor insights as a recorded mentor (mentor_backend=recorded)"
+    )
+    store_arg(s_export)
+    s_export.add_argument("--role", choices=("mentor",), required=True, help="only the mentor is replayable")
+    s_export.add_argument("--out", type=Path, required=True, help="the recorded-mentor JSONL file to write")
+    s_export.add_argument(
+        "--model", default=None, help="which mentor, when the store holds several (name or fingerprint)"
+    )
+    s_export.set_defaults(func=_store_export)
+    return parser
+
+
+def _task_questions(args, **extra):
+    import lm_eval.tasks.manager as manager
+
+    from tandem_lm_eval.harness.registration import patch_task_manager
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    patch_task_manager(manager)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    return load_task_questions(
+        tasks,
+        include_path=args.include_path,
+        limit=args.limit,
+        seed=args.seed,
+        group_by=args.group_by,
+        apply_chat_template=args.apply_chat_template,
+        confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+        **extra,
+    )
+
+
+def _collect(args) -> int:
+    from tandem_lm_eval.common.options import parse_model_args
+    from tandem_lm_eval.harness.config import TandemConfig
+    from tandem_lm_eval.workflows.collect import collect, make_explorer
+
+    model_args = parse_model_args(args.model_args)
+    default_max = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"}).max_gen_toks
+    questions, source = _task_questions(
+        args,
+        max_gen_toks=args.answer_max_tokens,
+        default_max_gen_toks=default_max,
+        metric=args.metric,
+        filter_name=args.filter,
+        threshold=args.label_threshold,
+    )
+    stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
+    print(
+        f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
+        f"({stats.skipped} already there)"
+    )
+    return 0
+
+
+def _oracle(args) -> int:
+    from tandem_lm_eval.workflows.oracle import write_oracle
+
+    questions, _ = _task_questions(args)
+    n = write_oracle(questions, args.solution_field, args.out, args.keep_final_answer)
+    print(f"oracle-mentor: wrote {n} recorded mentor outputs to {args.out}")
+    return 0
+
+
+def _fit(args) -> int:
+    from tandem_lm_eval.cli.fit_command import run_fit
+
+    report = run_fit(args)
+    print(json.dumps(report, indent=2, default=str)[:4000])
+    return 0
+
+
+def _compare(args) -> int:
+    from tandem_lm_eval.workflows.compare import load_config, run_compare
+
+    config = load_config(args.config)
+    entries = run_compare(config)
+    print(f"compare: {len(entries)} rows; leaderboard and plots in {config.output}")
+    print((config.output / "leaderboard.md").read_text())
+    return 0
+
+
+def _analyze(args) -> int:
+    from tandem_lm_eval.cli.analyze_command import run_analyze
+
+    return run_analyze(args)
+
+
+def _open_store(args):
+    from tandem_lm_eval.store.run_store import RunStore, default_store_path
+
+    return RunStore(args.store if args.store is not None else default_store_path(), create=False)
+
+
+def _store_stats(args) -> int:
+    with _open_store(args) as store:
+        stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(
+        f"{stats['path']}: {stats['entries']} entries, {stats['bytes'] / 1e6:.2f} MB of values, "
+        f"{stats['file_bytes'] / 1e6:.2f} MB on disk"
+    )
+    for g in stats["groups"]:
+        print(
+            f"  {g['role']:<7} {g['kind']:<11} {g['entries']:>9} entries {g['bytes'] / 1e6:>10.2f} MB  "
+            f"{g['model']} [{g['fingerprint'][:12]}]"
+        )
+    return 0
+
+
+def _store_prune(args) -> int:
+    if not (args.all or args.model or args.kind or args.role or args.older_than_days is not None):
+        raise CommandError("give a filter (--model, --kind, --role, --older-than-days) or --all")
+    with _open_store(args) as store:
+        n = store.prune(
+            model=args.model, kind=args.kind, older_than_days=args.older_than_days, role=args.role
+        )
+        store.vacuum()
+        left = store.count()
+    print(f"store prune: deleted {n} entries; {left} left")
+    return 0
+
+
+def _store_export(args) -> int:
+    from tandem_lm_eval.backends.store_export import export_recorded_mentor
+
+    with _open_store(args) as store:
+        n = export_recorded_mentor(store, args.out, model=args.model)
+    print(
+        f"store export: wrote {n} recorded mentor outputs to {args.out} "
+        f"(replay with mentor_backend=recorded,mentor={args.out},mentor_tokenizer=<the mentor model>)"
+    )
+    return 0

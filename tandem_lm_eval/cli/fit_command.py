@@ -1,0 +1,137 @@
+"""``tandem-lm-eval fit``: its arguments and what it runs (calibration/fitting.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tandem_lm_eval.calibration.fitting import KINDS, FitSettings, fit_records
+from tandem_lm_eval.calibration.model_card import model_card
+from tandem_lm_eval.calibration.objectives import (
+    Objective,
+)
+from tandem_lm_eval.data.records import load_records
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
+
+
+# --- command line ----------------------------------------------------------------------------------
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", type=Path, nargs="+", required=True, help="collect output (JSONL)")
+    p.add_argument("--out", type=Path, required=True, help="classifier folder to write")
+    p.add_argument("--span", default=DEFAULT_SPAN, choices=FEATURE_SPANS, help="features over which tokens")
+    p.add_argument("--kind", default="mlp", choices=KINDS, help="estimator (mlp = the paper's)")
+    p.add_argument("--max-epochs", type=int, default=3, help="MLP: epochs (paper: 3)")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="MLP: Adam learning rate (paper: 1e-4)")
+    p.add_argument("--patience", type=int, default=10, help="MLP: epochs without improvement before stopping")
+    p.add_argument(
+        "--early-stopping", default="accuracy", choices=("accuracy", "loss"), help="MLP: validation criterion"
+    )
+    p.add_argument(
+        "--objective",
+        default="max_accuracy",
+        choices=("max_accuracy", "min_cost", "per_stage"),
+        help="threshold rule",
+    )
+    p.add_argument("--max-tflops", type=float, help="max_accuracy: cap on mean TFLOPs per question")
+    p.add_argument(
+        "--max-cost-fraction",
+        type=float,
+        help="max_accuracy: cap as a fraction of the last fixed stage's cost",
+    )
+    p.add_argument("--min-accuracy", type=float, help="min_cost: accuracy floor")
+    p.add_argument(
+        "--min-accuracy-fraction",
+        type=float,
+        help="min_cost: floor as a fraction of the last fixed stage's accuracy",
+    )
+    p.add_argument(
+        "--stage0",
+        default="stop",
+        choices=("stop", "fallback"),
+        help="may stage 0 stop early, or only be a fallback",
+    )
+    p.add_argument(
+        "--threshold-rows",
+        default="validation",
+        choices=("validation", "train"),
+        help="rows thresholds are chosen on: held-out (§2.3, default) or training (§3.1)",
+    )
+    p.add_argument("--validation-fraction", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--per-group", action="store_true", help="one classifier per group plus a unified fallback"
+    )
+    p.add_argument("--min-group-questions", type=int, default=30)
+    p.add_argument(
+        "--policy",
+        default="tandem",
+        choices=("tandem", "route"),
+        help="thresholds for the Tandem stop rule, or a stage-0 router for mode=route",
+    )
+    p.add_argument("--mentor-num-params", type=float, help="|θL| for Eq. 12 (default: from the records)")
+    p.add_argument("--intern-num-params", type=float, help="|θS| for Eq. 12 (default: from the records)")
+    p.add_argument("--allow-test-rows", action="store_true", help="fit on records from a test split anyway")
+
+
+def settings_from_args(args) -> FitSettings:
+    params = None
+    if args.kind == "mlp":
+        params = {
+            "max_epochs": args.max_epochs,
+            "learning_rate": args.learning_rate,
+            "patience": args.patience,
+            "early_stopping": args.early_stopping,
+            "random_state": args.seed,
+        }
+    objective = Objective(
+        args.objective,
+        max_tflops=args.max_tflops,
+        max_cost_fraction=args.max_cost_fraction,
+        min_accuracy=args.min_accuracy,
+        min_accuracy_fraction=args.min_accuracy_fraction,
+        stage0=args.stage0,
+    )
+    return FitSettings(
+        span=args.span,
+        kind=args.kind,
+        params=params,
+        objective=objective,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        threshold_rows=args.threshold_rows,
+        per_group=args.per_group,
+        policy=args.policy,
+        min_group_questions=args.min_group_questions,
+        mentor_params=args.mentor_num_params,
+        intern_params=args.intern_num_params,
+    )
+
+
+def run_fit(args) -> dict:
+    records = load_records(args.records)
+    settings = settings_from_args(args)
+    clf, report = fit_records(records, settings, allow_test_rows=args.allow_test_rows)
+    clf.save(args.out)
+    provenance = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs",
+        "command": "tandem-lm-eval " + " ".join(getattr(args, "argv", None) or sys.argv[1:]),
+        "records": [str(p) for p in args.records],
+        "tasks": sorted({str(r.task) for r in records}),
+        "mentor": sorted({r.mentor.model for r in records if r.mentor is not None}),
+    }
+    (Path(args.out) / "README.md").write_text(model_card(Path(args.out).name, clf, report, provenance))
+    (Path(args.out) / "fit_report.json").write_text(
+        json.dumps({"provenance": provenance, **report}, indent=2) + "\n"
+    )
+    return report
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0

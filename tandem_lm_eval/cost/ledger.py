@@ -1,0 +1,121 @@
+"""The per-request cost ledger: tokens, Eq. 12 (``flops.py``), dollars, phase times; run totals.
+
+When the mentor answers by itself (``mode=mentor_only``, ``budget_forcing:B``) the intern reads
+nothing (``RequestCost.intern_reads_mentor = False``): TFLOPs = 2e-12 · |θL| · L_L, the paper's
+single-model rows (Table 1, 32B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.cost.pricing import TokenPrices
+
+
+@dataclass
+class PhaseTimes:
+    """Wall seconds by phase. A batched call's time is shared equally by the requests in the batch."""
+
+    mentor_generate: float = 0.0
+    intern_score: float = 0.0
+    classify: float = 0.0
+    intern_generate: float = 0.0
+
+    @property
+    def backend(self) -> float:
+        return self.mentor_generate + self.intern_score + self.intern_generate
+
+
+@dataclass
+class RequestCost:
+    """What one request cost; one row of the ledger."""
+
+    mentor_tokens: int = 0  # L_L
+    intern_tokens: int = 0  # L_S
+    stop_stage: int = 0  # t*: 0 = question alone, k = after the k-th mentor stage
+    stage_scores: list[float] = field(default_factory=list)  # s_t for every stage that was scored
+    stopped_early: bool = False  # s_t > tau_t at t*; False when t* came from the argmax fallback
+    intern_scored_tokens: int = 0
+    mentor_prompt_tokens: int = 0
+    mentor_cached_tokens: int = 0
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    tflops: float = 0.0
+    usd: float | None = None
+    # False when no intern read the mentor's tokens (the mentor answered itself): Eq. 12 then has no
+    # |θS|·L_L term
+    intern_reads_mentor: bool = True
+
+    def bill(self, prices: TokenPrices | None, input_tokens: int, output_tokens: int) -> None:
+        """Add an API call's $ cost: every call pays for all the prompt tokens it sends (cost/pricing.py)."""
+        if prices is not None:
+            self.usd = (self.usd or 0.0) + prices.cost(input_tokens, output_tokens)
+
+    def finalize(self, mentor_params: float, intern_params: float) -> None:
+        if self.intern_reads_mentor:
+            self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+        else:
+            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0) + tflops(
+                0.0, intern_params, 0, self.intern_tokens
+            )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """Totals over a run: what the log prints and ``get_model_info`` reports."""
+
+    requests: int
+    mentor_tokens: int
+    intern_tokens: int
+    tflops: float
+    stage_counts: dict[int, int]
+    early_stops: int
+    times: PhaseTimes
+    usd: float | None = None
+
+    @classmethod
+    def of(cls, costs: Sequence[RequestCost], num_stages: int) -> RunSummary:
+        counts = {t: 0 for t in range(num_stages)}
+        times = PhaseTimes()
+        usd = None
+        for c in costs:
+            counts[c.stop_stage] = counts.get(c.stop_stage, 0) + 1
+            for name in ("mentor_generate", "intern_score", "classify", "intern_generate"):
+                setattr(times, name, getattr(times, name) + getattr(c.times, name))
+            if c.usd is not None:
+                usd = (usd or 0.0) + c.usd
+        return cls(
+            requests=len(costs),
+            mentor_tokens=sum(c.mentor_tokens for c in costs),
+            intern_tokens=sum(c.intern_tokens for c in costs),
+            tflops=float(sum(c.tflops for c in costs)),
+            stage_counts=counts,
+            early_stops=sum(c.stopped_early for c in costs),
+            times=times,
+            usd=usd,
+        )
+
+    def format(self) -> str:
+        n = max(self.requests, 1)
+        dist = ", ".join(f"stage {t}: {c} ({100 * c / n:.1f}%)" for t, c in sorted(self.stage_counts.items()))
+        lines = [
+            f"Tandem run: {self.requests} requests, {self.tflops:.3f} TFLOPs "
+            f"({self.tflops / n:.4f} per request), mentor tokens {self.mentor_tokens}, "
+            f"intern tokens {self.intern_tokens}",
+            f"  stop stage: {dist}; stopped by the classifier: {self.early_stops}",
+            f"  time (s): mentor generate {self.times.mentor_generate:.2f}, intern score "
+            f"{self.times.intern_score:.2f}, classify {self.times.classify:.3f}, intern generate "
+            f"{self.times.intern_generate:.2f}",
+        ]
+        if self.usd is not None:
+            lines.append(f"  API cost: ${self.usd:.4f}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_counts"] = {str(k): v for k, v in self.stage_counts.items()}
+        return d

@@ -1,0 +1,192 @@
+"""From a checked ``TandemConfig`` to the running parts: the classifier (its files checked before any
+model loads, its fit to the intern after), the two backends (behind the run store when ``store=``),
+their parameter counts for Eq. 12, and the stop policy of each group."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tandem_lm_eval.backends import Backend, make_backend
+from tandem_lm_eval.backends.store_backed import StoredBackend
+from tandem_lm_eval.backends.store_keys import fingerprint
+from tandem_lm_eval.cascade.policies import StopPolicy, answerer_of, make_policy
+from tandem_lm_eval.data.resources import classifiers_dir
+from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
+from tandem_lm_eval.judgment.card import normalize_model_name
+from tandem_lm_eval.judgment.errors import ClassifierError
+from tandem_lm_eval.judgment.loading import load_classifier_folder
+from tandem_lm_eval.store.run_store import RunStore
+
+logger = logging.getLogger(__name__)
+
+# Store files opened by this process: both roles (and a second TandemLM on the same file) share one.
+_open_stores: dict[str, RunStore] = {}
+
+DEMO_CLASSIFIER = "smollm2-135m-gsm8k"
+
+
+def classifier_path(cfg: TandemConfig) -> Path:
+    """Where ``classifier=`` (a folder path, or a name under ``classifiers/``) points."""
+    name = cfg.classifier or DEMO_CLASSIFIER
+    path = Path(name).expanduser()
+    return path if path.exists() else classifiers_dir() / name
+
+
+def load_classifier(
+    cfg: TandemConfig, intern: Backend | None = None
+) -> tuple[object | None, tuple[float, ...] | None]:
+    """The sufficiency classifier and per-stage thresholds for this run (None for baseline modes).
+
+    ``classifier`` is a folder path or a name under ``classifiers/``; the demo intern gets the shipped
+    demo classifier. Thresholds from model_args override the classifier's (every group's). When
+    model_args give no budgets, the classifier's are used: its thresholds were chosen for those stages.
+    """
+    if cfg.mode not in ("tandem", "route"):
+        return None, cfg.thresholds
+    name = cfg.classifier or (DEMO_CLASSIFIER if cfg.intern.model == "demo" else None)
+    if name is None:
+        raise ConfigError(
+            f"mode={cfg.mode} needs a sufficiency classifier trained for your intern: give classifier=PATH "
+            f"(or a name under {classifiers_dir()}), train one with `tandem-lm-eval collect` and "
+            "`tandem-lm-eval fit` (docs/classifier.md), or run a baseline mode (intern_only, fixed:<k>)"
+        )
+    path = classifier_path(cfg)
+    if not path.exists():
+        shipped = sorted(p.name for p in classifiers_dir().glob("*/") if p.is_dir())
+        raise ClassifierError(
+            f"classifier {name!r} not found (not a path; shipped: {', '.join(shipped) or 'none'})"
+        )
+    clf = load_classifier_folder(path)
+    card = clf.card
+    if not cfg.budgets_given and card.budgets and tuple(card.budgets) != tuple(cfg.budgets):
+        logger.info(
+            "tandem: budgets %s from classifier %s (no budgets in model_args)", card.budgets, path.name
+        )
+        cfg.budgets = tuple(int(b) for b in card.budgets)
+    if intern is not None:  # else the caller checks once the intern is loaded
+        check_classifier_fits_intern(cfg, clf, path, intern)
+    thresholds = cfg.thresholds or tuple(card.thresholds)
+    members = getattr(clf, "members", {})
+    for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:
+        if cfg.mode == "route":  # τ_0 only: it judges the question alone, whatever the budgets
+            if not cfg.thresholds and not member_card.thresholds:
+                raise ConfigError(f"classifier {path.name}{label} has no thresholds: give thresholds=[τ_0]")
+            if member_card.policy != "route":
+                logger.info(
+                    "tandem: classifier %s%s: its thresholds were chosen for the %s rule; mode=route uses "
+                    "its τ_0 (fit --policy route chooses one for routing)",
+                    path.name,
+                    label,
+                    member_card.policy,
+                )
+            continue
+        if not cfg.thresholds and len(member_card.thresholds) != cfg.num_stages:
+            raise ConfigError(
+                f"classifier {path.name}{label} has {len(member_card.thresholds)} thresholds but budgets "
+                f"{list(cfg.budgets)} make {cfg.num_stages} stages: give thresholds=[...] with "
+                f"{cfg.num_stages} values"
+            )
+    return clf, thresholds
+
+
+def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
+    """Each group's own thresholds, for a per-group classifier in mode=tandem or route (unless model_args
+    give thresholds, which then hold for every group)."""
+    members = getattr(classifier, "members", None)
+    if cfg.mode not in ("tandem", "route") or not members or cfg.thresholds:
+        return {}
+    return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in members.items()}
+
+
+def check_classifier_fits_intern(cfg: TandemConfig, clf, path: Path, intern: Backend) -> None:
+    problems = []
+    clf_budgets = tuple(clf.card.budgets)
+    if clf_budgets and clf_budgets != tuple(cfg.budgets):
+        logger.warning(
+            "tandem: classifier %s was trained with budgets %s, this run uses %s: its thresholds were "
+            "chosen for other stages",
+            path.name,
+            list(clf_budgets),
+            list(cfg.budgets),
+        )
+    want_intern = normalize_model_name(intern_identity(cfg.intern, intern))
+    if clf.card.intern_model and normalize_model_name(clf.card.intern_model) != want_intern:
+        problems.append(
+            f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
+        )
+    method = getattr(intern, "entropy_method", "exact")
+    if clf.card.entropy_method != method:
+        problems.append(
+            f"its features used {clf.card.entropy_method!r} entropy, the intern backend gives {method!r}"
+        )
+    if not problems:
+        return
+    message = f"classifier {path.name}: " + "; ".join(problems)
+    if cfg.classifier_strict:
+        raise ClassifierError(message + " (classifier_strict=false to use it anyway)")
+    logger.warning("tandem: %s; using it anyway (classifier_strict=false)", message)
+
+
+def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend | None, float, float]:
+    """(mentor, intern, |θL|, |θS|). One engine serves both roles when they name the same model and
+    options; no mentor is loaded for intern-only runs, and no intern when the mentor answers itself
+    (mentor_only, budget_forcing:B; |θS| is then 0 unless intern_num_params gives it)."""
+    if answerer_of(cfg.mode) == "mentor":
+        if cfg.mentor.backend == "recorded":
+            raise ConfigError(
+                f"mode={cfg.mode}: the mentor answers the task's prompt itself, which a recorded mentor "
+                "(insights replayed from a file) cannot do; give a live mentor"
+            )
+        mentor = _build_backend("mentor", cfg.mentor)
+        params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, None)
+        return _with_store(cfg, mentor, "mentor", params[0]), None, *params
+    intern = _build_backend("intern", cfg.intern)
+    mentor: Backend | None = None
+    if cfg.mode != "intern_only":
+        mentor = intern if _same_engine(cfg.mentor, cfg.intern) else _build_backend("mentor", cfg.mentor)
+    params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, intern)
+    # One engine may serve both roles: each role gets its own wrapper (role, fingerprint), one engine.
+    return (
+        _with_store(cfg, mentor, "mentor", params[0]),
+        _with_store(cfg, intern, "intern", params[1]),
+        *params,
+    )
+
+
+def _with_store(cfg: TandemConfig, backend: Backend | None, role: str, params: float) -> Backend | None:
+    """``backend`` behind the run store when ``store=`` is given (one RunStore per file and process)."""
+    if backend is None or cfg.store is None:
+        return backend
+    rc: RoleConfig = getattr(cfg, role)
+    store = _open_stores.get(cfg.store)
+    if store is None:
+        store = _open_stores[cfg.store] = RunStore(cfg.store)
+    return StoredBackend(
+        backend, store, role, fingerprint(rc, backend), num_params=params, model_label=rc.model
+    )
+
+
+def _build_backend(role: str, rc: RoleConfig) -> Backend:
+    logger.info("tandem: loading %s %s on %s", role, rc.model, rc.backend)
+    return make_backend(rc.backend, rc.model, **rc.options)
+
+
+def _same_engine(a: RoleConfig, b: RoleConfig) -> bool:
+    return a.model == b.model and a.backend == b.backend and a.options == b.options
+
+
+def _param_count(rc: RoleConfig, backend: Backend | None) -> float:
+    if rc.num_params is not None:
+        return float(rc.num_params)
+    if backend is None:
+        return 0.0
+    return float(backend.num_parameters)
+
+
+def intern_identity(rc: RoleConfig, backend: Backend) -> str:
+    if rc.model == "demo":
+        from tandem_lm_eval.data.demo_model import DEMO_FOLDER
+
+        return DEMO_FOLDER
+    return backend.model_name

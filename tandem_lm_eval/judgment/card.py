@@ -1,0 +1,100 @@
+"""A classifier's card and folder format: what it was trained on (feature set and span, intern, entropy
+method, budgets, thresholds and the objective that chose them, training questions) and how a folder is
+written. Every classifier kind saves through ``write_folder``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem_lm_eval.judgment.features import (
+    DEFAULT_SPAN,
+    FEATURE_NAMES,
+    FEATURE_SET,
+    check_span,
+)
+from tandem_lm_eval.judgment.scaling import log_scaled_columns
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+META_FILE = "classifier.json"
+
+
+HASHES_FILE = "training_questions.txt"
+
+
+# 2: tandem-v2 features with a recorded span, estimator kinds, objective and front, per-group folders.
+FORMAT_VERSION = 2
+
+
+@dataclass
+class ClassifierCard:
+    """Everything a classifier must know about the setup that produced its training features."""
+
+    feature_set: str = FEATURE_SET
+    feature_span: str = DEFAULT_SPAN
+    intern_model: str = ""
+    entropy_method: str = "exact"
+    budgets: list[int] = field(default_factory=lambda: [100, 500, 1000])
+    thresholds: list[float] = field(default_factory=list)  # one per stage: stage 0 .. len(budgets)
+    # The stop rule the thresholds were chosen for: "tandem" (first s_t > τ_t, else argmax) or
+    # "route" (one decision from stage 0, else the last stage; only thresholds[0] matters).
+    policy: str = "tandem"
+    # How the thresholds were chosen (replay.Objective.to_dict()) and the accuracy-TFLOPs front of the
+    # whole threshold grid on the rows they were chosen on (replay.FrontPoint.to_dict() each).
+    threshold_objective: dict = field(default_factory=dict)
+    threshold_front: list[dict] = field(default_factory=list)
+    training: dict = field(default_factory=dict)
+    # Hashes (prompts.question_hash) of the questions the classifier and thresholds were fit on.
+    training_questions: frozenset[str] = frozenset()
+
+    def to_meta(self) -> dict:
+        return {
+            "feature_set": self.feature_set,
+            "feature_names": list(FEATURE_NAMES),
+            "feature_span": self.feature_span,
+            "log_scaled_features": [n for n, c in zip(FEATURE_NAMES, log_scaled_columns()) if c],
+            "intern_model": self.intern_model,
+            "entropy_method": self.entropy_method,
+            "budgets": list(self.budgets),
+            "thresholds": [float(t) for t in self.thresholds],
+            "policy": self.policy,
+            "threshold_objective": self.threshold_objective,
+            "threshold_front": self.threshold_front,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict, folder: Path) -> ClassifierCard:
+        hashes = folder / HASHES_FILE
+        return cls(
+            feature_set=meta["feature_set"],
+            feature_span=check_span(meta.get("feature_span", DEFAULT_SPAN)),
+            intern_model=meta.get("intern_model", ""),
+            entropy_method=meta.get("entropy_method", "exact"),
+            budgets=list(meta.get("budgets", [])),
+            thresholds=list(meta.get("thresholds", [])),
+            policy=meta.get("policy", "tandem"),
+            threshold_objective=meta.get("threshold_objective", {}),
+            threshold_front=meta.get("threshold_front", []),
+            training=meta.get("training", {}),
+            training_questions=frozenset(hashes.read_text().split()) if hashes.is_file() else frozenset(),
+        )
+
+
+def write_folder(folder: str | Path, kind: str, card: ClassifierCard, meta: dict, write_weights) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_weights(str(folder / WEIGHTS_FILE))
+    full = {"format_version": FORMAT_VERSION, "kind": kind, "estimator": kind, **card.to_meta(), **meta}
+    (folder / META_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    if card.training_questions:
+        (folder / HASHES_FILE).write_text("\n".join(sorted(card.training_questions)) + "\n")
+    return folder
+
+
+def normalize_model_name(name: str) -> str:
+    """Compare models by their last path component: ``/models/Qwen3-8B`` and ``Qwen/Qwen3-8B`` agree."""
+    return Path(name.rstrip("/")).name.lower() if name else ""

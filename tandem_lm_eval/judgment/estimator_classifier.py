@@ -1,0 +1,53 @@
+"""A scikit-learn estimator (``estimators/``) behind the classifier interface, with a card, saved like
+the MLP: arrays in safetensors, parameters in JSON, never pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
+from tandem_lm_eval.judgment.scaling import check_width
+
+
+class EstimatorClassifier:
+    """A scikit-learn estimator of ``estimators/`` (logistic regression, gradient boosting) with a
+    card, saved like the MLP: arrays in safetensors, parameters in JSON, never pickle."""
+
+    def __init__(self, estimator) -> None:
+        self.estimator = estimator
+        self.kind = estimator.kind
+        self.card = ClassifierCard()
+
+    def fit(self, X, y, X_val=None, y_val=None) -> EstimatorClassifier:
+        X = check_width(X)
+        self.estimator.fit(X, y, None if X_val is None else check_width(X_val), y_val)
+        self.card.training.update(getattr(self.estimator, "training_", {}))
+        return self
+
+    def sufficiency(self, X) -> np.ndarray:
+        return np.asarray(self.estimator.sufficiency(check_width(X)), dtype=np.float64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        s = self.sufficiency(X)
+        return np.stack([1.0 - s, s], axis=1)
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        tensors = {f"est.{k}": np.ascontiguousarray(v) for k, v in self.estimator.to_tensors().items()}
+        meta = {"estimator_params": self.estimator.params()}
+        return write_folder(folder, self.kind, self.card, meta, lambda path: save_file(tensors, path))
+
+    @classmethod
+    def _from_folder(cls, folder: Path, meta: dict, card: ClassifierCard) -> EstimatorClassifier:
+        from safetensors.numpy import load_file
+
+        from tandem_lm_eval.judgment.estimators import ESTIMATORS
+
+        tensors = {k[len("est.") :]: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
+        estimator = ESTIMATORS[meta["estimator"]].from_tensors(tensors, meta.get("estimator_params", {}))
+        clf = cls(estimator)
+        clf.card = card
+        return clf

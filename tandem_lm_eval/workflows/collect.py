@@ -1,0 +1,172 @@
+"""``tandem-lm-eval collect``: run a mentor/intern pair over a task's questions through every stage.
+
+For each question the mentor writes all stages once (continuing between them), the intern scores
+x_t = Q ⊕ I_t at every stage (features over every span) and answers from every distinct x_t, and the
+task's own filters and metric judge each answer (label 1 = correct = the guidance sufficed, §3.1).
+One record per question (data/records.py) is appended as each chunk finishes, so an interrupted run
+resumes where it stopped: questions already in the file (same task and document) are skipped.
+
+These records train classifiers (``fit``), evaluate them (``analyze``), and can serve the mentor's
+outputs again (``mentor_backend=recorded``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.data.records import (
+    MentorOutput,
+    QuestionRecord,
+    RecordError,
+    iter_records,
+    stage_entry,
+    write_records,
+)
+from tandem_lm_eval.harness.task_questions import TaskQuestion, TaskSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Explorer:
+    """A cascade that runs every stage, and the names its records carry."""
+
+    cascade: Cascade
+    mentor_model: str
+    intern_model: str
+    entropy_method: str
+
+
+def make_explorer(model_args: dict) -> Explorer:
+    """Backends and an all-stages cascade from ``--model tandem``-style model_args (no mode)."""
+    from tandem_lm_eval.cascade.policies import FixedStagePolicy
+    from tandem_lm_eval.harness.assembly import build_backends, intern_identity
+    from tandem_lm_eval.harness.config import TandemConfig
+
+    if "mode" in model_args:
+        raise ValueError("collect runs every stage: leave mode out of --model_args")
+    cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    cascade = Cascade(
+        mentor,
+        intern,
+        FixedStagePolicy(len(cfg.budgets)),
+        cfg.budgets,
+        mentor_params=mentor_params,
+        intern_params=intern_params,
+        mentor_thinking=cfg.mentor.thinking,
+        intern_thinking=cfg.intern.thinking,
+        progress=cfg.progress,
+    )
+    return Explorer(
+        cascade,
+        mentor.model_name if mentor is not None else "",
+        intern_identity(cfg.intern, intern),
+        getattr(intern, "entropy_method", "exact"),
+    )
+
+
+@dataclass
+class CollectStats:
+    questions: int = 0  # written by this run
+    skipped: int = 0  # already in the file
+    seconds: float = 0.0
+
+
+def done_keys(out_path: Path) -> set[tuple[str | None, str | None]]:
+    """(task, doc_hash) of the records already in ``out_path``."""
+    if not out_path.is_file():
+        return set()
+    try:
+        return {(r.task, r.doc_hash) for r in iter_records(out_path)}
+    except RecordError as exc:
+        raise RecordError(f"cannot resume into {out_path}: {exc}") from None
+
+
+def collect(
+    explorer: Explorer,
+    questions: Sequence[TaskQuestion],
+    source: TaskSource,
+    out_path: str | Path,
+    *,
+    chunk: int = 32,
+) -> CollectStats:
+    """Explore every stage of ``questions`` chunk by chunk, appending one record per question."""
+    cascade = explorer.cascade
+    out_path = Path(out_path)
+    done = done_keys(out_path)
+    todo = [q for q in questions if (q.task, q.doc_hash) not in done]
+    stats = CollectStats(skipped=len(questions) - len(todo))
+    logger.info("collect: %d questions to run, %d already in %s", len(todo), stats.skipped, out_path)
+    t_start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    overall = tqdm(total=len(todo), desc="collect", unit="question", disable=not cascade.progress)
+    for start in range(0, len(todo), max(1, chunk)):
+        batch = todo[start : start + chunk]
+        t0 = time.perf_counter()
+        explored = cascade.explore([q.question for q in batch])
+        # judge every stage's answer with the task's own filters and metric
+        flat = [(i, o) for i, e in enumerate(explored) for o in e.stages]
+        verdicts = source.judge([batch[i] for i, _ in flat], [o.answer for _, o in flat])
+        by_question: dict[int, list] = {}
+        for (i, outcome), (value, label) in zip(flat, verdicts):
+            by_question.setdefault(i, []).append(
+                stage_entry(
+                    outcome.record,
+                    answer=outcome.answer,
+                    intern_tokens=outcome.intern_tokens if outcome.answer is not None else None,
+                    finish_reason=outcome.finish_reason,
+                    label=label,
+                    metric=source.metric_of(batch[i].task) if value is not None else None,
+                    metric_value=value,
+                )
+            )
+        records = []
+        for i, (item, exploration) in enumerate(zip(batch, explored)):
+            mentor = exploration.mentor
+            records.append(
+                QuestionRecord(
+                    question_hash=item.question.key,
+                    question="\n\n".join(m.content for m in item.question.dialogue()),
+                    stages=by_question[i],
+                    kind="explore",
+                    task=item.task,
+                    group=item.group,
+                    group_by=source.group_by,
+                    doc_id=item.doc_id,
+                    doc_hash=item.doc_hash,
+                    split=item.split,
+                    budgets=list(cascade.budgets),
+                    mentor=None
+                    if mentor is None
+                    else MentorOutput(
+                        text=mentor.text,
+                        token_ids=list(mentor.token_ids),
+                        finished=mentor.finished,
+                        model=explorer.mentor_model,
+                        num_params=cascade.mentor_params,
+                    ),
+                    intern_model=explorer.intern_model,
+                    intern_num_params=cascade.intern_params,
+                    entropy_method=explorer.entropy_method,
+                    mode="explore",
+                )
+            )
+        stats.questions += write_records(out_path, records)
+        overall.update(len(batch))
+        logger.info(
+            "collect: %d/%d questions (chunk of %d: %.1f s)",
+            start + len(batch),
+            len(todo),
+            len(batch),
+            time.perf_counter() - t0,
+        )
+    overall.close()
+    stats.seconds = time.perf_counter() - t_start
+    return stats
