@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from tandem_lm_eval.backends.base import Generation
-from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.cost.ledger import PhaseTimes, RequestCost
 
 
 @dataclass
@@ -24,6 +24,9 @@ class StageRecord:
     features_by_span: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     spans: dict[str, tuple[tuple[int, int], ...]] | None = None
     prompt_tokens: int = 0  # length of the rendered intern prompt
+    # this stage's own time (its share of each batched call): the mentor writing ΔI_t, the intern
+    # scoring x_t, features and classifier, and the intern's answer from x_t where it answered
+    times: PhaseTimes = field(default_factory=PhaseTimes)
 
     def to_json(self) -> dict:
         """A JSON-safe dict (features as lists of floats): one stage of a trace or collect record."""
@@ -36,6 +39,7 @@ class StageRecord:
             "prompt_tokens": self.prompt_tokens,
             "spans": None if self.spans is None else {k: [list(r) for r in v] for k, v in self.spans.items()},
             "features": {k: [float(x) for x in v] for k, v in self.features_by_span.items()},
+            "seconds": asdict(self.times),
         }
 
 

@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--chunk", type=int, default=32, help="questions per batch (records are written per chunk)"
     )
+    c.add_argument(
+        "--answers-by-stage",
+        action="store_true",
+        help="answer each stage in its own batched call, as a live run does: the recorded answer times are "
+        "then shares of calls of a live run's size (what a replayed latency needs); slower on batching engines",
+    )
     c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
     c.set_defaults(func=_collect)
 
@@ -177,7 +183,14 @@ def _collect(args) -> int:
         filter_name=args.filter,
         threshold=args.label_threshold,
     )
-    stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
+    stats = collect(
+        make_explorer(model_args),
+        questions,
+        source,
+        args.out,
+        chunk=args.chunk,
+        answers_by_stage=args.answers_by_stage,
+    )
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
         f"({stats.skipped} already there)"

@@ -6,7 +6,8 @@ Mechanism (lm-eval 0.4.13 has no callbacks):
 2. Before a task's filters run, ``apply_filters`` (patched) collects the costs from the unfiltered
    responses into a per-task ledger keyed by document.
 3. ``process_results`` (patched) adds the document's cost metrics to the task's own metrics, and
-   ``aggregation``/``higher_is_better`` declare them (mean; lower is better). So they appear per task
+   ``aggregation``/``higher_is_better`` declare them (mean; lower is better: TFLOPs, tokens,
+   seconds). So they appear per task
    in the printed table and results JSON, and per sample under ``--log_samples``.
 
 Tasks never answered by tandem are untouched: without a ledger entry nothing is added.
@@ -21,7 +22,7 @@ import threading
 from collections import defaultdict
 from statistics import mean
 
-from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.cost.ledger import PHASES, RequestCost
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ COST_METRICS = (
     "tandem_length",
     "tandem_stop_stage",
     "tandem_early_stop",
+    "tandem_latency_s",
+    "tandem_judgment_s",
 )
 USD_METRIC = "tandem_usd"
 
@@ -65,8 +68,12 @@ def doc_key(doc) -> str:
 
 
 def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
-    """One document's cost metrics. With several responses per document (repeats) the tokens and
-    TFLOPs add up (the document cost all of them); the stop stage and early-stop flag are averaged."""
+    """One document's cost metrics. With several responses per document (repeats) the tokens, TFLOPs
+    and seconds add up (the document cost all of them); the stop stage and early-stop flag are averaged.
+
+    ``tandem_latency_s``: the request's seconds, every phase summed (its share of each batched call:
+    cost/ledger.py); ``tandem_judgment_s``: the part spent judging (the intern's scoring passes,
+    features, classifier)."""
     out = {
         "tandem_tflops": float(sum(c["tflops"] for c in costs)),
         "tandem_mentor_tokens": float(sum(c["mentor_tokens"] for c in costs)),
@@ -75,10 +82,17 @@ def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
         "tandem_length": float(sum(c["mentor_tokens"] + c["intern_tokens"] for c in costs)),
         "tandem_stop_stage": float(mean(c["stop_stage"] for c in costs)),
         "tandem_early_stop": float(mean(float(c["stopped_early"]) for c in costs)),
+        "tandem_latency_s": float(sum(_seconds(c, PHASES) for c in costs)),
+        "tandem_judgment_s": float(sum(_seconds(c, ("intern_score", "classify")) for c in costs)),
     }
     if any(c.get("usd") is not None for c in costs):
         out[USD_METRIC] = float(sum(c.get("usd") or 0.0 for c in costs))
     return out
+
+
+def _seconds(cost: dict, phases) -> float:
+    times = cost.get("times") or {}
+    return sum(float(times.get(name, 0.0)) for name in phases)
 
 
 class CostLedger:
