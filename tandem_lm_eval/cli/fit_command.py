@@ -9,11 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tandem_lm_eval.calibration.fitting import KINDS, FitSettings, fit_records
+from tandem_lm_eval.calibration.fitting import KINDS, THRESHOLD_ROWS, FitSettings, fit_records
 from tandem_lm_eval.calibration.model_card import model_card
-from tandem_lm_eval.calibration.objectives import (
-    Objective,
-)
+from tandem_lm_eval.calibration.objectives import OBJECTIVE_KINDS, Objective
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 
@@ -33,14 +31,20 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         default="max_accuracy",
-        choices=("max_accuracy", "min_cost", "per_stage"),
-        help="threshold rule",
+        choices=OBJECTIVE_KINDS,
+        help="threshold rule (docs/classifier.md)",
     )
-    p.add_argument("--max-tflops", type=float, help="max_accuracy: cap on mean TFLOPs per question")
+    p.add_argument("--max-tflops", type=float, help="max_accuracy, one_se: cap on mean TFLOPs per question")
     p.add_argument(
         "--max-cost-fraction",
         type=float,
-        help="max_accuracy: cap as a fraction of the last fixed stage's cost",
+        help="max_accuracy, one_se: cap as a fraction of the last fixed stage's cost",
+    )
+    p.add_argument(
+        "--se-multiplier",
+        type=float,
+        default=1.0,
+        help="one_se: how many standard errors below the best accuracy still count as as good",
     )
     p.add_argument("--min-accuracy", type=float, help="min_cost: accuracy floor")
     p.add_argument(
@@ -57,8 +61,12 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold-rows",
         default="validation",
-        choices=("validation", "train"),
-        help="rows thresholds are chosen on: held-out (§2.3, default) or training (§3.1)",
+        choices=THRESHOLD_ROWS,
+        help="rows thresholds are chosen on: held-out (§2.3, default), training (§3.1), or every training "
+        "question scored out of fold (cv)",
+    )
+    p.add_argument(
+        "--cv-folds", type=int, default=None, help="--threshold-rows cv: folds of the training questions (5)"
     )
     p.add_argument("--validation-fraction", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=42)
@@ -94,6 +102,7 @@ def settings_from_args(args) -> FitSettings:
         min_accuracy=args.min_accuracy,
         min_accuracy_fraction=args.min_accuracy_fraction,
         stage0=args.stage0,
+        se_multiplier=args.se_multiplier,  # refused unless one_se
     )
     return FitSettings(
         span=args.span,
@@ -103,6 +112,7 @@ def settings_from_args(args) -> FitSettings:
         validation_fraction=args.validation_fraction,
         seed=args.seed,
         threshold_rows=args.threshold_rows,
+        cv_folds=_cv_folds(args),
         per_group=args.per_group,
         policy=args.policy,
         min_group_questions=args.min_group_questions,
@@ -111,9 +121,19 @@ def settings_from_args(args) -> FitSettings:
     )
 
 
+def _cv_folds(args) -> int:
+    if args.cv_folds is None:
+        return 5
+    if args.threshold_rows != "cv":
+        raise ValueError("--cv-folds is for --threshold-rows cv")
+    if args.cv_folds < 2:
+        raise ValueError(f"--cv-folds must be at least 2, got {args.cv_folds}")
+    return args.cv_folds
+
+
 def run_fit(args) -> dict:
+    settings = settings_from_args(args)  # every value checked before the records are read
     records = load_records(args.records)
-    settings = settings_from_args(args)
     clf, report = fit_records(records, settings, allow_test_rows=args.allow_test_rows)
     clf.save(args.out)
     provenance = {
