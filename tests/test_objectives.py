@@ -11,6 +11,7 @@ import pytest
 from test_fitting import make_records, settings
 
 from tandem_lm_eval.calibration.fitting import (
+    FitSettings,
     fit_records,
     fold_of_questions,
     out_of_fold_scores,
@@ -60,6 +61,9 @@ def test_one_se_takes_the_cheapest_vector_within_one_standard_error_of_the_best(
     assert se.bound == pytest.approx(0.50 - 0.05) == one_se_floor(0.50, 100)
     assert se.thresholds[0] == 0.5 and se.accuracy == pytest.approx(0.47)
     assert se.mean_mentor_tokens == pytest.approx(70.0) and se.mean_tflops < best.mean_tflops
+    # 30 questions stopped before the last stage; max_accuracy's stops all come at the last one
+    assert se.result.stopped_before_last_rate == pytest.approx(0.30)
+    assert best.result.early_rate == 1.0 and best.result.stopped_before_last_rate == 0.0
     assert se.to_dict()["objective"]["kind"] == "one_se"
     # half a standard error (0.025): 0.47 is no longer as good, the rule keeps the best
     half = choose_thresholds(table, Objective("one_se", se_multiplier=0.5), grid)
@@ -176,6 +180,18 @@ def test_cv_rows_choose_thresholds_on_every_training_question(records):
     assert tuple(clf.card.thresholds) == choose_thresholds(table, Objective("one_se")).thresholds
 
 
+def test_cross_validated_rows_are_the_default(tmp_path, capsys):
+    """The default decided in docs/judgment-study.md: max_accuracy over out-of-fold scores."""
+    assert FitSettings().threshold_rows == "cv" and FitSettings().objective == Objective("max_accuracy")
+    path = tmp_path / "records.jsonl"
+    write_records(path, make_records(60, seed=12))
+    out = tmp_path / "clf"
+    assert run_subcommand(["fit", "--records", str(path), "--out", str(out), "--kind", "logistic"]) == 0
+    card = load_classifier_folder(out).card
+    assert card.threshold_objective["rows"] == "cv" and card.threshold_objective["kind"] == "max_accuracy"
+    assert json.loads((out / "fit_report.json").read_text())["threshold_choice"]["summary"]["questions"] == 60
+
+
 def test_fit_subcommand_one_se_cv_and_its_refusals(tmp_path, capsys):
     path = tmp_path / "records.jsonl"
     write_records(path, make_records(80, seed=10))
@@ -192,7 +208,7 @@ def test_fit_subcommand_one_se_cv_and_its_refusals(tmp_path, capsys):
     assert json.loads((out / "fit_report.json").read_text())["threshold_choice"]["summary"]["questions"] == 80
     for bad, message in (
         (["--se-multiplier", "2"], "se_multiplier is for the one_se objective"),
-        (["--cv-folds", "3"], "--cv-folds is for --threshold-rows cv"),
+        (["--threshold-rows", "validation", "--cv-folds", "3"], "--cv-folds is for --threshold-rows cv"),
         (["--threshold-rows", "cv", "--cv-folds", "1"], "--cv-folds must be at least 2"),
     ):
         rc = run_subcommand(["fit", "--records", str(path), "--out", str(tmp_path / "bad"), *bad])

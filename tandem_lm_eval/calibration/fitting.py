@@ -63,7 +63,9 @@ class FitSettings:
     objective: Objective = Objective("max_accuracy")
     validation_fraction: float = 0.3
     seed: int = 42
-    threshold_rows: str = "validation"  # "validation" (§2.3), "train" (§3.1) or "cv" (out of fold)
+    # "cv" (every training question out of fold; the default: docs/judgment-study.md), "validation"
+    # (§2.3) or "train" (§3.1)
+    threshold_rows: str = "cv"
     cv_folds: int = 5  # threshold_rows="cv": folds of the training questions
     policy: str = "tandem"  # "tandem" or "route"
     per_group: bool = False
@@ -148,6 +150,21 @@ def out_of_fold_scores(
         held = fold == k
         scores[held] = member.sufficiency(rows.X[held])
     return scores
+
+
+def threshold_tuning(
+    train_records: Sequence[QuestionRecord], val_records: Sequence[QuestionRecord], settings: FitSettings
+) -> tuple[list[QuestionRecord], RowTable, Callable[[RowTable], np.ndarray] | None]:
+    """The questions thresholds are chosen on (``settings.threshold_rows``), their rows, and their
+    scores when not the fitted classifier's own (cv: out of fold)."""
+    if settings.threshold_rows == "validation":
+        return list(val_records), row_table(val_records, settings.span), None
+    if settings.threshold_rows == "train":
+        return list(train_records), row_table(train_records, settings.span), None
+    tune = [*train_records, *val_records]  # cv: every training question, scored out of fold
+    rows = row_table(tune, settings.span)
+    oof = out_of_fold_scores(tune, rows, settings)
+    return tune, rows, lambda r: oof
 
 
 def choose_for(
@@ -249,16 +266,7 @@ def _fit_one(train_records, val_records, settings: FitSettings):
         )
     else:
         clf = fit_member(rows_train, rows_val, settings)
-    scores = None
-    if settings.threshold_rows == "validation":
-        tune_records, tune_rows = val_records, rows_val
-    elif settings.threshold_rows == "train":
-        tune_records, tune_rows = train_records, rows_train
-    else:  # cv: every training question, scored out of fold
-        tune_records = [*train_records, *val_records]
-        tune_rows = row_table(tune_records, settings.span)
-        oof = out_of_fold_scores(tune_records, tune_rows, settings)
-        scores = lambda r: oof  # noqa: E731 - the rows are tune_rows
+    tune_records, tune_rows, scores = threshold_tuning(train_records, val_records, settings)
     choice, front, baselines = choose_for(clf, tune_records, tune_rows, settings, scores)
     first = (train_records or val_records)[0]
     card = clf.card

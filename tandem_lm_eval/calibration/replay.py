@@ -211,6 +211,12 @@ class ReplayResult:
         return float(np.mean(self.early))
 
     @property
+    def stopped_before_last_rate(self) -> float:
+        """Share of questions the classifier stopped before the last stage: the mentor stopped early
+        (a stop at the last stage, or a fallback, pays the mentor's whole budget)."""
+        return float(np.mean(self.early & (self.stage < self.num_stages - 1)))
+
+    @property
     def mean_latency_s(self) -> float | None:
         return None if self.latency is None else float(np.mean(self.latency))
 
@@ -233,6 +239,7 @@ class ReplayResult:
             "mean_intern_tokens": self.mean_intern_tokens,
             "stage_distribution": {str(t): f for t, f in enumerate(self.stage_distribution)},
             "early_rate": self.early_rate,
+            "stopped_before_last_rate": self.stopped_before_last_rate,
         }
         if self.latency is not None:
             out["mean_latency_s"] = self.mean_latency_s

@@ -60,10 +60,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threshold-rows",
-        default="validation",
+        default="cv",
         choices=THRESHOLD_ROWS,
-        help="rows thresholds are chosen on: held-out (§2.3, default), training (§3.1), or every training "
-        "question scored out of fold (cv)",
+        help="rows thresholds are chosen on: every training question scored out of fold (cv, default: it "
+        "transfers best, docs/judgment-study.md), the held-out validation part (§2.3) or the training part (§3.1)",
     )
     p.add_argument(
         "--cv-folds", type=int, default=None, help="--threshold-rows cv: folds of the training questions (5)"
