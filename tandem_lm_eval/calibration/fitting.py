@@ -6,15 +6,17 @@
 3. Fit the estimator (the paper's MLP, or logistic regression / gradient boosting) on the training
    questions; the MLP stops early on the validation questions.
 4. Thresholds by an explicit objective (replay.Objective), chosen by replaying the cascade exactly
-   as it runs on held-out rows. The paper says both "τ_t optimized per effort level on a held-out
-   validation set" (§2.3) and "grid search ... on the training set" (§3.1); the default follows §2.3
-   (``--threshold-rows validation``: thresholds fit on training rows overfit the classifier's own
-   fit), ``--threshold-rows train`` follows §3.1. ``--threshold-rows cv`` chooses them on every
-   training question (train and validation) scored out of fold: K classifiers, each fit on the
-   other folds' questions, score the questions they did not see (``out_of_fold_scores``), so the
-   search sees ~3x as many questions as on the validation part alone, none of them scored by a
-   classifier that learnt from it; the classifier saved is still the one fit in step 3. The
-   whole accuracy-TFLOPs front of the grid is saved with the classifier.
+   as it runs on rows its classifier did not learn from. The paper says both "τ_t optimized per
+   effort level on a held-out validation set" (§2.3) and "grid search ... on the training set"
+   (§3.1): ``--threshold-rows validation`` follows §2.3, ``--threshold-rows train`` §3.1 (scores of
+   the rows the classifier was fit on, which flatter it). The default, ``--threshold-rows cv``,
+   chooses them on every training question (train and validation) scored out of fold: K
+   classifiers, each fit on the other folds' questions, score the questions they did not see
+   (``out_of_fold_scores``), so the search sees ~3x as many questions as on the validation part
+   alone, none of them scored by a classifier that learnt from it; the classifier saved is still
+   the one fit in step 3. On repeated splits of the demo's training questions it transferred best
+   to held-out questions (docs/judgment-study.md). The whole accuracy-TFLOPs front of the grid is
+   saved with the classifier.
 5. ``--per-group``: one classifier per group (a MATH subject) plus a unified fallback, one folder.
 6. ``--policy route``: a router for ``mode=route`` (FrugalGPT-style, paper Table 6) instead: fit on the
    stage-0 rows only (will the intern alone be right?), τ_0 by the same objectives replaying the
