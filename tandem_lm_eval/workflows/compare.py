@@ -196,8 +196,8 @@ def task_source(config: CompareConfig, task: str):
 
 
 def records_for_task(config: CompareConfig, task: str):
-    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), and
-    the task's source."""
+    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), the
+    task's source, and the questions (with their documents) the records answer, in the same order."""
     from tandem_lm_eval.data.records import load_records
     from tandem_lm_eval.harness.task_questions import load_task_questions
     from tandem_lm_eval.workflows.collect import collect, make_explorer
@@ -222,7 +222,7 @@ def records_for_task(config: CompareConfig, task: str):
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
-    return [by_key[(q.task, q.doc_hash)] for q in questions], source
+    return [by_key[(q.task, q.doc_hash)] for q in questions], source, questions
 
 
 def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
@@ -273,8 +273,11 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     return samples
 
 
-def replayed_entry(row: CompareRow, task: str, records, metric: str, config: CompareConfig) -> BoardEntry:
-    """A row computed from collect records: no model call."""
+def replayed_entry(
+    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None
+) -> BoardEntry:
+    """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
+    in order) let a per-group classifier find each question's group by its own rule, as a live run does."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
     from tandem_lm_eval.calibration.tables import row_table, stage_table
@@ -285,11 +288,15 @@ def replayed_entry(row: CompareRow, task: str, records, metric: str, config: Com
     if kind in ("tandem", "route"):
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
+        records = _grouped_as_live(clf, records, questions)
         rows = row_table(records, clf.card.feature_span)
         s = scores_of(clf, rows, records)
         table = stage_table(records, lambda r: s, rows)
         thresholds = _thresholds(row, clf, records)
-        result = route(table, thresholds[0][0]) if kind == "route" else replay_each(table, thresholds)
+        if kind == "route":  # each question's own τ_0: a per-group router has one per group
+            result = route(table, np.array([t[0] for t in thresholds]))
+        else:
+            result = replay_each(table, thresholds)
     else:
         rows = row_table(records, "prompt")
         table = stage_table(records, lambda r: np.zeros(len(r)), rows)
@@ -369,6 +376,20 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
         )
 
 
+def _grouped_as_live(clf, records, questions):
+    """The records with each question's group by the classifier's own rule (``group_by``), as
+    ``TandemLM`` finds it at run time; compare's collect groups by task, a per-group classifier may
+    group by a document field (MATH's subject)."""
+    group_by = getattr(clf, "group_by", None)
+    if group_by is None or questions is None:
+        return records
+    from dataclasses import replace
+
+    from tandem_lm_eval.judgment.grouped import group_of
+
+    return [replace(r, group=group_of(group_by, q.task, q.doc)) for r, q in zip(records, questions)]
+
+
 def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
     from tandem_lm_eval.calibration.analysis import question_thresholds
 
@@ -386,13 +407,13 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
     entries = []
     for task in config.tasks:
         if any(r.replayed for r in config.rows):
-            records, source = records_for_task(config, task)
+            records, source, questions = records_for_task(config, task)
         else:
-            records, source = None, task_source(config, task)
+            records, source, questions = None, task_source(config, task), None
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entries.append(replayed_entry(row, task, records, metric, config))
+                entries.append(replayed_entry(row, task, records, metric, config, questions))
             else:
                 samples = live_samples(config, row, task, source)
                 entries.append(live_entry(row, task, samples, metric, source.threshold))
