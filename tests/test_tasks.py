@@ -359,3 +359,17 @@ def test_cli_run(tmp_path: Path, shared_data: Path) -> None:
     assert results["tandem_gsm8k"]["exact_match,none"] == 0.0
     assert results["tandem_humaneval"]["pass@1,sandbox"] == 0.0
     assert set(SUBJECT_TASKS) <= set(results)
+
+
+def test_documents_say_which_split_they_really_come_from(shared_data: Path) -> None:
+    """Without math/train.jsonl the MATH train pool is test problems outside MATH-500: their ids, and so
+    the collect records' ``source_split``, say "test" while the task's split is "train"."""
+    from tandem_lm_eval.data.benchmarks import load_gsm8k, load_math, source_split
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    assert {source_split(d) for d in load_math("train", "algebra", data_dir=shared_data)} == {"test"}
+    assert {source_split(d) for d in load_math("math500", data_dir=shared_data)} == {"test"}
+    assert {source_split(d) for d in load_gsm8k("train", data_dir=shared_data)[:5]} == {"train"}
+    assert source_split({"question": "a stock task's document"}) is None
+    questions, _ = load_task_questions(["tandem_math_algebra_train"], limit=2)
+    assert {(q.split, q.source_split) for q in questions} == {("train", "test")}

@@ -2,7 +2,8 @@
 
 Local data wins when a folder is given, through the ``TANDEM_DATA_DIR`` environment variable or a
 task's ``data_dir`` metadata (``--metadata '{"data_dir": "..."}'``). The folder holds the files as
-published by the benchmarks' authors (see /work/shared/data/README.md for an example)::
+published by the benchmarks' authors (the tests use ``../shared/data`` beside the repository, whose
+README.md lists the files and their sources)::
 
     gsm8k/train.jsonl  gsm8k/test.jsonl        # question, answer ("... #### 18")
     math/test.jsonl                            # problem, level, type, solution (5,000 problems)
@@ -20,6 +21,11 @@ Every loader returns plain dicts with one schema per benchmark, whatever the sou
 - MATH: ``id, problem, solution, answer, subject, level`` (answer: the gold final answer,
   subject: the MATH name such as "Counting & Probability", level: 1-5 or None);
 - HumanEval: ``task_id, prompt, canonical_solution, test, entry_point``.
+
+An ``id`` names the split its problem really comes from: ``gsm8k/<split>/<n>``, ``math/<split>/...``,
+MATH-500's own ``test/<subject>/<n>.json``. A task's split name may differ: the offline MATH train
+pool (``tandem_math_train`` without ``math/train.jsonl``) is test problems outside MATH-500, ids
+``math/test/...``. :func:`source_split` reads it, so ``fit`` knows where its records come from.
 """
 
 from __future__ import annotations
@@ -69,6 +75,23 @@ MathTrainSource = Literal["auto", "train", "math500_complement"]
 
 class DatasetUnavailable(RuntimeError):
     """The benchmark data could not be found locally or on the hub."""
+
+
+SPLIT_NAMES = ("train", "test", "validation")
+
+
+def source_split(doc: Any) -> str | None:
+    """The split a document of these loaders really comes from, read from its ``id``; None for a
+    document of another task (no such id)."""
+    ident = doc.get("id") if isinstance(doc, dict) else None
+    if not isinstance(ident, str):
+        return None
+    parts = ident.split("/")
+    if parts[0] in ("gsm8k", "math") and len(parts) > 2 and parts[1] in SPLIT_NAMES:
+        return parts[1]
+    if parts[0] == "math500" or (parts[0] in SPLIT_NAMES and len(parts) > 1):  # MATH-500's unique_id
+        return "test" if parts[0] == "math500" else parts[0]
+    return None
 
 
 def _how_to_provide(relpath: str, hub: str) -> str:

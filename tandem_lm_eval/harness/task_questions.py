@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.data.benchmarks import source_split
 from tandem_lm_eval.data.records import doc_hash
 from tandem_lm_eval.judgment.grouped import check_group_by, group_of
 
@@ -42,6 +43,8 @@ class TaskQuestion:
     group: str | None
     question: Question
     instance: Any  # lm-eval's Instance, reused to run the task's filters on an answer
+    # where the document really comes from, when its loader says (data/benchmarks.py: source_split)
+    source_split: str | None = None
 
 
 @dataclass
@@ -206,6 +209,7 @@ def load_task_questions(
                     group=group,
                     question=question_from_request(context, gen_kwargs, default_max_gen_toks, group),
                     instance=inst,
+                    source_split=source_split(doc),
                 )
             )
     order = {key: i for i, key in enumerate(chosen)}

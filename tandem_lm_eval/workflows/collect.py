@@ -142,6 +142,7 @@ def collect(
                     doc_id=item.doc_id,
                     doc_hash=item.doc_hash,
                     split=item.split,
+                    source_split=item.source_split,
                     budgets=list(cascade.budgets),
                     mentor=None
                     if mentor is None
