@@ -205,3 +205,49 @@ live = true
     assert [s["mentor_tokens"] > 0 for s in live] == [False, False, True]  # the groups' own τ_0 at run time
     for key in ("accuracy", "mean_mentor_tokens", "mean_intern_tokens", "mean_tflops"):
         assert board["Route"][key] == pytest.approx(board["Route (live)"][key], rel=1e-9), key
+
+
+@pytest.mark.slow
+def test_compare_keeps_what_it_generates(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """Every model of a comparison writes into <output>/store.sqlite: a judging step that fails after
+    the collect loses nothing, and the rerun after the fix computes nothing twice."""
+    from tandem_lm_eval.harness import lm as lm_module
+    from tandem_lm_eval.harness.task_questions import TaskSource
+    from tandem_lm_eval.workflows import collect as collect_module
+
+    config = tmp_path / "compare.toml"
+    config.write_text(
+        config_head(tiny_model_dir, limit=2)
+        + '[[rows]]\nname = "Intern"\nmode = "intern_only"\n[[rows]]\nname = "Mentor"\nmode = "mentor_only"\n'
+    )
+    explorers, lms = [], []
+    real_make, real_judge, real_lm = collect_module.make_explorer, TaskSource.judge, lm_module.TandemLM
+
+    def spy(model_args):
+        explorers.append(real_make(model_args))
+        return explorers[-1]
+
+    class SpiedLM(real_lm):
+        def __init__(self, **model_args):
+            super().__init__(**model_args)
+            lms.append(self)
+
+    def broken(self, items, answers):  # fault injection: the task's filter raises
+        raise ValueError("bad regex in filter_list")
+
+    monkeypatch.setattr(collect_module, "make_explorer", spy)
+    monkeypatch.setattr(lm_module, "TandemLM", SpiedLM)
+    monkeypatch.setattr(TaskSource, "judge", broken)
+    assert run_subcommand(["compare", str(config)]) == 2
+    store = tmp_path / "out" / "store.sqlite"
+    assert f"kept in the run store {store}" in capsys.readouterr().err
+    first = explorers[0].cascade.intern.counts.computed
+    assert first > 0 and store.is_file()
+
+    monkeypatch.setattr(TaskSource, "judge", real_judge)  # the fix
+    assert run_subcommand(["compare", str(config)]) == 0
+    again = explorers[1].cascade
+    assert again.mentor.counts.computed == 0 and again.intern.counts.computed == 0
+    assert again.intern.counts.served == first
+    (live,) = lms  # the live row writes into the same store
+    assert live.store is not None and live.store.path == store
