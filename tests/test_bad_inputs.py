@@ -454,3 +454,20 @@ def test_compare_tandem_row_on_its_classifiers_training_questions(
     assert (
         "row 'Tandem': 1 of 2 questions of tandem_test_arith are among its classifier's training" in message
     )
+
+
+def test_collect_metric_or_filter_the_task_does_not_have(capsys, tmp_path, no_model):
+    out = ["--out", str(tmp_path / "r.jsonl")]
+    message = command_error(capsys, *COLLECT, *MODELS, *out, "--metric", "nope")
+    assert "task 'tandem_test_arith' has no metric 'nope'; it lists ['exact_match']" in message
+    message = command_error(capsys, *COLLECT, *MODELS, *out, "--filter", "nope")
+    assert "task 'tandem_test_arith' has no filter 'nope'" in message
+
+
+def test_compare_config_numbers_and_switches(capsys, tmp_path, no_model):
+    rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
+    # chunk = 0 collected nothing and ended in a KeyError after the run
+    assert "chunk must be >= 1, got 0" in compare_error(capsys, tmp_path, rows, chunk="0")
+    assert "limit must be" in compare_error(capsys, tmp_path, rows, limit='"all"')
+    message = compare_error(capsys, tmp_path, rows, confirm_run_unsafe_code='"maybe"')
+    assert "confirm_run_unsafe_code must be true or false" in message

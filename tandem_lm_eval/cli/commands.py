@@ -228,6 +228,7 @@ def _collect(args) -> int:
         filter_name=args.filter,
         threshold=args.label_threshold,
     )
+    source.check()  # --metric and --filter exist, before any model loads
     stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
     kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(

@@ -74,6 +74,20 @@ class TaskSource:
             return self.filter_name
         return names[0] if names else "none"
 
+    def check(self) -> None:
+        """The metric and filter that will label answers exist in every task, checked before any answer
+        is generated (a wrong --metric or --filter used to fail after the whole chunk's work)."""
+        for name, task in self.tasks.items():
+            self.filter_of(name)
+            listed = [
+                m["metric"] for m in (task.config.metric_list or []) if isinstance(m.get("metric"), str)
+            ]
+            metric = self.metric_of(name)
+            if self.metric and listed and metric not in listed:
+                raise TaskDataError(
+                    f"task {name!r} has no metric {metric!r}; it lists {listed}: pass one of them"
+                )
+
     def judge(
         self, items: Sequence[TaskQuestion], answers: Sequence[str | None]
     ) -> list[tuple[float | None, int | None]]:

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from tandem_lm_eval.common.options import parse_model_args
+from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
 from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,24 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
     tasks = data["tasks"]
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
+        raise CompareError(f"tasks must be a list of task names, got {data['tasks']!r}")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise CompareError("rows must be a list of [[rows]] entries, each with a mode")
+    try:  # the numbers and switches of the config, each named when it is wrong
+        limit = None if data.get("limit") is None else as_int("limit", data["limit"], minimum=1)
+        max_gen_toks = (
+            None
+            if data.get("max_gen_toks") is None
+            else as_int("max_gen_toks", data["max_gen_toks"], minimum=1)
+        )
+        chunk = as_int("chunk", data.get("chunk", 32), minimum=1)
+        unsafe = as_bool("confirm_run_unsafe_code", data.get("confirm_run_unsafe_code", False))
+        include_path = (
+            None if data.get("include_path") is None else as_str("include_path", data["include_path"])
+        )
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
     rows = []
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict) or "mode" not in row:
@@ -143,15 +161,15 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
                 check_mode(mode)
             except ValueError as exc:
                 raise CompareError(f"rows[{i}]: {exc}") from None
-        if mode == "oracle" and row.get("live"):
+        if mode == "oracle" and row.get("live") is True:
             raise CompareError(
                 f"rows[{i}]: the oracle is a reference computed from records, it cannot run live"
             )
-        rows.append(
-            CompareRow(
-                str(row.get("name", mode)), mode, _args(row.get("model_args")), bool(row.get("live", False))
-            )
-        )
+        try:
+            live = as_bool(f"rows[{i}].live", row.get("live", False))
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+        rows.append(CompareRow(str(row.get("name", mode)), mode, _args(row.get("model_args")), live))
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise CompareError(f"row names must be unique: {names}")
@@ -164,11 +182,11 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         tasks=list(tasks),
         rows=rows,
         model_args=shared,
-        limit=None if data.get("limit") is None else int(data["limit"]),
-        max_gen_toks=None if data.get("max_gen_toks") is None else int(data["max_gen_toks"]),
-        include_path=data.get("include_path"),
-        confirm_run_unsafe_code=bool(data.get("confirm_run_unsafe_code", False)),
-        chunk=int(data.get("chunk", 32)),
+        limit=limit,
+        max_gen_toks=max_gen_toks,
+        include_path=include_path,
+        confirm_run_unsafe_code=unsafe,
+        chunk=chunk,
     )
 
 
@@ -496,7 +514,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                     "training questions (scores on them would be inflated): choose other questions, or give "
                     "allow_training_overlap=true in the row's model_args"
                 )
-        source.metric_of(task)  # a task without a metric fails here, not after its collect
+        source.check()  # a task without a metric or filter fails here, not after its collect
     return loaded
 
 
