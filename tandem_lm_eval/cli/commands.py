@@ -70,7 +70,8 @@ def _argument_checks() -> dict[str, dict[str, Callable[[str, Any], Any]]]:
         "fit": {"records": input_file, "out": output_dir},
         "analyze": {"records": input_file, "out": _analysis_output, "resamples": _at_least_one},
         "compare": {"config": input_file},
-        "store": {"store": input_file, "out": output_file},
+        # --store: RunStore(create=False) names a missing store itself ("no run store at ...")
+        "store": {"out": output_file},
     }
 
 

@@ -53,8 +53,8 @@ from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, 
 logger = logging.getLogger(__name__)
 
 REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle")
-#: what a replayed row's own model_args may set; everything else comes from the shared collect
-REPLAYED_ROW_KEYS = ("classifier", "thresholds", "classifier_strict", "allow_training_overlap")
+#: what a replayed row's own model_args may set (what replay reads); everything else is the shared collect's
+REPLAYED_ROW_KEYS = ("classifier", "thresholds")
 STORE_FILE = "store.sqlite"
 
 
@@ -468,7 +468,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
         collect_budgets = list(row_config(config, None).budgets) if replayed else None
     except ValueError as exc:
         raise CompareError(f"model_args: {exc}") from None
-    classifiers = {}  # row name -> (classifier, allow_training_overlap)
+    classifiers = {}  # row name -> (classifier, what to do about training questions)
     for i, row in enumerate(config.rows):
         where = f"rows[{i}] {row.name!r}"
         try:
@@ -497,7 +497,16 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                     )
             else:
                 clf, _ = load_classifier(cfg)  # its files, thresholds and budgets, as TandemLM reads them
-            classifiers[row.name] = (clf, cfg.allow_training_overlap)
+            overlap_ok = (
+                None
+                if cfg.allow_training_overlap
+                else (
+                    "give the row live = true with allow_training_overlap=true in its model_args"
+                    if row.replayed
+                    else "give allow_training_overlap=true in the row's model_args"
+                )
+            )
+            classifiers[row.name] = (clf, overlap_ok)
         except CompareError:
             raise
         except ValueError as exc:  # ConfigError, ClassifierError: the message names the key or file
@@ -506,13 +515,12 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     for task in config.tasks:
         questions, source = loaded[task] = task_questions(config, task)
         keys = {q.question.key for q in questions}
-        for name, (clf, allowed) in classifiers.items():
+        for name, (clf, remedy) in classifiers.items():
             overlap = len(keys & clf.card.training_questions)
-            if overlap and not allowed:
+            if overlap and remedy is not None:
                 raise CompareError(
                     f"row {name!r}: {overlap} of {len(keys)} questions of {task} are among its classifier's "
-                    "training questions (scores on them would be inflated): choose other questions, or give "
-                    "allow_training_overlap=true in the row's model_args"
+                    f"training questions (scores on them would be inflated): choose other questions, or {remedy}"
                 )
         source.check()  # a task without a metric or filter fails here, not after its collect
     return loaded
