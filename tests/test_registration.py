@@ -53,3 +53,15 @@ def test_hook_can_be_disabled():
 
 def test_data_folders_exist():
     assert tasks_dir().is_dir() and classifiers_dir().is_dir()
+
+
+def test_results_folder_is_named_after_the_pair():
+    # lm-eval names the folder after pretrained=/model=/path=... in model_args, else a random id: a
+    # tandem run is named after its pair (trace_path= no longer names it), other models as before
+    out = python(
+        "from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker as T\n"
+        "for source, args in (('tandem', 'mentor=org/big,intern=org/small,trace_path=runs/t.jsonl'),"
+        " ('tandem', ''), ('tandem', {'mentor': 'a', 'intern': 'b'}), ('hf', 'pretrained=org/m')):\n"
+        "    t = T(); t.log_experiment_args(source, args, None, None, False); print(t.model_name_sanitized)"
+    )
+    assert out.splitlines() == ["tandem__org__big+org__small", "tandem__demo+demo", "tandem__a+b", "org__m"]

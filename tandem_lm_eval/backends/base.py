@@ -117,6 +117,9 @@ class Generation:
     # Prompt tokens served from a prefix cache for this call (None: the backend cannot tell).
     cached_prompt_tokens: int | None = None
     prompt_tokens: int | None = None
+    # Tokens of the prefix this call generated again: an API that cannot continue an assistant message
+    # regenerates the whole answer (backends/openai/backend.py). Computed and billed, not new.
+    regenerated_tokens: int = 0
 
     @property
     def finished(self) -> bool:

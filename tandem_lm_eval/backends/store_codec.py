@@ -42,6 +42,7 @@ def decode_generation(blob: bytes) -> Generation:
             finish_reason=data["finish_reason"],
             cached_prompt_tokens=data.get("cached_prompt_tokens"),
             prompt_tokens=data.get("prompt_tokens"),
+            regenerated_tokens=int(data.get("regenerated_tokens") or 0),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"undecodable generation: {exc}") from None

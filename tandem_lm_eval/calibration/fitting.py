@@ -17,7 +17,10 @@
    routing rule (intern alone if s_0 > τ_0, else the last stage).
 
 Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
-every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them.
+every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them. Records whose
+task calls its split "train" but whose questions come from a test split (``source_split``: the offline
+MATH train pool is MATH test problems outside MATH-500) are accepted with one warning line saying so and
+where the classifier may then be evaluated; the report and model card keep it.
 """
 
 from __future__ import annotations
@@ -135,6 +138,9 @@ def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_
             "--allow-test-rows if you know these questions are never evaluated"
         )
     records = list(records)
+    note = split_origin_note(records)
+    if note:
+        logger.warning("fit: %s", note)
     val_mask = split_questions(records, settings.validation_fraction, settings.seed)
     train_records = [r for r, v in zip(records, val_mask) if not v]
     val_records = [r for r, v in zip(records, val_mask) if v]
@@ -162,7 +168,33 @@ def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_
         clf = GroupedClassifier(members, unified, group_by)
         report["groups_using_fallback"] = skipped or {}
         report["group_by"] = group_by
+    if note:
+        report["test_split_origin"] = note
     return clf, report
+
+
+def split_origin_note(records: Sequence[QuestionRecord]) -> str | None:
+    """One line when records of a task that is not a test split hold questions from a test split."""
+    hidden = [
+        r for r in records if (r.split or "").lower() != "test" and (r.source_split or "").lower() == "test"
+    ]
+    if not hidden:
+        return None
+    counts: dict[str, int] = {}
+    for r in hidden:
+        counts[str(r.task)] = counts.get(str(r.task), 0) + 1
+    tasks = ", ".join(f"{task} ({n})" for task, n in sorted(counts.items()))
+    splits = "/".join(sorted({str(r.split) for r in hidden}))
+    where = (
+        "the offline MATH train pool is the MATH test problems outside MATH-500: evaluate on "
+        "tandem_math500, not tandem_math"
+        if all(task.startswith("tandem_math") for task in counts)
+        else "evaluate it on other questions of that test split only"
+    )
+    return (
+        f"{len(hidden)} questions of {tasks} come from a test split although their task calls its split "
+        f"'{splits}' ({where}; lm_eval refuses the classifier's training questions)"
+    )
 
 
 def _group_by(records: Sequence[QuestionRecord]) -> str:

@@ -41,6 +41,8 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
             f"- {label}: accuracy {summary['accuracy']:.3f}, mean TFLOPs {summary['mean_tflops']:.3f}, "
             f"mean mentor tokens {summary['mean_mentor_tokens']:.1f}"
         )
+    if report.get("test_split_origin"):
+        lines += ["", "## Where the training questions come from", f"- {report['test_split_origin']}"]
     if report.get("groups_using_fallback"):
         lines += [
             "",

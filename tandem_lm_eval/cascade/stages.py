@@ -220,11 +220,13 @@ class Cascade:
                     )
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
-                st.cost.bill(self.mentor_prices, gen.prompt_tokens or 0, gen.new_tokens)
-                if gen.prompt_tokens is not None:
-                    st.cost.mentor_prompt_tokens += gen.prompt_tokens
-                if gen.cached_prompt_tokens:
-                    st.cost.mentor_cached_tokens += gen.cached_prompt_tokens
+                st.cost.add_mentor_call(
+                    self.mentor_prices,
+                    new_tokens=gen.new_tokens,
+                    regenerated_tokens=gen.regenerated_tokens,
+                    prompt_tokens=gen.prompt_tokens,
+                    cached_prompt_tokens=gen.cached_prompt_tokens,
+                )
         for i in active:
             st = states[i]
             st.cost.mentor_tokens = len(st.mentor.token_ids) if st.mentor else 0

@@ -8,8 +8,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("tandem_lm_eval")
 
@@ -27,6 +28,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
     args.argv = list(argv)  # recorded in model cards as the command that made them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        check_arguments(args)  # every path and number the command was given, before it does anything
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -35,6 +37,53 @@ def run_subcommand(argv: Sequence[str]) -> int:
         # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
         print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _analysis_output(name: str, value) -> Path:
+    """``analyze --out X`` writes X.md and X.json."""
+    from tandem_lm_eval.common.paths import output_file
+
+    output_file(name, f"{value}.md")
+    return Path(value)
+
+
+def _at_least_one(name: str, value) -> int:
+    from tandem_lm_eval.common.options import as_int
+
+    return as_int(name, value, minimum=1)
+
+
+def _argument_checks() -> dict[str, dict[str, Callable[[str, Any], Any]]]:
+    """Per subcommand: each argument that names a path or a count, and its check (common/paths.py,
+    common/options.py). ``check_arguments`` runs them before the command starts, so a bad one is one
+    line before any model loads, never an error after the work (docs/bad-inputs.md)."""
+    from tandem_lm_eval.common.paths import input_file, output_dir, output_file
+
+    return {
+        "collect": {
+            "out": output_file,
+            "chunk": _at_least_one,
+            "limit": _at_least_one,
+            "answer_max_tokens": _at_least_one,
+        },
+        "oracle-mentor": {"out": output_file, "limit": _at_least_one},
+        "fit": {"records": input_file, "out": output_dir},
+        "analyze": {"records": input_file, "out": _analysis_output, "resamples": _at_least_one},
+        "compare": {"config": input_file},
+        # --store: RunStore(create=False) names a missing store itself ("no run store at ...")
+        "store": {"out": output_file},
+    }
+
+
+def check_arguments(args) -> None:
+    """Check ``args`` by the table of ``_argument_checks``; an OptionError names the option."""
+    for dest, check in _argument_checks().get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        option = "--" + dest.replace("_", "-") if dest not in ("config",) else dest
+        for one in value if isinstance(value, list) else [value]:
+            check(option, one)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,10 +214,13 @@ def _task_questions(args, **extra):
 def _collect(args) -> int:
     from tandem_lm_eval.common.options import parse_model_args
     from tandem_lm_eval.harness.config import TandemConfig
-    from tandem_lm_eval.workflows.collect import collect, make_explorer
+    from tandem_lm_eval.workflows.collect import collect, default_store, make_explorer
 
     model_args = parse_model_args(args.model_args)
-    default_max = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"}).max_gen_toks
+    if "store" not in model_args:  # keep what is generated: a failed judging step loses nothing
+        model_args["store"] = str(default_store(args.out))
+    config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    default_max = config.max_gen_toks
     questions, source = _task_questions(
         args,
         max_gen_toks=args.answer_max_tokens,
@@ -177,10 +229,12 @@ def _collect(args) -> int:
         filter_name=args.filter,
         threshold=args.label_threshold,
     )
+    source.check()  # --metric and --filter exist, before any model loads
     stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
+    kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
-        f"({stats.skipped} already there)"
+        f"({stats.skipped} already there){kept}"
     )
     return 0
 

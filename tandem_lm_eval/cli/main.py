@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(run_subcommand(argv))
     import lm_eval.tasks.manager as manager
 
-    from tandem_lm_eval.harness.registration import patch_task_manager, register_model
+    from tandem_lm_eval.harness.registration import patch_results_folder, patch_task_manager, register_model
 
     register_model()
     patch_task_manager(manager)
+    patch_results_folder()
     from lm_eval.__main__ import cli_evaluate
 
     cli_evaluate()

@@ -1,5 +1,5 @@
-"""The vocabulary every room shares: typed option values from ``model_args`` (``options``) and the
-reasoning-model tag convention (``thinking``).
+"""The vocabulary every room shares: typed option values from ``model_args`` (``options``), the paths a
+user gives checked before any work (``paths``) and the reasoning-model tag convention (``thinking``).
 
 Imports nothing from the package.
 """

@@ -33,6 +33,9 @@ class RequestCost:
     """What one request cost; one row of the ledger."""
 
     mentor_tokens: int = 0  # L_L
+    # tokens the mentor generated again: a hosted chat API that cannot continue a message regenerates
+    # the whole answer at every stage. Billed (``usd``) and computed (``tflops``), not in L_L.
+    mentor_regenerated_tokens: int = 0
     intern_tokens: int = 0  # L_S
     stop_stage: int = 0  # t*: 0 = question alone, k = after the k-th mentor stage
     stage_scores: list[float] = field(default_factory=list)  # s_t for every stage that was scored
@@ -52,11 +55,32 @@ class RequestCost:
         if prices is not None:
             self.usd = (self.usd or 0.0) + prices.cost(input_tokens, output_tokens)
 
+    def add_mentor_call(
+        self,
+        prices: TokenPrices | None,
+        *,
+        new_tokens: int,
+        regenerated_tokens: int = 0,
+        prompt_tokens: int | None = None,
+        cached_prompt_tokens: int | None = None,
+    ) -> None:
+        """One mentor generation call: billed for its prompt and for every token it output, the
+        regenerated ones included (what an API charges); L_L itself is set by the caller."""
+        self.mentor_regenerated_tokens += regenerated_tokens
+        self.bill(prices, prompt_tokens or 0, new_tokens + regenerated_tokens)
+        if prompt_tokens is not None:
+            self.mentor_prompt_tokens += prompt_tokens
+        if cached_prompt_tokens:
+            self.mentor_cached_tokens += cached_prompt_tokens
+
     def finalize(self, mentor_params: float, intern_params: float) -> None:
+        regenerated = self.mentor_regenerated_tokens
         if self.intern_reads_mentor:
-            self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+            self.tflops = tflops(
+                mentor_params, intern_params, self.mentor_tokens, self.intern_tokens, regenerated
+            )
         else:
-            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0) + tflops(
+            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0, regenerated) + tflops(
                 0.0, intern_params, 0, self.intern_tokens
             )
 
@@ -76,6 +100,7 @@ class RunSummary:
     early_stops: int
     times: PhaseTimes
     usd: float | None = None
+    mentor_regenerated_tokens: int = 0
 
     @classmethod
     def of(cls, costs: Sequence[RequestCost], num_stages: int) -> RunSummary:
@@ -97,6 +122,7 @@ class RunSummary:
             early_stops=sum(c.stopped_early for c in costs),
             times=times,
             usd=usd,
+            mentor_regenerated_tokens=sum(c.mentor_regenerated_tokens for c in costs),
         )
 
     def format(self) -> str:
@@ -111,6 +137,11 @@ class RunSummary:
             f"{self.times.intern_score:.2f}, classify {self.times.classify:.3f}, intern generate "
             f"{self.times.intern_generate:.2f}",
         ]
+        if self.mentor_regenerated_tokens:
+            lines.append(
+                f"  mentor tokens generated again (an API that cannot continue): "
+                f"{self.mentor_regenerated_tokens}, in TFLOPs and $"
+            )
         if self.usd is not None:
             lines.append(f"  API cost: ${self.usd:.4f}")
         return "\n".join(lines)

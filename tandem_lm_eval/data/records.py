@@ -74,6 +74,9 @@ class QuestionRecord:
     doc_id: int | None = None
     doc_hash: str | None = None
     split: str | None = None
+    # the split the question really comes from when the task's own name differs (data/benchmarks.py:
+    # the offline MATH train pool is MATH test problems outside MATH-500); None when unknown
+    source_split: str | None = None
     budgets: list[int] = field(default_factory=list)
     mentor: MentorOutput | None = None
     intern_model: str = ""

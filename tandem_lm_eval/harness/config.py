@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from tandem_lm_eval.backends import BACKENDS, backend_class
 from tandem_lm_eval.common.options import OptionError, as_bool, as_count, as_float, as_int, as_list, as_str
+from tandem_lm_eval.common.paths import output_file
 from tandem_lm_eval.cost.pricing import TokenPrices, parse_price
 
 DEFAULT_BUDGETS = (100, 500, 1000)
@@ -217,7 +217,8 @@ class TandemConfig:
         if "max_gen_toks" in top:
             cfg.max_gen_toks = as_int("max_gen_toks", top["max_gen_toks"], minimum=1)
         if top.get("trace_path") is not None:
-            cfg.trace_path = as_str("trace_path", top["trace_path"])
+            # checked now: a folder here used to fail after the whole run's work was done
+            cfg.trace_path = str(output_file("trace_path", as_str("trace_path", top["trace_path"])))
         if "progress" in top:
             cfg.progress = as_bool("progress", top["progress"])
         if "allow_training_overlap" in top:
@@ -278,8 +279,8 @@ def _store_path(value: Any) -> str | None:
     if value.strip() == "default":
         from tandem_lm_eval.store.run_store import default_store_path
 
-        return str(default_store_path())
-    return str(Path(value.strip()).expanduser())
+        return str(output_file("store", default_store_path(), "store.sqlite"))
+    return str(output_file("store", value, "store.sqlite"))
 
 
 def resolve_backend_name(name: str, role: str) -> str:

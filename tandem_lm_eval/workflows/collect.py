@@ -8,6 +8,11 @@ resumes where it stopped: questions already in the file (same task and document)
 
 These records train classifiers (``fit``), evaluate them (``analyze``), and can serve the mentor's
 outputs again (``mentor_backend=recorded``).
+
+Nothing generated is lost: the ``collect`` command runs its models behind a run store beside its
+records (``default_store``: ``runs/train.jsonl`` -> ``runs/train.store.sqlite``) unless model_args name
+``store=`` (``none``: off). A chunk whose judging fails (a broken filter in a task YAML) leaves its
+generations in the store, so the rerun after the fix serves them and computes nothing twice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from tandem_lm_eval.data.records import (
     stage_entry,
     write_records,
 )
-from tandem_lm_eval.harness.task_questions import TaskQuestion, TaskSource
+from tandem_lm_eval.harness.task_questions import TaskDataError, TaskQuestion, TaskSource
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,11 @@ def make_explorer(model_args: dict) -> Explorer:
         intern_identity(cfg.intern, intern),
         getattr(intern, "entropy_method", "exact"),
     )
+
+
+def default_store(out_path: str | Path) -> Path:
+    """Where the ``collect`` command keeps what its models generate, when model_args name no store."""
+    return Path(out_path).with_suffix(".store.sqlite")
 
 
 @dataclass
@@ -113,7 +123,10 @@ def collect(
         explored = cascade.explore([q.question for q in batch])
         # judge every stage's answer with the task's own filters and metric
         flat = [(i, o) for i, e in enumerate(explored) for o in e.stages]
-        verdicts = source.judge([batch[i] for i, _ in flat], [o.answer for _, o in flat])
+        try:
+            verdicts = source.judge([batch[i] for i, _ in flat], [o.answer for _, o in flat])
+        except Exception as exc:  # the task's own code (its filters or metric): say where, and what was kept
+            raise TaskDataError(_judging_failed(exc, batch, cascade)) from exc
         by_question: dict[int, list] = {}
         for (i, outcome), (value, label) in zip(flat, verdicts):
             by_question.setdefault(i, []).append(
@@ -142,6 +155,7 @@ def collect(
                     doc_id=item.doc_id,
                     doc_hash=item.doc_hash,
                     split=item.split,
+                    source_split=item.source_split,
                     budgets=list(cascade.budgets),
                     mentor=None
                     if mentor is None
@@ -170,3 +184,23 @@ def collect(
     overall.close()
     stats.seconds = time.perf_counter() - t_start
     return stats
+
+
+def _judging_failed(exc: Exception, batch: Sequence[TaskQuestion], cascade: Cascade) -> str:
+    """One line: the task's judging failed where, and whether the chunk's generations are kept."""
+    import traceback
+
+    from tandem_lm_eval.backends.store_backed import store_of
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    store = store_of(cascade.mentor, cascade.intern)
+    kept = (
+        f"the generations are kept in the run store {store.path}: fix the task and rerun the same command "
+        "(nothing is computed twice)"
+        if store is not None
+        else "nothing was kept (store=none): fix the task and rerun"
+    )
+    tasks = ", ".join(sorted({q.task for q in batch}))
+    message = str(exc).replace("\n", " ")
+    return f"judging {tasks} answers with the task's filters and metric failed: {type(exc).__name__}: {message}{where}; {kept}"

@@ -26,6 +26,14 @@ evaluator (``<output>/live``). Both are keyed by what determines them (model_arg
 budget): a second run with nothing changed loads everything and calls no model; a changed setting
 recomputes only what it touches. Outputs: ``leaderboard.md``, ``.csv``, ``.json`` and one
 ``<task>.png`` of accuracy against TFLOPs with the Pareto front.
+
+Before any model loads, ``preflight`` checks every value of the config as the run would meet it (each
+row's model_args as ``TandemLM`` reads them, the classifiers' files and budgets, the tasks and their
+questions against each classifier's training questions, the output folder, matplotlib for the plots):
+a bad one is one line, never an error after the work. Nothing generated is lost: every model writes
+into a run store, ``<output>/store.sqlite`` (unless the shared model_args name ``store=``; ``none``:
+off), so a rerun after a failure (a broken filter in a task YAML, an interrupted run) computes nothing
+twice.
 """
 
 from __future__ import annotations
@@ -39,12 +47,15 @@ from typing import Any
 
 import numpy as np
 
-from tandem_lm_eval.common.options import parse_model_args
+from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
 from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
 
 logger = logging.getLogger(__name__)
 
 REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle")
+#: what a replayed row's own model_args may set (what replay reads); everything else is the shared collect's
+REPLAYED_ROW_KEYS = ("classifier", "thresholds")
+STORE_FILE = "store.sqlite"
 
 
 class CompareError(ValueError):
@@ -119,6 +130,24 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
     tasks = data["tasks"]
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
+        raise CompareError(f"tasks must be a list of task names, got {data['tasks']!r}")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise CompareError("rows must be a list of [[rows]] entries, each with a mode")
+    try:  # the numbers and switches of the config, each named when it is wrong
+        limit = None if data.get("limit") is None else as_int("limit", data["limit"], minimum=1)
+        max_gen_toks = (
+            None
+            if data.get("max_gen_toks") is None
+            else as_int("max_gen_toks", data["max_gen_toks"], minimum=1)
+        )
+        chunk = as_int("chunk", data.get("chunk", 32), minimum=1)
+        unsafe = as_bool("confirm_run_unsafe_code", data.get("confirm_run_unsafe_code", False))
+        include_path = (
+            None if data.get("include_path") is None else as_str("include_path", data["include_path"])
+        )
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
     rows = []
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict) or "mode" not in row:
@@ -132,15 +161,15 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
                 check_mode(mode)
             except ValueError as exc:
                 raise CompareError(f"rows[{i}]: {exc}") from None
-        if mode == "oracle" and row.get("live"):
+        if mode == "oracle" and row.get("live") is True:
             raise CompareError(
                 f"rows[{i}]: the oracle is a reference computed from records, it cannot run live"
             )
-        rows.append(
-            CompareRow(
-                str(row.get("name", mode)), mode, _args(row.get("model_args")), bool(row.get("live", False))
-            )
-        )
+        try:
+            live = as_bool(f"rows[{i}].live", row.get("live", False))
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+        rows.append(CompareRow(str(row.get("name", mode)), mode, _args(row.get("model_args")), live))
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise CompareError(f"row names must be unique: {names}")
@@ -153,11 +182,11 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         tasks=list(tasks),
         rows=rows,
         model_args=shared,
-        limit=None if data.get("limit") is None else int(data["limit"]),
-        max_gen_toks=None if data.get("max_gen_toks") is None else int(data["max_gen_toks"]),
-        include_path=data.get("include_path"),
-        confirm_run_unsafe_code=bool(data.get("confirm_run_unsafe_code", False)),
-        chunk=int(data.get("chunk", 32)),
+        limit=limit,
+        max_gen_toks=max_gen_toks,
+        include_path=include_path,
+        confirm_run_unsafe_code=unsafe,
+        chunk=chunk,
     )
 
 
@@ -181,30 +210,11 @@ def _key(*parts: Any) -> str:
 
 
 # --- the two ways a row is computed -------------------------------------------------------------------
-def task_source(config: CompareConfig, task: str):
-    """The task's TaskSource (its metric and filter), without building its questions."""
+def task_questions(config: CompareConfig, task: str):
+    """The first ``limit`` documents of ``task`` as lm-eval asks them, and the task's source (no model)."""
     from tandem_lm_eval.harness.task_questions import load_task_questions
 
-    _, source = load_task_questions(
-        [task],
-        include_path=config.include_path,
-        limit=1,
-        sampling="first",
-        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
-    )
-    return source
-
-
-def records_for_task(config: CompareConfig, task: str):
-    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), and
-    the task's source."""
-    from tandem_lm_eval.data.records import load_records
-    from tandem_lm_eval.harness.task_questions import load_task_questions
-    from tandem_lm_eval.workflows.collect import collect, make_explorer
-
-    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
-    path = config.output / "records" / f"{task}-{key}.jsonl"
-    questions, source = load_task_questions(
+    return load_task_questions(
         [task],
         include_path=config.include_path,
         limit=config.limit,
@@ -212,17 +222,38 @@ def records_for_task(config: CompareConfig, task: str):
         max_gen_toks=config.max_gen_toks,
         confirm_run_unsafe_code=config.confirm_run_unsafe_code,
     )
+
+
+def store_args(config: CompareConfig) -> dict[str, str]:
+    """The run store every model of the comparison writes to: ``<output>/store.sqlite``, unless the
+    shared model_args name one (``store=none`` turns it off). Not part of any cache key: where work is
+    kept does not change what it is."""
+    if "store" in config.model_args:
+        return {}
+    return {"store": str(config.output / STORE_FILE)}
+
+
+def records_for_task(config: CompareConfig, task: str, loaded=None):
+    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), the
+    task's source, and the questions (with their documents) the records answer, in the same order.
+    ``loaded``: ``task_questions``' result, when the caller has it already."""
+    from tandem_lm_eval.data.records import load_records
+    from tandem_lm_eval.workflows.collect import collect, make_explorer
+
+    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
+    path = config.output / "records" / f"{task}-{key}.jsonl"
+    questions, source = loaded if loaded is not None else task_questions(config, task)
     wanted = {(q.task, q.doc_hash) for q in questions}
     have = {(r.task, r.doc_hash) for r in load_records([path])} if path.is_file() else set()
     if not wanted <= have:
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
-        explorer = make_explorer(config.model_args)
+        explorer = make_explorer({**config.model_args, **store_args(config)})
         try:
             collect(explorer, questions, source, path, chunk=config.chunk)
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
-    return [by_key[(q.task, q.doc_hash)] for q in questions], source
+    return [by_key[(q.task, q.doc_hash)] for q in questions], source, questions
 
 
 def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
@@ -240,7 +271,9 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
 
     patch_task_manager(manager)
     metric, filter_name = source.metric_of(task), source.filter_of(task)
-    lm = TandemLM(**{"progress": "true", **config.model_args, **row.model_args, "mode": row.mode})
+    lm = TandemLM(
+        **{"progress": "true", **config.model_args, **store_args(config), **row.model_args, "mode": row.mode}
+    )
     try:
         out = lm_eval.simple_evaluate(
             model=lm,
@@ -273,8 +306,11 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     return samples
 
 
-def replayed_entry(row: CompareRow, task: str, records, metric: str, config: CompareConfig) -> BoardEntry:
-    """A row computed from collect records: no model call."""
+def replayed_entry(
+    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None
+) -> BoardEntry:
+    """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
+    in order) let a per-group classifier find each question's group by its own rule, as a live run does."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
     from tandem_lm_eval.calibration.tables import row_table, stage_table
@@ -285,11 +321,15 @@ def replayed_entry(row: CompareRow, task: str, records, metric: str, config: Com
     if kind in ("tandem", "route"):
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
+        records = _grouped_as_live(clf, records, questions)
         rows = row_table(records, clf.card.feature_span)
         s = scores_of(clf, rows, records)
         table = stage_table(records, lambda r: s, rows)
         thresholds = _thresholds(row, clf, records)
-        result = route(table, thresholds[0][0]) if kind == "route" else replay_each(table, thresholds)
+        if kind == "route":  # each question's own τ_0: a per-group router has one per group
+            result = route(table, np.array([t[0] for t in thresholds]))
+        else:
+            result = replay_each(table, thresholds)
     else:
         rows = row_table(records, "prompt")
         table = stage_table(records, lambda r: np.zeros(len(r)), rows)
@@ -369,6 +409,20 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
         )
 
 
+def _grouped_as_live(clf, records, questions):
+    """The records with each question's group by the classifier's own rule (``group_by``), as
+    ``TandemLM`` finds it at run time; compare's collect groups by task, a per-group classifier may
+    group by a document field (MATH's subject)."""
+    group_by = getattr(clf, "group_by", None)
+    if group_by is None or questions is None:
+        return records
+    from dataclasses import replace
+
+    from tandem_lm_eval.judgment.grouped import group_of
+
+    return [replace(r, group=group_of(group_by, q.task, q.doc)) for r, q in zip(records, questions)]
+
+
 def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
     from tandem_lm_eval.calibration.analysis import question_thresholds
 
@@ -381,18 +435,110 @@ def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
     return question_thresholds(clf, records)
 
 
+# --- before any model loads ---------------------------------------------------------------------------
+def row_config(config: CompareConfig, row: CompareRow | None):
+    """The TandemConfig a row runs with (``None``: the shared collect's), checked as TandemLM checks it."""
+    from tandem_lm_eval.harness.config import TandemConfig
+
+    if row is None:  # the collect runs every stage
+        return TandemConfig.from_model_args({**config.model_args, "mode": "fixed:1"})
+    mode = "fixed:1" if row.mode == "oracle" else row.mode  # the oracle is a reference, not a mode
+    return TandemConfig.from_model_args({**config.model_args, **row.model_args, "mode": mode})
+
+
+def preflight(config: CompareConfig) -> dict[str, tuple]:
+    """Check every value of ``config`` before any model loads: one CompareError line naming the row or
+    key and what to do. Returns each task's ``task_questions`` (loaded without a model) for the run."""
+    import importlib.util
+
+    from tandem_lm_eval.common.paths import output_dir
+    from tandem_lm_eval.harness.assembly import load_classifier
+
+    try:
+        output_dir("output", config.output)
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CompareError(
+            "compare draws <task>.png with matplotlib, which is not installed: "
+            "pip install 'tandem-lm-eval[plot]' (or matplotlib), then run compare again"
+        )
+    replayed = [r for r in config.rows if r.replayed]
+    try:
+        collect_budgets = list(row_config(config, None).budgets) if replayed else None
+    except ValueError as exc:
+        raise CompareError(f"model_args: {exc}") from None
+    classifiers = {}  # row name -> (classifier, what to do about training questions)
+    for i, row in enumerate(config.rows):
+        where = f"rows[{i}] {row.name!r}"
+        try:
+            if row.replayed:
+                extra = sorted(set(row.model_args) - set(REPLAYED_ROW_KEYS))
+                if extra:
+                    raise CompareError(
+                        f"{where} is replayed from the shared collect, so its model_args may set only "
+                        f"{', '.join(REPLAYED_ROW_KEYS)} (got {', '.join(extra)}): put the others in the "
+                        "shared model_args, or give the row live = true"
+                    )
+            cfg = row_config(config, row)
+            if row.mode.split(":")[0] not in ("tandem", "route"):
+                continue
+            if row.replayed:
+                from tandem_lm_eval.judgment.loading import load_classifier_folder
+
+                path = _classifier_path(row, config)
+                clf = load_classifier_folder(path)
+                if clf.card.budgets and list(clf.card.budgets) != collect_budgets:
+                    raise CompareError(
+                        f"{where}: classifier {path} was made for budgets {list(clf.card.budgets)}, the "
+                        f"collect runs {collect_budgets} (the shared model_args' budgets): give "
+                        f"budgets={list(clf.card.budgets)} in the shared model_args, or a classifier made "
+                        "for these budgets"
+                    )
+            else:
+                clf, _ = load_classifier(cfg)  # its files, thresholds and budgets, as TandemLM reads them
+            overlap_ok = (
+                None
+                if cfg.allow_training_overlap
+                else (
+                    "give the row live = true with allow_training_overlap=true in its model_args"
+                    if row.replayed
+                    else "give allow_training_overlap=true in the row's model_args"
+                )
+            )
+            classifiers[row.name] = (clf, overlap_ok)
+        except CompareError:
+            raise
+        except ValueError as exc:  # ConfigError, ClassifierError: the message names the key or file
+            raise CompareError(f"{where}: {exc}") from None
+    loaded = {}
+    for task in config.tasks:
+        questions, source = loaded[task] = task_questions(config, task)
+        keys = {q.question.key for q in questions}
+        for name, (clf, remedy) in classifiers.items():
+            overlap = len(keys & clf.card.training_questions)
+            if overlap and remedy is not None:
+                raise CompareError(
+                    f"row {name!r}: {overlap} of {len(keys)} questions of {task} are among its classifier's "
+                    f"training questions (scores on them would be inflated): choose other questions, or {remedy}"
+                )
+        source.check()  # a task without a metric or filter fails here, not after its collect
+    return loaded
+
+
 # --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
+    loaded = preflight(config)
     entries = []
     for task in config.tasks:
         if any(r.replayed for r in config.rows):
-            records, source = records_for_task(config, task)
+            records, source, questions = records_for_task(config, task, loaded[task])
         else:
-            records, source = None, task_source(config, task)
+            (_, source), records, questions = loaded[task], None, None
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entries.append(replayed_entry(row, task, records, metric, config))
+                entries.append(replayed_entry(row, task, records, metric, config, questions))
             else:
                 samples = live_samples(config, row, task, source)
                 entries.append(live_entry(row, task, samples, metric, source.threshold))

@@ -10,7 +10,8 @@ What the server can do decides how each operation is carried out, never the call
 * ``server="openai"`` (any other OpenAI-compatible API): only standard fields are sent. The
   completions endpoint continues by resending ``prompt + previous text``; the chat endpoint of an
   API without assistant prefill cannot continue a message, so a continuation regenerates the whole
-  answer with the larger budget (a warning says so; the whole output is billed again and counted).
+  answer with the larger budget (a warning says so): the regenerated part is ``regenerated_tokens``,
+  billed in ``tandem_usd`` and counted in ``tandem_tflops``, not in L_L (cost/flops.py).
   Scoring uses ``echo`` + ``logprobs`` on the completions endpoint where the API still offers it.
 
 Entropies from a server are top-k estimates: the exact entropy needs the full distribution, which no
@@ -302,7 +303,8 @@ class OpenAIBackend(Backend):
             forced_ids = (self._text_ids(req.forced_text, abort) or ()) if req.forced_text else ()
             return self._generation(prefix, text, new_ids, new_text, finish, usage, forced_ids)
         # The whole answer came again. Keep the Generation's contract (prefix tokens + new tokens) by
-        # counting as new only what goes beyond the earlier length; the billed total is in ``usage``.
+        # counting as new only what goes beyond the earlier length; the rest was generated again:
+        # ``regenerated_tokens``, which the ledger bills and counts in TFLOPs (cost/flops.py).
         assert prefix is not None
         whole = join_reasoning("", reasoning, content, closed=closed)
         fresh = self._generation(None, whole, new_ids, whole, finish, usage)
@@ -315,6 +317,7 @@ class OpenAIBackend(Backend):
             fresh,
             token_ids=prefix.token_ids + fresh.token_ids[before:],
             new_tokens=max(0, len(fresh.token_ids) - before),
+            regenerated_tokens=min(before, len(fresh.token_ids)),
         )
 
     def _generation(
