@@ -99,6 +99,25 @@ class RunSummary:
             usd=usd,
         )
 
+    @classmethod
+    def combine(cls, parts: Sequence[RunSummary], num_stages: int) -> RunSummary:
+        """One summary of several (the calls of a run, the ranks of a distributed run): totals add
+        up, so the combined summary equals ``of`` over all their requests' costs."""
+        total = cls.of([], num_stages)
+        for p in parts:
+            total.requests += p.requests
+            total.mentor_tokens += p.mentor_tokens
+            total.intern_tokens += p.intern_tokens
+            total.tflops += p.tflops
+            total.early_stops += p.early_stops
+            for t, c in p.stage_counts.items():
+                total.stage_counts[int(t)] = total.stage_counts.get(int(t), 0) + c
+            for name in ("mentor_generate", "intern_score", "classify", "intern_generate"):
+                setattr(total.times, name, getattr(total.times, name) + getattr(p.times, name))
+            if p.usd is not None:
+                total.usd = (total.usd or 0.0) + p.usd
+        return total
+
     def format(self) -> str:
         n = max(self.requests, 1)
         dist = ", ".join(f"stage {t}: {c} ({100 * c / n:.1f}%)" for t, c in sorted(self.stage_counts.items()))

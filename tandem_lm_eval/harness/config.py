@@ -63,6 +63,9 @@ class TandemConfig:
     # generate_until runs the cascade on this many requests at a time: memory stays bounded, and each
     # chunk's work is in the store before the next starts.
     chunk_size: int = 256
+    # Under a launcher (torchrun, accelerate launch): GPUs per process, ``auto`` (the node's visible
+    # GPUs split evenly among its processes), ``all`` (the launcher already isolated them) or a number.
+    gpus_per_rank: str = "auto"
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -83,6 +86,7 @@ class TandemConfig:
         "budget_forcing_close",
         "store",
         "chunk_size",
+        "gpus_per_rank",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -232,6 +236,16 @@ class TandemConfig:
             cfg.store = _store_path(top["store"])
         if "chunk_size" in top:
             cfg.chunk_size = as_int("chunk_size", top["chunk_size"], minimum=1)
+        if top.get("gpus_per_rank") is not None:
+            text = str(top["gpus_per_rank"]).strip().lower()
+            if text not in ("auto", "all"):
+                try:
+                    text = str(as_int("gpus_per_rank", text, minimum=1))
+                except ConfigError:
+                    raise ConfigError(
+                        f"gpus_per_rank must be auto, all or a number of GPUs (>= 1), got {top['gpus_per_rank']!r}"
+                    ) from None
+            cfg.gpus_per_rank = text
         return cfg
 
     def public_dict(self) -> dict[str, Any]:
