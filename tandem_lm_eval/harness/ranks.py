@@ -247,10 +247,12 @@ def gpu_group(visible: list[str], local_rank: int, local_world_size: int, gpus_p
     return list(visible[local_rank * per : (local_rank + 1) * per])
 
 
-def claim_gpus(info: LaunchInfo, gpus_per_rank: str = "auto") -> list[str]:
+def claim_gpus(info: LaunchInfo, gpus_per_rank: str = "auto") -> list[str] | None:
     """Narrow CUDA_VISIBLE_DEVICES to this process's GPU group before any engine starts, so every
     engine of the process (transformers on ``cuda``, vLLM with tensor parallelism) sees exactly its
-    group. Returns the group ([] on a machine without GPUs)."""
+    group. Returns the group ([] on a machine without GPUs; None for a single process left as it is)."""
+    if info.local_world_size <= 1 and gpus_per_rank == "auto":
+        return None  # one process on its node: every visible GPU is its own
     visible = visible_gpus()
     group = gpu_group(visible, info.local_rank, info.local_world_size, gpus_per_rank)
     if not visible or group == visible:
