@@ -274,3 +274,14 @@ def test_a_killed_rank_resumes_from_the_store(tmp_path, tiny_model_dir, tiny_cla
     assert sum(c["generations_served"] + c["scores_served"] for c in counts.values()) == stored
     assert {len(v) for v in trace_by_doc(tmp_path / "trace.jsonl").values()} == {1}
     assert len(trace_by_doc(tmp_path / "trace.jsonl")) == limit
+
+
+def test_data_parallel_size_is_refused_with_what_does_it():
+    from tandem_lm_eval.harness.config import ConfigError, TandemConfig
+
+    assert TandemConfig.from_model_args({"data_parallel_size": "1"}).mode == "tandem"
+    with pytest.raises(ConfigError, match="data_parallel_size=2: replicas inside one process.*torchrun"):
+        TandemConfig.from_model_args({"data_parallel_size": "2"})
+    args = {"mentor": "m", "intern": "demo", "mentor_backend": "vllm", "mentor_data_parallel_size": "4"}
+    with pytest.raises(ConfigError, match="mentor_data_parallel_size=4: replicas inside one process"):
+        TandemConfig.from_model_args(args)

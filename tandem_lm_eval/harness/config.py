@@ -87,6 +87,7 @@ class TandemConfig:
         "store",
         "chunk_size",
         "gpus_per_rank",
+        "data_parallel_size",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -179,6 +180,10 @@ class TandemConfig:
                 if bs is not None and str(bs) != "auto" and not str(bs).startswith("auto"):
                     rc.options.setdefault("batch_size", as_int("batch_size", bs, minimum=1))
             _check_backend_options(role, rc, accepted)
+            if "data_parallel_size" in rc.options and str(rc.options["data_parallel_size"]).strip() != "1":
+                raise ConfigError(
+                    _data_parallel_message(f"{role}_data_parallel_size", rc.options["data_parallel_size"])
+                )
             roles[role] = rc
 
         cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
@@ -236,6 +241,9 @@ class TandemConfig:
             cfg.store = _store_path(top["store"])
         if "chunk_size" in top:
             cfg.chunk_size = as_int("chunk_size", top["chunk_size"], minimum=1)
+        if top.get("data_parallel_size") is not None:
+            if as_int("data_parallel_size", top["data_parallel_size"], minimum=1) > 1:
+                raise ConfigError(_data_parallel_message("data_parallel_size", top["data_parallel_size"]))
         if top.get("gpus_per_rank") is not None:
             text = str(top["gpus_per_rank"]).strip().lower()
             if text not in ("auto", "all"):
@@ -266,6 +274,18 @@ class TandemConfig:
         out["budgets"] = list(self.budgets)
         out["thresholds"] = list(self.thresholds) if self.thresholds else None
         return out
+
+
+def _data_parallel_message(key: str, value: Any) -> str:
+    """Why data_parallel_size > 1 is refused, and what does the same: N replicas of both roles, the
+    requests split among them (docs/scale-out.md)."""
+    return (
+        f"{key}={value}: replicas inside one process are not supported (vLLM's LLM refuses "
+        "data_parallel_size > 1 in one process, and lm-eval's vllm model rebuilds Ray replicas on every "
+        "call); start N processes instead, each one replica of mentor and intern on its own GPUs: "
+        "torchrun --nproc_per_node N -m lm_eval --model tandem ... (or accelerate launch), or serve the "
+        "models with vllm serve --data-parallel-size N and give mentor_backend=openai (docs/scale-out.md)"
+    )
 
 
 def _forced_text(value: Any) -> str:
