@@ -6,8 +6,8 @@
 
 What it runs: ``TandemLM.generate_until`` (``--model tandem`` as lm-eval calls it) on N GSM8K-sized
 questions, mode ``tandem`` with the shipped demo classifier (real MLP, real features, real stop rule) and
-the paper's budgets 100/500/1000 and thresholds no score reaches (every question goes through every
-stage: the most work per question), the mentor and the intern being *instant* fakes: a "token" is 4
+the paper's budgets 100/500/1000 and thresholds 1.0 that no score exceeds (every question goes through
+every stage and the argmax fallback picks one: the most work per question), the mentor and the intern being *instant* fakes: a "token" is 4
 characters, the mentor writes between 60 and 1,500 tokens per question (so some stop before a budget),
 the intern's scores are slices of one random array, its answers 200 tokens. So every second measured is
 the plugin's: prompts, token counting calls, features, the classifier, the policy, the cost ledger, the
@@ -150,7 +150,7 @@ def measure(n: int, store: Path | None, chunk_size: int) -> dict:
     model_args = {
         "mentor": "instant-mentor", "intern": "instant-intern", "mentor_backend": "instant",
         "intern_backend": "instant", "classifier": "smollm2-135m-gsm8k", "classifier_strict": "false",
-        "budgets": "100/500/1000", "thresholds": "0.99/0.99/0.99/0.99", "progress": "false",
+        "budgets": "100/500/1000", "thresholds": "1/1/1/1", "progress": "false",
         "chunk_size": str(chunk_size), "max_gen_toks": str(ANSWER_TOKENS),
     }  # fmt: skip
     if store is not None:
@@ -182,6 +182,7 @@ def measure(n: int, store: Path | None, chunk_size: int) -> dict:
         "answers": len(responses),
         "summary_requests": (info.get("summary") or {}).get("requests"),
         "stop_stages": (info.get("summary") or {}).get("stage_counts"),
+        "mentor_tokens_per_question": ((info.get("summary") or {}).get("mentor_tokens") or 0) / n,
     }
     if store is not None and lm.rank == 0:
         lm.store.close()

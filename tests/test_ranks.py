@@ -248,7 +248,7 @@ def test_a_killed_rank_resumes_from_the_store(tmp_path, tiny_model_dir, tiny_cla
         "budgets=[8,16],mentor_num_params=2e9,dtype=float32,mentor_batch_size=1,intern_batch_size=1,"
         "chunk_size=1,progress=false,thresholds=[0.99,0.99,0.99]"
     )
-    limit = 8
+    limit = 6  # every document of the fixture task: 3 per rank
     _, one = finished(launch(tmp_path, "one", base, 1, limit), tmp_path, "one")
     store = tmp_path / "store.sqlite"
     args = f"{base},store={store},trace_path={tmp_path / 'trace.jsonl'}"
@@ -256,7 +256,9 @@ def test_a_killed_rank_resumes_from_the_store(tmp_path, tiny_model_dir, tiny_cla
     deadline = time.monotonic() + 600
     killed = False
     while proc.poll() is None and time.monotonic() < deadline:
-        if entries(store) >= 6:  # each question stores 6 entries (3 scorings, 2 mentor stages, 1 answer)
+        if (
+            entries(store) >= 6
+        ):  # a question stores 4 to 6 entries (2 mentor stages, 1-3 scorings, the answer)
             pid = worker_pid(proc, 1)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
@@ -266,7 +268,7 @@ def test_a_killed_rank_resumes_from_the_store(tmp_path, tiny_model_dir, tiny_cla
     code = proc.wait(300)
     assert killed and code != 0, "the run ended before rank 1 could be killed"
     stored = entries(store)
-    assert 6 <= stored < 6 * limit
+    assert 6 <= stored < 4 * limit  # killed before the end
     (tmp_path / "trace.jsonl").unlink(missing_ok=True)
     cfg, resumed = finished(launch(tmp_path, "two", args, 2, limit), tmp_path, "two")
     assert resumed == one

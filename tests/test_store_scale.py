@@ -74,7 +74,7 @@ def test_a_version_1_store_is_migrated_with_every_entry(tmp_path):
 
 def test_the_file_is_close_to_the_values_it_holds(tmp_path):
     """Version 1 (WITHOUT ROWID, 4 KB pages) kept ~1 KB of each row in its page and spilled the rest
-    to an overflow page of its own: 1.7x to 3.4x the values. Rows of a few KB now pack into 64 KB pages."""
+    to an overflow page of its own: 1.9x to 3.4x the values. Rows of a few KB now pack into 64 KB pages."""
     with RunStore(tmp_path / "s.sqlite") as store:
         for start in range(0, 1000, 250):
             store.put_many([entry(i, size=4000) for i in range(start, start + 250)])
