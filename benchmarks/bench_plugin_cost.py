@@ -2,7 +2,7 @@
 
     python benchmarks/bench_plugin_cost.py --sweep                       # 1e3, 1e4, 1e5; no store / store
     python benchmarks/bench_plugin_cost.py --sweep --sizes 1000 --json /tmp/x.json
-    torchrun --standalone --nproc_per_node 2 benchmarks/bench_plugin_cost.py --n 100000   # per rank
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_plugin_cost.py --questions 100000
 
 What it runs: ``TandemLM.generate_until`` (``--model tandem`` as lm-eval calls it) on N GSM8K-sized
 questions, mode ``tandem`` with the shipped demo classifier (real MLP, real features, real stop rule) and
@@ -202,11 +202,11 @@ def measure(n: int, store: Path | None, chunk_size: int) -> dict:
     return row
 
 
-def sweep(sizes: list[int], chunk_size: int, json_path: Path) -> None:
+def sweep(sizes: list[int], chunk_size: int, json_path: Path, args_label: str) -> None:
     rows = []
     for n in sizes:
         for with_store in (False, True):
-            cmd = [sys.executable, __file__, "--n", str(n), "--chunk-size", str(chunk_size)]
+            cmd = [sys.executable, __file__, "--questions", str(n), "--chunk-size", str(chunk_size)]
             with tempfile.TemporaryDirectory() as tmp:
                 if with_store:
                     cmd += ["--store", str(Path(tmp) / "store.sqlite")]
@@ -230,13 +230,11 @@ def sweep(sizes: list[int], chunk_size: int, json_path: Path) -> None:
         a = next(r for r in rows if r["questions"] == n and not r["store"])
         b = next(r for r in rows if r["questions"] == n and r["store"])
         b["store_ms_per_question"] = b["ms_per_question"] - a["ms_per_question"]
-    import tandem_lm_eval
-
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average": os.getloadavg(),
-        "package": str(Path(tandem_lm_eval.__file__).parent),
+        "checkout": args_label,
         "rows": rows,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,20 +244,21 @@ def sweep(sizes: list[int], chunk_size: int, json_path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1000, help="questions (all ranks together)")
+    ap.add_argument("--questions", "--n", type=int, default=1000, help="questions (all ranks together)")
     ap.add_argument("--store", type=Path, default=None, help="a run store file (fresh) to write")
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--sweep", action="store_true", help="every size, without and with a store")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "bench-plugin-cost.json")
+    ap.add_argument("--label", default="", help="which checkout of the package ran (recorded in the JSON)")
     args = ap.parse_args()
     if args.sweep:
-        sweep(args.sizes, args.chunk_size, args.json)
+        sweep(args.sizes, args.chunk_size, args.json, args.label)
         return
     import logging
 
     logging.disable(logging.WARNING)
-    print(json.dumps(measure(args.n, args.store, args.chunk_size)))
+    print(json.dumps(measure(args.questions, args.store, args.chunk_size)))
 
 
 if __name__ == "__main__":

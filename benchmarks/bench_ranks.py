@@ -52,6 +52,9 @@ def launch(cmd: list[str], workdir: Path) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "log.txt").open("a")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # one thread per process, as torchrun sets for its workers: on a loaded 2-core machine two spinning
+    # OpenMP threads make a process many times slower (shared/notes/PLATFORM.md)
+    env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
 
 
@@ -205,7 +208,7 @@ def main() -> None:
             **cmp,
             "wall_s": got["wall_s"],
             "killed": got["killed"],
-            "store": got["tandem"]["store"],
+            "store": {k: v for k, v in got["tandem"]["store"].items() if k != "path"},  # no machine paths
         }
         rows.append((name, cmp, got))
     report["runs"]["one_process"] = {"wall_s": single["wall_s"], "summary": single["summary"]}
