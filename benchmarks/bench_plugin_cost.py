@@ -1,7 +1,7 @@
 """The plugin's own cost per question, at up to 10^5 questions, with the engines replaced by instant fakes.
 
     python benchmarks/bench_plugin_cost.py --sweep                       # 1e3, 1e4, 1e5; no store / store
-    python benchmarks/bench_plugin_cost.py --sweep --sizes 1000 --json /tmp/x.json
+    python benchmarks/bench_plugin_cost.py --sweep --sizes 1000 --json runs/plugin-cost.json
     torchrun --standalone --nproc_per_node 2 benchmarks/bench_plugin_cost.py --questions 100000
 
 What it runs: ``TandemLM.generate_until`` (``--model tandem`` as lm-eval calls it) on N GSM8K-sized

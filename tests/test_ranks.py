@@ -287,3 +287,38 @@ def test_data_parallel_size_is_refused_with_what_does_it():
     args = {"mentor": "m", "intern": "demo", "mentor_backend": "vllm", "mentor_data_parallel_size": "4"}
     with pytest.raises(ConfigError, match="mentor_data_parallel_size=4: replicas inside one process"):
         TandemConfig.from_model_args(args)
+
+
+def test_run_summaries_combine_to_the_summary_of_all_requests():
+    """Rank 0 reports the combination of every rank's and call's summary: it must equal the summary of
+    all their requests (every field, so a total added later is combined too)."""
+    import dataclasses
+    import random
+
+    from tandem_lm_eval.cost.ledger import PhaseTimes, RequestCost, RunSummary
+
+    rng = random.Random(0)
+    costs = [
+        RequestCost(
+            mentor_tokens=rng.randint(0, 900),
+            intern_tokens=rng.randint(1, 200),
+            stop_stage=rng.randint(0, 3),
+            stopped_early=rng.random() < 0.4,
+            times=PhaseTimes(*(rng.random() for _ in dataclasses.fields(PhaseTimes))),
+            tflops=rng.random(),
+            usd=rng.random() if i % 3 else None,
+        )
+        for i in range(30)
+    ]
+    whole = dataclasses.asdict(RunSummary.of(costs, 4))
+    parts = [RunSummary.of(costs[a:b], 4) for a, b in ((0, 7), (7, 7), (7, 20), (20, 30))]
+    combined = dataclasses.asdict(RunSummary.combine(parts, 4))
+    assert set(combined) == set(whole)
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert combined[key] == pytest.approx(value), key
+        elif isinstance(value, dict) and key == "times":
+            assert combined[key] == pytest.approx(value), key
+        else:
+            assert combined[key] == value, key
+    assert RunSummary.combine([], 4).requests == 0 and RunSummary.combine([], 4).usd is None

@@ -8,7 +8,7 @@ single-model rows (Table 1, 32B).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
@@ -102,20 +102,22 @@ class RunSummary:
     @classmethod
     def combine(cls, parts: Sequence[RunSummary], num_stages: int) -> RunSummary:
         """One summary of several (the calls of a run, the ranks of a distributed run): totals add
-        up, so the combined summary equals ``of`` over all their requests' costs."""
+        up, so the combined summary equals ``of`` over all their requests' costs. Field by field, so a
+        total added to the summary (or a phase to ``PhaseTimes``) is combined without a change here."""
         total = cls.of([], num_stages)
         for p in parts:
-            total.requests += p.requests
-            total.mentor_tokens += p.mentor_tokens
-            total.intern_tokens += p.intern_tokens
-            total.tflops += p.tflops
-            total.early_stops += p.early_stops
-            for t, c in p.stage_counts.items():
-                total.stage_counts[int(t)] = total.stage_counts.get(int(t), 0) + c
-            for name in ("mentor_generate", "intern_score", "classify", "intern_generate"):
-                setattr(total.times, name, getattr(total.times, name) + getattr(p.times, name))
-            if p.usd is not None:
-                total.usd = (total.usd or 0.0) + p.usd
+            for f in fields(cls):
+                mine, theirs = getattr(total, f.name), getattr(p, f.name)
+                if f.name == "stage_counts":
+                    for t, c in theirs.items():
+                        mine[int(t)] = mine.get(int(t), 0) + c
+                elif isinstance(theirs, PhaseTimes):
+                    for g in fields(PhaseTimes):
+                        setattr(mine, g.name, getattr(mine, g.name) + getattr(theirs, g.name))
+                elif theirs is None:
+                    continue  # e.g. no $ price: stays None unless a part has one
+                else:
+                    setattr(total, f.name, (mine or 0) + theirs)
         return total
 
     def format(self) -> str:
