@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,22 @@ def canonical_json(obj: Any) -> bytes:
 
 # --- values ---------------------------------------------------------------------------------------
 def encode_generation(gen: Generation) -> bytes:
-    data = asdict(gen)
-    data["token_ids"] = [int(i) for i in gen.token_ids]
-    return canonical_json(data)
+    # The fields by hand, not dataclasses.asdict: asdict deep-copies the token ids one by one (a
+    # thinking mentor's output is thousands of them), and json writes the tuple as it is. The bytes
+    # are the same as before (sorted keys), so stored entries keep matching.
+    ids = gen.token_ids
+    if not all(type(i) is int for i in ids):  # numpy integers from an engine: plain ints for json
+        ids = [int(i) for i in ids]
+    return canonical_json(
+        {
+            "cached_prompt_tokens": gen.cached_prompt_tokens,
+            "finish_reason": gen.finish_reason,
+            "new_tokens": gen.new_tokens,
+            "prompt_tokens": gen.prompt_tokens,
+            "text": gen.text,
+            "token_ids": ids,
+        }
+    )
 
 
 def decode_generation(blob: bytes) -> Generation:

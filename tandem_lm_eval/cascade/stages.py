@@ -9,8 +9,9 @@ All questions of a call move through the stages together, one batched backend ca
 
 The policy (cascade/policies/) decides when to stop; the classifier only runs for policies that need scores.
 A per-group classifier gives each request the member (and thresholds) of its group. Features are
-computed over every span the backend could locate (features.FEATURE_SPANS); the classifier reads the
-span it was trained on, the others are recorded for analysis. Backends are used only through the
+computed over the span the classifier reads; over every span the backend could locate
+(features.FEATURE_SPANS) only when someone records them (``all_feature_spans``: a trace, and
+``explore`` for collect), since the others were ~80% of the cascade's own CPU. Backends are used only through the
 Backend interface: no engine-specific code here.
 """
 
@@ -69,6 +70,7 @@ class Cascade:
         mentor_prices: TokenPrices | None = None,
         intern_prices: TokenPrices | None = None,
         group_policies: dict[str, StopPolicy] | None = None,
+        all_feature_spans: bool = False,
     ) -> None:
         """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
         (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
@@ -91,6 +93,8 @@ class Cascade:
         self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
         self.progress = progress
         self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
+        # features over every span (for records), or only over the classifier's (the run needs no more)
+        self.all_feature_spans = all_feature_spans
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
@@ -155,7 +159,7 @@ class Cascade:
             if stage > 0:
                 self._mentor_stage(states, active, stage)
             self._add_stage_prompts(states, active, stage)
-            self._score_stage(states, active, stage)
+            self._score_stage(states, active, stage, all_spans=True)  # collect records every span
             bar.update(len(states))
         pairs = [
             (i, t)
@@ -257,7 +261,9 @@ class Cascade:
             )
             st.prompts.append(prompt)
 
-    def _score_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+    def _score_stage(
+        self, states: list[_State], active: list[int], stage: int, all_spans: bool = False
+    ) -> None:
         todo = []
         for i in active:
             st = states[i]
@@ -279,7 +285,8 @@ class Cascade:
         for i, sc in zip(todo, scores):
             rec = states[i].stages[stage]
             rec.spans = sc.spans
-            rec.features_by_span = _features_by_span(sc)
+            spans = None if (all_spans or self.all_feature_spans) else (self.feature_span,)
+            rec.features_by_span = _features_by_span(sc, spans)
             if self.feature_span not in rec.features_by_span:
                 raise BackendError(
                     f"the classifier reads features over span {self.feature_span!r}, which the intern "
@@ -342,10 +349,11 @@ class Cascade:
         return results
 
 
-def _features_by_span(scores) -> dict[str, np.ndarray]:
-    """f_t over each span this prompt's scores allow (``prompt`` always; the others need spans)."""
+def _features_by_span(scores, wanted: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """f_t over each span of ``wanted`` (None: every span) that this prompt's scores allow (``prompt``
+    always; the others need spans)."""
     spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
-    return {span: features_of(scores, span) for span in spans}
+    return {span: features_of(scores, span) for span in spans if wanted is None or span in wanted}
 
 
 def _same_as_previous(st: _State, stage: int) -> bool:

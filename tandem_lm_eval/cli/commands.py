@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
     m.set_defaults(func=_compare)
 
-    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export")
+    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export, merge")
     st_sub = st.add_subparsers(dest="store_command", required=True)
 
     def store_arg(p: argparse.ArgumentParser) -> None:
@@ -188,6 +188,18 @@ def _parser() -> argparse.ArgumentParser:
         "--model", default=None, help="which mentor, when the store holds several (name or fingerprint)"
     )
     s_export.set_defaults(func=_store_export)
+
+    s_merge = st_sub.add_parser(
+        "merge",
+        help="copy the entries of other stores (other nodes' or ranks') into one store",
+        description="Copy every sound entry of each SOURCE store into --out (made if missing); an entry "
+        "--out already holds is kept. Corrupted entries are reported and skipped (and dropped from their "
+        "store, as any read of a store does). Use it before resuming a multi-node run whose nodes kept their own stores "
+        "(docs/scale-out.md).",
+    )
+    s_merge.add_argument("sources", type=Path, nargs="+", help="store files to read")
+    s_merge.add_argument("--out", type=Path, required=True, help="the store to write (may be one of a run)")
+    s_merge.set_defaults(func=_store_merge)
     return parser
 
 
@@ -306,6 +318,25 @@ def _store_prune(args) -> int:
         store.vacuum()
         left = store.count()
     print(f"store prune: deleted {n} entries; {left} left")
+    return 0
+
+
+def _store_merge(args) -> int:
+    from tandem_lm_eval.store.run_store import RunStore
+
+    out_path = args.out.expanduser().resolve()
+    for src in args.sources:
+        if src.expanduser().resolve() == out_path:
+            raise CommandError(f"store merge: {src} is also --out; give the other stores as sources")
+    sources = [RunStore(src, create=False) for src in args.sources]  # every source checked first
+    with RunStore(args.out) as out:
+        for src in sources:
+            with src:
+                c = out.merge_from(src)
+            print(
+                f"store merge: {src.path}: {c.read} entries read, {c.added} added, {c.already_held} already held"
+            )
+        print(f"store merge: {out.path} holds {out.count()} entries ({out.file_bytes() / 1e6:.2f} MB)")
     return 0
 
 

@@ -7,7 +7,7 @@ With a subcommand, the classifier workflow (docs/classifier.md), each step one c
     tandem-lm-eval fit            # train a sufficiency classifier, choose thresholds by an objective
     tandem-lm-eval analyze        # held-out report: per-stage P/R/F1, AUC, routing, cost (no model calls)
     tandem-lm-eval compare CONFIG # Tandem against its baselines: leaderboard and Pareto plots
-    tandem-lm-eval store stats|prune|export  # the run store (model_args store=): size, cleanup, mentor export
+    tandem-lm-eval store stats|prune|export|merge  # the run store (model_args store=): size, cleanup, export, merge
 
 Without one, the stock lm_eval CLI with tandem registered (same flags as ``lm_eval``). It registers the
 model and the task folder explicitly, so it also works where the start-up hook is disabled

@@ -8,7 +8,7 @@ single-model rows (Table 1, 32B).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
@@ -124,6 +124,27 @@ class RunSummary:
             usd=usd,
             mentor_regenerated_tokens=sum(c.mentor_regenerated_tokens for c in costs),
         )
+
+    @classmethod
+    def combine(cls, parts: Sequence[RunSummary], num_stages: int) -> RunSummary:
+        """One summary of several (the calls of a run, the ranks of a distributed run): totals add
+        up, so the combined summary equals ``of`` over all their requests' costs. Field by field, so a
+        total added to the summary (or a phase to ``PhaseTimes``) is combined without a change here."""
+        total = cls.of([], num_stages)
+        for p in parts:
+            for f in fields(cls):
+                mine, theirs = getattr(total, f.name), getattr(p, f.name)
+                if f.name == "stage_counts":
+                    for t, c in theirs.items():
+                        mine[int(t)] = mine.get(int(t), 0) + c
+                elif isinstance(theirs, PhaseTimes):
+                    for g in fields(PhaseTimes):
+                        setattr(mine, g.name, getattr(mine, g.name) + getattr(theirs, g.name))
+                elif theirs is None:
+                    continue  # e.g. no $ price: stays None unless a part has one
+                else:
+                    setattr(total, f.name, (mine or 0) + theirs)
+        return total
 
     def format(self) -> str:
         n = max(self.requests, 1)

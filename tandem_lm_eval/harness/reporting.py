@@ -64,6 +64,12 @@ class TandemResponse(str):
         return (_rebuild_response, (str(self), self.tandem))
 
 
+class PaddingResponse(str):
+    """The answer given again for a request lm-eval's evaluator repeats only to give every rank the
+    same number of requests (padding). Computed once, it carries no cost, and the patched
+    ``apply_filters`` drops it, so the document's samples and metrics are those of one process."""
+
+
 def _rebuild_response(text: str, cost: dict) -> TandemResponse:
     obj = str.__new__(TandemResponse, text)
     obj.tandem = cost
@@ -179,7 +185,11 @@ def _patch_class(klass) -> None:
         original_filters = vars(klass)["apply_filters"]
 
         def apply_filters(self, *args, _orig=original_filters, **kwargs):
-            LEDGER.collect(_task_name(self), getattr(self, "instances", None) or [])
+            instances = getattr(self, "instances", None) or []
+            for inst in instances:  # a distributed run's padding answers are not the document's
+                if any(isinstance(r, PaddingResponse) for r in inst.resps):
+                    inst.resps = [r for r in inst.resps if not isinstance(r, PaddingResponse)]
+            LEDGER.collect(_task_name(self), instances)
             return _orig(self, *args, **kwargs)
 
         klass.apply_filters = apply_filters
