@@ -30,6 +30,7 @@ from tandem_lm_eval.harness.assembly import (
     check_classifier_fits_intern,
     classifier_path,
     group_policies,
+    hidden_request_for,
     load_classifier,
 )
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
@@ -77,6 +78,7 @@ class TandemLM(LM):
                 mentor_prices=cfg.mentor.prices,
                 intern_prices=cfg.intern.prices,
                 group_policies=group_policies(cfg, self.classifier),
+                hidden=hidden_request_for(self.classifier, classifier_path(cfg)),
             )
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None

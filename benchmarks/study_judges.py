@@ -1,0 +1,298 @@
+"""The intern's self-knowledge read three ways (paper Appendix E, Table 8), held out, on collected records.
+
+    python benchmarks/study_judges.py --train runs/judges/train.jsonl.gz --test runs/judges/test.jsonl \\
+        [--lora-classifier runs/judges/lora] --out docs/judges-study
+
+No model call: every judge reads what the records and their hidden side files hold (``collect
+--hidden-layers`` or ``complete-hidden``; for Hidden w/ LoRA, ``fit --features hidden_lora`` trained the
+adapter on the training split and ``complete-hidden --classifier`` added the adapted vectors of the
+test questions). Train records are split by question 70/30 (seed 42, as ``fit``): estimators fit on
+the 70%; the estimator of each judge, the hidden variant selected as "Hidden (best on validation)" and
+every threshold are chosen on the 30% validation questions. The test questions (a test split) are
+only reported on. Judges:
+
+- **Statistics**: Eq. 7 (``tandem-v2``) over Q ⊕ I_t;
+- **Hidden**: the last layer at the prompt's last token (the paper's words, the default reading), plus
+  the other readings as variants (a middle layer, Q ⊕ I_t's last token) and ``tandem-v2+hidden``;
+- **Hidden w/ LoRA**: the same reading from the intern with the LoRA adapter (if given);
+- baselines: logistic regression on the stage alone, and on the stage and log n of Q ⊕ I_t.
+
+Estimators per judge: the paper's MLP (lr 1e-4, 3 epochs, early stopping on accuracy), the MLP trained
+to convergence (lr 1e-3, early stopping on validation loss) and L2 logistic regression with C chosen on
+validation. Reported: validation AUC; test AUC over all rows and within each stage with 95% bootstrap
+intervals; precision / recall / F1 per stage at the thresholds chosen on validation (objective
+max_accuracy); the replayed accuracy and mean TFLOPs of each judge's cascade beside intern-only, each
+fixed stage and the oracle. Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from study_judgment import baseline, per_stage_auc  # noqa: E402
+
+from tandem_lm_eval.calibration.analysis import bootstrap_auc  # noqa: E402
+from tandem_lm_eval.calibration.fitting import FitSettings, fit_member, split_questions  # noqa: E402
+from tandem_lm_eval.calibration.judges_table import format_auc_ci  # noqa: E402
+from tandem_lm_eval.calibration.objectives import Objective, choose_thresholds  # noqa: E402
+from tandem_lm_eval.calibration.replay import fixed_stage, intern_only, oracle, replay  # noqa: E402
+from tandem_lm_eval.calibration.tables import hidden_file_meta, hidden_vectors, row_table, stage_table  # noqa: E402
+from tandem_lm_eval.data.records import load_records  # noqa: E402
+from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, layer_of  # noqa: E402
+from tandem_lm_eval.judgment.loading import load_classifier_folder  # noqa: E402
+
+ESTIMATORS = {
+    "mlp-paper": ("mlp", {"learning_rate": 1e-4, "max_epochs": 3, "early_stopping": "accuracy"}),
+    "mlp-converged": (
+        "mlp",
+        {"learning_rate": 1e-3, "max_epochs": 300, "patience": 30, "early_stopping": "loss"},
+    ),
+    **{f"logistic C={c:g}": ("logistic", {"C": c, "max_iter": 5000}) for c in (0.001, 0.01, 0.1, 1.0)},
+}
+SPAN = "question_insights"
+
+
+def prf(y: np.ndarray, pred: np.ndarray) -> dict:
+    tp = int(((pred == 1) & (y == 1)).sum())
+    p = tp / max(int(pred.sum()), 1)
+    r = tp / max(int(y.sum()), 1)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def evaluate(name, kind, spec, val_recs, test_recs, val_rows, test_rows, s_val, s_test, resamples) -> dict:
+    """Thresholds on validation (max_accuracy), then everything on test."""
+    val_table = stage_table(val_recs, lambda r: s_val, val_rows)
+    choice = choose_thresholds(val_table, Objective("max_accuracy"))
+    test_table = stage_table(test_recs, lambda r: s_test, test_rows)
+    result = replay(test_table, choice.thresholds)
+    per_stage = {}
+    for t in range(test_table.num_stages):
+        m = test_rows.stage == t
+        per_stage[str(t)] = prf(test_rows.y[m], (s_test[m] > choice.thresholds[t]).astype(int))
+    return {
+        "name": name,
+        "kind": kind,
+        "input": spec,
+        "validation_auc": bootstrap_auc(val_rows.y, s_val, 0)["auc"],
+        "test_auc": per_stage_auc(test_rows, s_test, resamples),
+        "thresholds": list(choice.thresholds),
+        "validation_replay": choice.result.summary(),
+        "test_replay": result.summary(),
+        "test_prf_by_stage": per_stage,
+    }
+
+
+def fit_judge(spec: JudgeSpec, vectors, train, val, test, resamples: int) -> tuple[dict, dict]:
+    """Each estimator on the judge's input; the one with the best validation AUC is the judge."""
+    rows = [row_table(x, SPAN, spec, vectors) for x in (train, val, test)]
+    tried = {}
+    best = None
+    for est_name, (kind, params) in ESTIMATORS.items():
+        clf = fit_member(rows[0], rows[1], FitSettings(span=SPAN, kind=kind, params=dict(params), judge=spec))
+        s_val, s_test = clf.sufficiency(rows[1].X), clf.sufficiency(rows[2].X)
+        auc = bootstrap_auc(rows[1].y, s_val, 0)["auc"] or 0.0
+        tried[est_name] = {"validation_auc": auc, "test_auc_all": bootstrap_auc(rows[2].y, s_test, 0)["auc"]}
+        if best is None or auc > best[0]:
+            best = (auc, est_name, s_val, s_test)
+    return {"rows": rows, "estimator": best[1], "s_val": best[2], "s_test": best[3]}, tried
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument(
+        "--lora-classifier", type=Path, default=None, help="a fit --features hidden_lora folder"
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs/judges-study"))
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+
+    train_all, test = load_records([args.train]), load_records([args.test])
+    seen = {r.question_hash for r in train_all}
+    if any(r.question_hash in seen for r in test):
+        raise SystemExit("test questions are also training questions: refusing")
+    val_mask = split_questions(train_all, 0.3, 42)
+    train = [r for r, v in zip(train_all, val_mask) if not v]
+    val = [r for r, v in zip(train_all, val_mask) if v]
+    meta = hidden_file_meta([args.train])
+    L, d = int(meta["num_layers"]), int(meta["hidden_size"])
+
+    def hidden_spec(feature_set: str, layer: str, position: str, adapter: dict | None = None) -> tuple:
+        reading = HiddenReading(layer_of(layer, L), L, d, position, adapter)
+        spec = JudgeSpec(feature_set, SPAN, reading)
+        vectors = {}
+        for path in (args.train, args.test):
+            vectors.update(hidden_vectors([path], reading.key)[0])
+        return spec, vectors
+
+    judges: dict[str, tuple] = {"Statistics": ("tandem-v2", JudgeSpec("tandem-v2", SPAN), None)}
+    judges["Hidden"] = ("hidden", *hidden_spec("hidden", "last", "prompt_end"))
+    variants = {
+        "Hidden: layer 0.5 depth, prompt end": ("hidden", "0.5", "prompt_end"),
+        "Hidden: layer 0.7 depth, prompt end": ("hidden", "0.7", "prompt_end"),
+        "Hidden: last layer, Q ⊕ I_t end": ("hidden", "last", "question_insights_end"),
+        "Statistics + Hidden": ("tandem-v2+hidden", "last", "prompt_end"),
+    }
+    for name, (fs, layer, position) in variants.items():
+        judges[name] = (fs, *hidden_spec(fs, layer, position))
+    if args.lora_classifier:
+        card = load_classifier_folder(args.lora_classifier).card
+        h = card.hidden
+        judges["Hidden w/ LoRA"] = (
+            "hidden_lora",
+            *hidden_spec("hidden_lora", str(h.layer), h.position, h.adapter),
+        )
+
+    study: dict = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "records": {"train": str(args.train), "test": str(args.test)},
+        "questions": {"train": len(train), "validation": len(val), "test": len(test)},
+        "intern": {"model": meta.get("intern_model"), "num_layers": L, "hidden_size": d},
+        "estimators_tried": {},
+        "judges": {},
+    }
+    for name, (fs, spec, vectors) in judges.items():
+        print(f"fitting {name} ...", flush=True)
+        best, tried = fit_judge(spec, vectors, train, val, test, args.resamples)
+        study["estimators_tried"][name] = tried
+        rows = best["rows"]
+        entry = evaluate(
+            name,
+            fs,
+            _describe(spec),
+            val,
+            test,
+            rows[1],
+            rows[2],
+            best["s_val"],
+            best["s_test"],
+            args.resamples,
+        )
+        entry["estimator"] = best["estimator"]
+        study["judges"][name] = entry
+    tr, va, te = (row_table(x, SPAN) for x in (train, val, test))
+    for name, with_length in (("stage only", False), ("length + stage", True)):
+        study["judges"][name] = evaluate(
+            name,
+            "baseline",
+            "logistic regression on the stage one-hot" + (" + log n of Q ⊕ I_t" if with_length else ""),
+            val,
+            test,
+            va,
+            te,
+            baseline(tr, va, with_length),
+            baseline(tr, te, with_length),
+            args.resamples,
+        )
+        study["judges"][name]["estimator"] = "logistic"
+    hidden_names = [n for n in judges if n.startswith("Hidden") and n != "Hidden w/ LoRA"]
+    best_hidden = max(hidden_names, key=lambda n: study["judges"][n]["validation_auc"] or 0.0)
+    study["hidden_selected_on_validation"] = best_hidden
+    test_table = stage_table(test, lambda r: np.zeros(len(r)), te)
+    study["test_baselines"] = {
+        "intern only": intern_only(test_table).summary(),
+        **{f"fixed:{t}": fixed_stage(test_table, t).summary() for t in range(1, test_table.num_stages)},
+        "oracle": oracle(test_table).summary(),
+    }
+    study["label_rate_test_by_stage"] = [
+        float(te.y[te.stage == t].mean()) for t in range(test_table.num_stages)
+    ]
+    study["seconds"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(study, indent=2) + "\n")
+    Path(f"{args.out}.md").write_text(markdown(study))
+    print(markdown(study))
+
+
+def _describe(spec: JudgeSpec) -> str:
+    if spec.hidden is None:
+        return f"{spec.feature_set} over {spec.span}"
+    h = spec.hidden
+    extra = f", LoRA r={h.adapter['rank']}" if h.adapter else ""
+    stats = "Eq. 7 statistics + " if spec.feature_set.startswith("tandem-v2") else ""
+    return f"{stats}layer {h.layer}/{h.num_layers} at {h.position} ({h.hidden_size} units{extra})"
+
+
+def markdown(study: dict) -> str:
+    q = study["questions"]
+    lines = [
+        "# The intern's self-knowledge read three ways: Statistics, Hidden, Hidden w/ LoRA (held out)",
+        "",
+        f"{study['date']}, {study['machine']}; `benchmarks/study_judges.py`. Intern {study['intern']['model']} "
+        f"({study['intern']['num_layers']} layers, {study['intern']['hidden_size']} units). Questions: {q['train']} "
+        f"train / {q['validation']} validation (GSM8K train split, by question, stratified, seed 42) / {q['test']} "
+        "test (GSM8K test split, never used for a choice). Sufficient rate on test by stage: "
+        + ", ".join(f"{x:.3f}" for x in study["label_rate_test_by_stage"])
+        + ".",
+        "",
+        "## AUC (validation: choice of estimator; test: 95% bootstrap interval)",
+        "",
+        "| judge | input | estimator (by validation AUC) | validation AUC | test, all rows | stage 0 | stage 1 | stage 2 | stage 3 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in study["judges"].items():
+        a = v["test_auc"]
+        cells = " | ".join(format_auc_ci(a.get(str(t), {})) for t in range(4))
+        val = "n/a" if v["validation_auc"] is None else f"{v['validation_auc']:.3f}"
+        lines.append(
+            f"| {name} | {v['input']} | {v['estimator']} | {val} | {format_auc_ci(a['all'])} | {cells} |"
+        )
+    lines += [
+        "",
+        f"Best hidden reading on validation: **{study['hidden_selected_on_validation']}**.",
+        "",
+        "## Test precision / recall / F1 per stage at thresholds chosen on validation (Table 9)",
+        "",
+        "| judge | thresholds | stage 0 | stage 1 | stage 2 | stage 3 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in study["judges"].items():
+        cells = " | ".join(
+            f"{p['precision']:.2f} / {p['recall']:.2f} / {p['f1']:.2f}"
+            for p in v["test_prf_by_stage"].values()
+        )
+        lines.append(f"| {name} | {v['thresholds']} | {cells} |")
+    lines += [
+        "",
+        "## Replayed on the test questions (Table 8's columns for one group: accuracy and mean TFLOPs)",
+        "",
+        "| method | accuracy | mean mentor tokens | mean TFLOPs | stage distribution |",
+        "|---|---|---|---|---|",
+    ]
+    points = {
+        **study["test_baselines"],
+        **{f"Tandem, {k}": v["test_replay"] for k, v in study["judges"].items()},
+    }
+    for name, v in points.items():
+        dist = ", ".join(f"{x:.2f}" for x in v["stage_distribution"].values())
+        lines.append(
+            f"| {name} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | {v['mean_tflops']:.3f} | {dist} |"
+        )
+    lines += ["", "Estimators tried (validation AUC / test AUC, all rows):", ""]
+    for name, tried in study["estimators_tried"].items():
+        lines.append(
+            f"- {name}: "
+            + "; ".join(
+                f"{k} {v['validation_auc']:.3f} / {(v['test_auc_all'] or 0):.3f}" for k, v in tried.items()
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
