@@ -183,6 +183,9 @@ class HiddenRequest:
     layers: tuple[int, ...]
     adapter: str | None = None
     adapter_id: str | None = None
+    # False: only the hidden vectors are wanted (complete-hidden): a backend may skip the per-token
+    # log-probabilities and entropies (the scores' arrays are then empty) and the LM head.
+    statistics: bool = True
 
     def __post_init__(self) -> None:
         if not self.layers or any(int(x) < 0 for x in self.layers):

@@ -279,15 +279,21 @@ class HFBackend(Backend):
             for row, seq in enumerate(seqs):  # right padding: positions stay aligned with the tokens
                 input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 attention[row, : len(seq)] = 1
+            statistics = hidden is None or hidden.statistics
+            extra = {} if statistics else {"logits_to_keep": 1}  # hidden vectors only: no vocabulary pass
             with torch.inference_mode(), self._with_adapter(hidden):
                 out = self.model(
                     input_ids=input_ids.to(self._device),
                     attention_mask=attention.to(self._device),
                     output_hidden_states=hidden is not None,
+                    **extra,
                 )
                 logits = out.logits
                 for row, (i, seq) in enumerate(zip(batch, seqs)):
-                    logprobs, entropies = _token_logprobs_and_entropy(torch, logits[row, : len(seq)], seq)
+                    if statistics:
+                        logprobs, entropies = _token_logprobs_and_entropy(torch, logits[row, : len(seq)], seq)
+                    else:
+                        logprobs, entropies = np.zeros(0), np.zeros(0)
                     spans = segment_spans(self._render, prompts[i], seq) if prompts[i].segments else None
                     vectors = None
                     if hidden is not None:

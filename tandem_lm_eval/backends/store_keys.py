@@ -213,5 +213,9 @@ def scores_key(model_digest: str, role: str, prompt: Prompt, hidden: HiddenReque
         "prompt": _prompt_dict(prompt, True),
     }
     if hidden is not None:  # scores with hidden vectors are other entries (old keys unchanged)
-        payload["hidden"] = {"layers": sorted(int(x) for x in hidden.layers), "adapter": hidden.adapter_id}
+        payload["hidden"] = {
+            "layers": sorted(int(x) for x in hidden.layers),
+            "adapter": hidden.adapter_id,
+            "statistics": hidden.statistics,
+        }
     return hashlib.sha256(canonical_json(payload)).hexdigest()

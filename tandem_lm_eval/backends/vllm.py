@@ -322,7 +322,10 @@ class VLLMBackend(Backend):
             and (hidden is None or self.hidden_states == "transformers")
         ):
             return self._score_with_transformers(prompts, hidden)  # one pass gives everything
-        scores = self._score_with_vllm(prompts)
+        if hidden is not None and not hidden.statistics and self.hidden_states == "pooling":
+            scores = [self._spans_only(p) for p in prompts]  # hidden vectors only: no prompt logprobs
+        else:
+            scores = self._score_with_vllm(prompts)
         if hidden is None:
             return scores
         if self.hidden_states == "pooling":
@@ -435,6 +438,11 @@ class VLLMBackend(Backend):
             self.positions_computed += max(0, len(ids) - start)
             self.positions_reused += max(0, start - 1)
         return out
+
+    def _spans_only(self, prompt: Prompt) -> PromptScores:
+        ids = self._render(prompt)
+        spans = segment_spans(self._render, prompt, ids) if prompt.segments else None
+        return PromptScores(np.zeros(0), np.zeros(0), num_tokens=len(ids), spans=spans)
 
     def _pooled_hidden(
         self, prompts: Sequence[Prompt], scores: Sequence[PromptScores], hidden: HiddenRequest

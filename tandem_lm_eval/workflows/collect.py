@@ -46,7 +46,9 @@ class Explorer:
     hidden_meta: dict | None = None  # the intern's name, layers and hidden size, when hidden vectors are kept
 
 
-def hidden_request(intern: Backend, layers: str | None, adapter=None) -> HiddenRequest | None:
+def hidden_request(
+    intern: Backend, layers: str | None, adapter=None, statistics: bool = True
+) -> HiddenRequest | None:
     """The layers of ``--hidden-layers`` (``last``, indices, fractions of the depth; comma-separated)
     as a request to the intern backend; ``adapter``: (folder, id) of a LoRA adapter."""
     from tandem_lm_eval.judgment.judges import layer_of
@@ -56,7 +58,7 @@ def hidden_request(intern: Backend, layers: str | None, adapter=None) -> HiddenR
     num_layers, _ = intern.hidden_shape()
     resolved = tuple(sorted({layer_of(x, num_layers) for x in str(layers).split(",") if x.strip()}))
     folder, adapter_id = adapter if adapter else (None, None)
-    return HiddenRequest(resolved, adapter=folder, adapter_id=adapter_id)
+    return HiddenRequest(resolved, adapter=folder, adapter_id=adapter_id, statistics=statistics)
 
 
 def hidden_meta_of(intern: Backend, intern_model: str) -> dict:

@@ -90,7 +90,7 @@ def complete_hidden(
                 f"the records were collected with intern {r.intern_model!r}, this intern is {intern_model!r}: "
                 "hidden vectors must come from the same intern"
             )
-    hidden = hidden_request(intern, hidden_layers, adapter)
+    hidden = hidden_request(intern, hidden_layers, adapter, statistics=False)  # vectors only
     keys = [hidden.key(layer, "prompt_end") for layer in hidden.layers]
     path = Path(out) if out else hidden_path_for(records_path)
     stats = CompletionStats(path=path)
