@@ -109,6 +109,53 @@ def fit_judge(spec: JudgeSpec, vectors, train, val, test, resamples: int) -> tup
     return {"rows": rows, "estimator": best[1], "s_val": best[2], "s_test": best[3]}, tried
 
 
+def with_vectors(records, vectors) -> list:
+    """The records whose every usable stage has a hidden vector (a completion still running leaves
+    some without): the study compares judges on the same questions."""
+    return [r for r in records if all((r.question_hash, s.stage) in vectors for s in r.stages if s.usable)]
+
+
+def compare_judges(train_all, test, judges: dict, resamples: int) -> dict:
+    """Every judge (and the two baselines) fit on the 70% of ``train_all``, chosen on the 30%, tested."""
+    seen = {r.question_hash for r in train_all}
+    if any(r.question_hash in seen for r in test):
+        raise SystemExit("test questions are also training questions: refusing")
+    val_mask = split_questions(train_all, 0.3, 42)
+    train = [r for r, v in zip(train_all, val_mask) if not v]
+    val = [r for r, v in zip(train_all, val_mask) if v]
+    out: dict = {
+        "questions": {"train": len(train), "validation": len(val), "test": len(test)},
+        "estimators_tried": {},
+        "judges": {},
+    }
+    for name, (fs, spec, vectors) in judges.items():
+        print(f"fitting {name} ...", flush=True)
+        best, tried = fit_judge(spec, vectors, train, val, test, resamples)
+        out["estimators_tried"][name] = tried
+        rows = best["rows"]
+        entry = evaluate(
+            name, fs, _describe(spec), val, test, rows[1], rows[2], best["s_val"], best["s_test"], resamples
+        )
+        entry["estimator"] = best["estimator"]
+        out["judges"][name] = entry
+    tr, va, te = (row_table(x, SPAN) for x in (train, val, test))
+    for name, with_length in (("stage only", False), ("length + stage", True)):
+        what = "logistic regression on the stage one-hot" + (" + log n of Q ⊕ I_t" if with_length else "")
+        s_val, s_test = baseline(tr, va, with_length), baseline(tr, te, with_length)
+        out["judges"][name] = evaluate(name, "baseline", what, val, test, va, te, s_val, s_test, resamples)
+        out["judges"][name]["estimator"] = "logistic"
+    test_table = stage_table(test, lambda r: np.zeros(len(r)), te)
+    out["test_baselines"] = {
+        "intern only": intern_only(test_table).summary(),
+        **{f"fixed:{t}": fixed_stage(test_table, t).summary() for t in range(1, test_table.num_stages)},
+        "oracle": oracle(test_table).summary(),
+    }
+    out["label_rate_test_by_stage"] = [
+        float(te.y[te.stage == t].mean()) for t in range(test_table.num_stages)
+    ]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=Path, required=True)
@@ -116,28 +163,29 @@ def main() -> None:
     parser.add_argument(
         "--lora-classifier", type=Path, default=None, help="a fit --features hidden_lora folder"
     )
+    parser.add_argument(
+        "--lora-train", type=Path, default=None, help="the records that classifier was fit on"
+    )
+    parser.add_argument(
+        "--lora-test", type=Path, default=None, help="test records completed with its adapter"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/judges-study"))
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
     t_start = time.perf_counter()
-
-    train_all, test = load_records([args.train]), load_records([args.test])
-    seen = {r.question_hash for r in train_all}
-    if any(r.question_hash in seen for r in test):
-        raise SystemExit("test questions are also training questions: refusing")
-    val_mask = split_questions(train_all, 0.3, 42)
-    train = [r for r, v in zip(train_all, val_mask) if not v]
-    val = [r for r, v in zip(train_all, val_mask) if v]
+    record_files = [args.train, args.test] + [p for p in (args.lora_train, args.lora_test) if p]
     meta = hidden_file_meta([args.train])
     L, d = int(meta["num_layers"]), int(meta["hidden_size"])
 
     def hidden_spec(feature_set: str, layer: str, position: str, adapter: dict | None = None) -> tuple:
         reading = HiddenReading(layer_of(layer, L), L, d, position, adapter)
-        spec = JudgeSpec(feature_set, SPAN, reading)
         vectors = {}
-        for path in (args.train, args.test):
-            vectors.update(hidden_vectors([path], reading.key)[0])
-        return spec, vectors
+        for path in record_files:
+            try:
+                vectors.update(hidden_vectors([path], reading.key)[0])
+            except ValueError:  # this file has no such vectors (the LoRA ones are in the subset's files)
+                continue
+        return JudgeSpec(feature_set, SPAN, reading), vectors
 
     judges: dict[str, tuple] = {"Statistics": ("tandem-v2", JudgeSpec("tandem-v2", SPAN), None)}
     judges["Hidden"] = ("hidden", *hidden_spec("hidden", "last", "prompt_end"))
@@ -149,69 +197,42 @@ def main() -> None:
     }
     for name, (fs, layer, position) in variants.items():
         judges[name] = (fs, *hidden_spec(fs, layer, position))
-    if args.lora_classifier:
-        card = load_classifier_folder(args.lora_classifier).card
-        h = card.hidden
-        judges["Hidden w/ LoRA"] = (
-            "hidden_lora",
-            *hidden_spec("hidden_lora", str(h.layer), h.position, h.adapter),
-        )
-
+    base_vectors = judges["Hidden"][2]
+    full_train, full_test = load_records([args.train]), load_records([args.test])
+    train_all, test = (
+        with_vectors(full_train, base_vectors),
+        with_vectors(full_test, base_vectors),
+    )
     study: dict = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "records": {"train": str(args.train), "test": str(args.test)},
-        "questions": {"train": len(train), "validation": len(val), "test": len(test)},
+        "records_with_hidden": {
+            "train": f"{len(train_all)} of {len(full_train)}",
+            "test": f"{len(test)} of {len(full_test)}",
+        },
         "intern": {"model": meta.get("intern_model"), "num_layers": L, "hidden_size": d},
-        "estimators_tried": {},
-        "judges": {},
+        **compare_judges(train_all, test, judges, args.resamples),
     }
-    for name, (fs, spec, vectors) in judges.items():
-        print(f"fitting {name} ...", flush=True)
-        best, tried = fit_judge(spec, vectors, train, val, test, args.resamples)
-        study["estimators_tried"][name] = tried
-        rows = best["rows"]
-        entry = evaluate(
-            name,
-            fs,
-            _describe(spec),
-            val,
-            test,
-            rows[1],
-            rows[2],
-            best["s_val"],
-            best["s_test"],
-            args.resamples,
+    hidden_names = [n for n in judges if n.startswith("Hidden")]
+    study["hidden_selected_on_validation"] = max(
+        hidden_names, key=lambda n: study["judges"][n]["validation_auc"] or 0.0
+    )
+    if args.lora_classifier:
+        h = load_classifier_folder(args.lora_classifier).card.hidden
+        lora_judges = {k: judges[k] for k in ("Statistics", "Hidden")}
+        lora_judges["Hidden w/ LoRA"] = (
+            "hidden_lora",
+            *hidden_spec("hidden_lora", str(h.layer), h.position, h.adapter),
         )
-        entry["estimator"] = best["estimator"]
-        study["judges"][name] = entry
-    tr, va, te = (row_table(x, SPAN) for x in (train, val, test))
-    for name, with_length in (("stage only", False), ("length + stage", True)):
-        study["judges"][name] = evaluate(
-            name,
-            "baseline",
-            "logistic regression on the stage one-hot" + (" + log n of Q ⊕ I_t" if with_length else ""),
-            val,
-            test,
-            va,
-            te,
-            baseline(tr, va, with_length),
-            baseline(tr, te, with_length),
-            args.resamples,
-        )
-        study["judges"][name]["estimator"] = "logistic"
-    hidden_names = [n for n in judges if n.startswith("Hidden") and n != "Hidden w/ LoRA"]
-    best_hidden = max(hidden_names, key=lambda n: study["judges"][n]["validation_auc"] or 0.0)
-    study["hidden_selected_on_validation"] = best_hidden
-    test_table = stage_table(test, lambda r: np.zeros(len(r)), te)
-    study["test_baselines"] = {
-        "intern only": intern_only(test_table).summary(),
-        **{f"fixed:{t}": fixed_stage(test_table, t).summary() for t in range(1, test_table.num_stages)},
-        "oracle": oracle(test_table).summary(),
-    }
-    study["label_rate_test_by_stage"] = [
-        float(te.y[te.stage == t].mean()) for t in range(test_table.num_stages)
-    ]
+        lora_vectors = lora_judges["Hidden w/ LoRA"][2]
+        lora_train = with_vectors(load_records([args.lora_train]), lora_vectors)
+        lora_test = with_vectors(load_records([args.lora_test]), lora_vectors)
+        study["lora"] = {
+            "adapter": h.adapter,
+            "records": {"train": str(args.lora_train), "test": str(args.lora_test)},
+            **compare_judges(lora_train, lora_test, lora_judges, args.resamples),
+        }
     study["seconds"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(study, indent=2) + "\n")
@@ -228,24 +249,22 @@ def _describe(spec: JudgeSpec) -> str:
     return f"{stats}layer {h.layer}/{h.num_layers} at {h.position} ({h.hidden_size} units{extra})"
 
 
-def markdown(study: dict) -> str:
-    q = study["questions"]
+def section(part: dict, title: str) -> list[str]:
+    q = part["questions"]
     lines = [
-        "# The intern's self-knowledge read three ways: Statistics, Hidden, Hidden w/ LoRA (held out)",
+        f"## {title}",
         "",
-        f"{study['date']}, {study['machine']}; `benchmarks/study_judges.py`. Intern {study['intern']['model']} "
-        f"({study['intern']['num_layers']} layers, {study['intern']['hidden_size']} units). Questions: {q['train']} "
-        f"train / {q['validation']} validation (GSM8K train split, by question, stratified, seed 42) / {q['test']} "
-        "test (GSM8K test split, never used for a choice). Sufficient rate on test by stage: "
-        + ", ".join(f"{x:.3f}" for x in study["label_rate_test_by_stage"])
+        f"Questions: {q['train']} train / {q['validation']} validation (by question, stratified, seed 42) / "
+        f"{q['test']} test (never used for a choice). Sufficient rate on test by stage: "
+        + ", ".join(f"{x:.3f}" for x in part["label_rate_test_by_stage"])
         + ".",
         "",
-        "## AUC (validation: choice of estimator; test: 95% bootstrap interval)",
+        "### AUC (validation: the choice of estimator; test: 95% bootstrap interval)",
         "",
         "| judge | input | estimator (by validation AUC) | validation AUC | test, all rows | stage 0 | stage 1 | stage 2 | stage 3 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, v in study["judges"].items():
+    for name, v in part["judges"].items():
         a = v["test_auc"]
         cells = " | ".join(format_auc_ci(a.get(str(t), {})) for t in range(4))
         val = "n/a" if v["validation_auc"] is None else f"{v['validation_auc']:.3f}"
@@ -254,14 +273,12 @@ def markdown(study: dict) -> str:
         )
     lines += [
         "",
-        f"Best hidden reading on validation: **{study['hidden_selected_on_validation']}**.",
-        "",
-        "## Test precision / recall / F1 per stage at thresholds chosen on validation (Table 9)",
+        "### Test precision / recall / F1 per stage at thresholds chosen on validation (Table 9)",
         "",
         "| judge | thresholds | stage 0 | stage 1 | stage 2 | stage 3 |",
         "|---|---|---|---|---|---|",
     ]
-    for name, v in study["judges"].items():
+    for name, v in part["judges"].items():
         cells = " | ".join(
             f"{p['precision']:.2f} / {p['recall']:.2f} / {p['f1']:.2f}"
             for p in v["test_prf_by_stage"].values()
@@ -269,14 +286,14 @@ def markdown(study: dict) -> str:
         lines.append(f"| {name} | {v['thresholds']} | {cells} |")
     lines += [
         "",
-        "## Replayed on the test questions (Table 8's columns for one group: accuracy and mean TFLOPs)",
+        "### Replayed on the test questions (Table 8's columns for one group: accuracy, mean TFLOPs)",
         "",
         "| method | accuracy | mean mentor tokens | mean TFLOPs | stage distribution |",
         "|---|---|---|---|---|",
     ]
     points = {
-        **study["test_baselines"],
-        **{f"Tandem, {k}": v["test_replay"] for k, v in study["judges"].items()},
+        **part["test_baselines"],
+        **{f"Tandem, {k}": v["test_replay"] for k, v in part["judges"].items()},
     }
     for name, v in points.items():
         dist = ", ".join(f"{x:.2f}" for x in v["stage_distribution"].values())
@@ -284,13 +301,43 @@ def markdown(study: dict) -> str:
             f"| {name} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | {v['mean_tflops']:.3f} | {dist} |"
         )
     lines += ["", "Estimators tried (validation AUC / test AUC, all rows):", ""]
-    for name, tried in study["estimators_tried"].items():
+    for name, tried in part["estimators_tried"].items():
         lines.append(
             f"- {name}: "
             + "; ".join(
                 f"{k} {v['validation_auc']:.3f} / {(v['test_auc_all'] or 0):.3f}" for k, v in tried.items()
             )
         )
+    return lines
+
+
+def markdown(study: dict) -> str:
+    lines = [
+        "# The intern's self-knowledge read three ways: Statistics, Hidden, Hidden w/ LoRA (held out)",
+        "",
+        f"{study['date']}, {study['machine']}; `benchmarks/study_judges.py` (no model call: records and their "
+        f"hidden side files). Intern {study['intern']['model']} ({study['intern']['num_layers']} layers, "
+        f"{study['intern']['hidden_size']} units). Records: {study['records']['train']} (GSM8K train split) and "
+        f"{study['records']['test']} (GSM8K test split); with hidden vectors: train {study['records_with_hidden']['train']}, "
+        f"test {study['records_with_hidden']['test']}.",
+        "",
+        *section(study, "All judges on the same questions"),
+        "",
+        f"Best hidden reading on validation: **{study['hidden_selected_on_validation']}**.",
+    ]
+    if "lora" in study:
+        a = study["lora"]["adapter"]
+        lines += [
+            "",
+            *section(
+                study["lora"], "Hidden w/ LoRA, on the subset its adapter could be trained and evaluated on"
+            ),
+            "",
+            f"Adapter: rank {a['rank']}, alpha {a['alpha']}, dropout {a['dropout']}, targets {a['target_modules']}, "
+            f"{a['epochs']} epoch(s), {a['steps']} steps, lr {a['learning_rate']}, {a['train_rows']} training rows "
+            f"({a['train_positives']} sufficient), {a['seconds']:.0f} s ({a['seconds_per_row_epoch']:.2f} s per row "
+            f"and epoch on this loaded machine); objective: {a['objective']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -404,3 +404,58 @@ def test_table8_markdown_has_every_judge_and_group():
     assert "| mentor only |  | 100.00 | 100.00 | 100.00 | 9.000 |" in text
     assert "| Hidden | hidden | 75.00 | 50.00 | 65.00 | 2.000 |" in text
     assert "| Hidden | 0.700 [0.60, 0.80] | n/a |" in text
+
+
+def test_compare_table8_from_leaderboard_entries(tmp_path):
+    from tandem_lm_eval.workflows import compare
+    from tandem_lm_eval.workflows.leaderboard import BoardEntry
+
+    config = compare.config_from_dict(
+        {
+            "output": str(tmp_path),
+            "tasks": ["t1", "t2"],
+            "rows": [
+                {"name": "Intern", "mode": "intern_only"},
+                {"name": "Mentor", "mode": "mentor_only"},
+                {"name": "Hidden judge", "mode": "tandem"},
+            ],
+        }
+    )
+
+    def entry(name, mode, task, acc, q=10):
+        return BoardEntry(
+            name=name,
+            mode=mode,
+            task=task,
+            metric="m",
+            questions=q,
+            accuracy=acc,
+            mean_mentor_tokens=1.0,
+            mean_intern_tokens=1.0,
+            mean_tflops=acc * 10,
+            source="replay",
+        )
+
+    entries = [
+        entry("Intern", "intern_only", "t1", 0.1),
+        entry("Intern", "intern_only", "t2", 0.3),
+        entry("Mentor", "mentor_only", "t1", 0.5),
+        entry("Mentor", "mentor_only", "t2", 0.7),
+        entry("Hidden judge", "tandem", "t1", 0.2),
+        entry("Hidden judge", "tandem", "t2", 0.4),
+    ]
+    rng = np.random.default_rng(0)
+    for task in ("t1", "t2"):
+        y = (rng.random(40) < 0.3).astype(int)
+        compare.JUDGED[("Hidden judge", task)] = {
+            "feature_set": "hidden",
+            "y": y.tolist(),
+            "stage": (np.arange(40) % 2).tolist(),
+            "s": (y + rng.normal(0, 0.5, 40)).tolist(),
+        }
+    table8 = compare.judges_by_task(config, entries)
+    assert table8["rows"]["Mentor"]["accuracy"] == {"t1": 0.5, "t2": 0.7, "all": pytest.approx(0.6)}
+    assert table8["rows"]["Hidden judge"]["judge_input"] == "hidden"
+    assert set(table8["auc"]) == {"Hidden judge"} and set(table8["auc"]["Hidden judge"]) == {"all", "0", "1"}
+    text = compare.table8_markdown(table8)
+    assert "| Mentor |  | 50.00 | 70.00 | 60.00 |" in text and "| Hidden judge | hidden |" in text

@@ -187,7 +187,7 @@ def train_lora_judge(
                 loss.backward()
                 optimizer.step()
                 steps += 1
-                running += float(loss) * len(idx)
+                running += float(loss.detach()) * len(idx)
                 seen += len(idx)
             losses.append(running / max(seen, 1))
             epoch += 1

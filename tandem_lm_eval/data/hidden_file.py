@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+# A rowid table with large pages: a vector's bytes stay on the row's page (a WITHOUT ROWID table, or
+# small pages, would put each kB-sized vector on an overflow page of its own: ~4x the bytes).
 _SCHEMA = """
+PRAGMA page_size = 16384;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
     question_hash TEXT NOT NULL,
@@ -33,9 +36,10 @@ CREATE TABLE IF NOT EXISTS vectors (
     key TEXT NOT NULL,            -- layer<L>@<position>[+lora:<adapter>]
     prompt_tokens INTEGER NOT NULL,  -- the rendered intern prompt's length (a check, not a key)
     dtype TEXT NOT NULL,          -- '<f2' or '<f4'
-    data BLOB NOT NULL,
-    PRIMARY KEY (question_hash, stage, key)
-) WITHOUT ROWID;
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS vectors_row ON vectors (question_hash, stage, key);
+CREATE INDEX IF NOT EXISTS vectors_key ON vectors (key);
 """
 
 
@@ -159,3 +163,14 @@ class HiddenFile:
 
     def size_bytes(self) -> int:
         return self.path.stat().st_size
+
+    def copy_to(self, path: str | Path, keys: Sequence[str] | None = None) -> HiddenFile:
+        """A new side file with the same meta and vectors (all, or those named ``keys``)."""
+        other = HiddenFile(path, create=True)
+        other.set_meta(**self.meta())
+        for key in keys if keys is not None else list(self.keys()):
+            tokens = self.prompt_tokens(key)
+            other.put_many(
+                HiddenRow(q, t, key, tokens[(q, t)], v) for (q, t), v in self.read_key(key).items()
+            )
+        return other
