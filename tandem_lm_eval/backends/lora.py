@@ -174,12 +174,12 @@ def train_lora_judge(
                     input_ids[row, : len(ids)] = torch.tensor(ids)
                     attention[row, : len(ids)] = 1
                 runner = decoder if decoder is not None else model
-                out = runner(
+                output = runner(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
                     output_hidden_states=True,
                 )
-                states = out.hidden_states[settings.layer]
+                states = output.hidden_states[settings.layer]
                 picked = torch.stack([states[row, encoded[i][1]] for row, i in enumerate(idx)])
                 logits = head(picked.float())[:, 0]
                 loss = loss_fn(logits, torch.tensor(y[idx], device=device))
