@@ -103,13 +103,19 @@ def main() -> None:
     side = hidden_path_for(args.records)
     size = None
     if side.is_file():
-        with HiddenFile(side) as f:
+        import tempfile
+
+        # measured on a fresh copy in the current file format (an older file may have another layout)
+        copy = Path(tempfile.mkdtemp()) / "copy.hidden.sqlite"
+        with HiddenFile(side) as original:
+            original.copy_to(copy).close()
+        with HiddenFile(copy) as f:
             keys, meta = f.keys(), f.meta()
         questions = len({r.question_hash for r in records})
         vectors = sum(keys.values())
         per_vector = f.size_bytes() / max(vectors, 1)
         size = {
-            "file": str(side),
+            "file": str(side.name),
             "bytes": f.size_bytes(),
             "questions": questions,
             "vectors": vectors,
