@@ -85,6 +85,10 @@ def test_shipped_statistics_classifier_still_loads():
 
     clf = load_classifier_folder(classifiers_dir() / "smollm2-135m-gsm8k")
     assert clf.card.feature_set == "tandem-v2" and clf.card.hidden is None and clf.card.spec.width == 17
+    hidden = load_classifier_folder(classifiers_dir() / "smollm2-135m-gsm8k-hidden")
+    assert hidden.card.feature_set == "hidden" and hidden.card.spec.width == 576
+    assert (hidden.card.hidden.layer, hidden.card.hidden.num_layers) == (21, 30)
+    assert hidden.sufficiency(np.zeros((3, 576))).shape == (3,)
 
 
 def _prompts() -> list[Prompt]:
