@@ -171,6 +171,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/judges-study"))
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--lora-only", action="store_true", help="add the LoRA section to an existing <out>.json (no refit)"
+    )
     args = parser.parse_args()
     t_start = time.perf_counter()
     record_files = [args.train, args.test] + [p for p in (args.lora_train, args.lora_test) if p]
@@ -189,6 +192,11 @@ def main() -> None:
 
     judges: dict[str, tuple] = {"Statistics": ("tandem-v2", JudgeSpec("tandem-v2", SPAN), None)}
     judges["Hidden"] = ("hidden", *hidden_spec("hidden", "last", "prompt_end"))
+    if args.lora_only:
+        study = json.loads(Path(f"{args.out}.json").read_text())
+        add_lora(study, args, judges, hidden_spec)
+        write(study, args.out)
+        return
     variants = {
         "Hidden: layer 0.5 depth, prompt end": ("hidden", "0.5", "prompt_end"),
         "Hidden: layer 0.7 depth, prompt end": ("hidden", "0.7", "prompt_end"),
@@ -219,24 +227,33 @@ def main() -> None:
         hidden_names, key=lambda n: study["judges"][n]["validation_auc"] or 0.0
     )
     if args.lora_classifier:
-        h = load_classifier_folder(args.lora_classifier).card.hidden
-        lora_judges = {k: judges[k] for k in ("Statistics", "Hidden")}
-        lora_judges["Hidden w/ LoRA"] = (
-            "hidden_lora",
-            *hidden_spec("hidden_lora", str(h.layer), h.position, h.adapter),
-        )
-        lora_vectors = lora_judges["Hidden w/ LoRA"][2]
-        lora_train = with_vectors(load_records([args.lora_train]), lora_vectors)
-        lora_test = with_vectors(load_records([args.lora_test]), lora_vectors)
-        study["lora"] = {
-            "adapter": h.adapter,
-            "records": {"train": str(args.lora_train), "test": str(args.lora_test)},
-            **compare_judges(lora_train, lora_test, lora_judges, args.resamples),
-        }
+        add_lora(study, args, judges, hidden_spec)
     study["seconds"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps(study, indent=2) + "\n")
-    Path(f"{args.out}.md").write_text(markdown(study))
+    write(study, args.out)
+
+
+def add_lora(study: dict, args, judges: dict, hidden_spec) -> None:
+    """Statistics, Hidden and Hidden w/ LoRA on the subset the adapter was trained and completed on."""
+    h = load_classifier_folder(args.lora_classifier).card.hidden
+    lora_judges = {k: judges[k] for k in ("Statistics", "Hidden")}
+    lora_judges["Hidden w/ LoRA"] = (
+        "hidden_lora",
+        *hidden_spec("hidden_lora", str(h.layer), h.position, h.adapter),
+    )
+    lora_vectors = lora_judges["Hidden w/ LoRA"][2]
+    lora_train = with_vectors(load_records([args.lora_train]), lora_vectors)
+    lora_test = with_vectors(load_records([args.lora_test]), lora_vectors)
+    study["lora"] = {
+        "adapter": h.adapter,
+        "records": {"train": str(args.lora_train), "test": str(args.lora_test)},
+        **compare_judges(lora_train, lora_test, lora_judges, args.resamples),
+    }
+
+
+def write(study: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(study, indent=2) + "\n")
+    Path(f"{out}.md").write_text(markdown(study))
     print(markdown(study))
 
 
