@@ -123,7 +123,7 @@ class VLLMBackend(Backend):
         revision: str | None = None,
         chat_template: str | None = None,
         reuse_scores: bool | str = True,
-        hidden_states: str = "transformers",
+        hidden_states: str = "auto",
         **engine_kwargs: Any,
     ) -> None:
         # Before vllm is imported: vllm.envs reads it when the first engine starts.
@@ -142,7 +142,9 @@ class VLLMBackend(Backend):
         self.topk = _option(as_int, "topk", topk, minimum=1)
         # Where hidden-state judges get their vectors (the generate runner has none): a transformers
         # forward pass on the same weights, or a vLLM pooling engine (last layer only, no adapter).
-        self.hidden_states = _option(as_choice, "hidden_states", hidden_states, ("transformers", "pooling"))
+        self.hidden_states = _option(
+            as_choice, "hidden_states", hidden_states, ("auto", "transformers", "pooling")
+        )
         path, gguf_file = resolve_model_path(model)
         if gguf_file:
             path = str(Path(path) / gguf_file)  # vLLM reads a GGUF file by its own path
@@ -315,20 +317,28 @@ class VLLMBackend(Backend):
         return results  # type: ignore[return-value]
 
     # --- scoring ------------------------------------------------------------------------------------
+    def hidden_route(self, hidden: HiddenRequest) -> str:
+        """``transformers`` or ``pooling`` for this request. ``auto`` (measured in docs/bench-hidden.md):
+        the transformers pass when it runs anyway for exact entropies (one pass gives both), else the
+        pooling runner where it can (the last layer, no adapter: it was the faster), else transformers."""
+        if self.hidden_states != "auto":
+            return self.hidden_states
+        if hidden.statistics and self.entropy_method == "exact" and self.exact_entropy == "transformers":
+            return "transformers"
+        last = self.hidden_shape()[0]
+        return "pooling" if hidden.adapter is None and set(hidden.layers) == {last} else "transformers"
+
     def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
-        if (
-            self.entropy_method == "exact"
-            and self.exact_entropy == "transformers"
-            and (hidden is None or self.hidden_states == "transformers")
-        ):
+        route = self.hidden_route(hidden) if hidden is not None else None
+        if self.entropy_method == "exact" and self.exact_entropy == "transformers" and route != "pooling":
             return self._score_with_transformers(prompts, hidden)  # one pass gives everything
-        if hidden is not None and not hidden.statistics and self.hidden_states == "pooling":
+        if hidden is not None and not hidden.statistics and route == "pooling":
             scores = [self._spans_only(p) for p in prompts]  # hidden vectors only: no prompt logprobs
         else:
             scores = self._score_with_vllm(prompts)
         if hidden is None:
             return scores
-        if self.hidden_states == "pooling":
+        if route == "pooling":
             vectors = self._pooled_hidden(prompts, scores, hidden)
         else:
             vectors = [s.hidden for s in self._score_with_transformers(prompts, hidden)]

@@ -47,8 +47,9 @@ def run_analyze(args) -> int:
             overlap = sum(r.question_hash in seen for r in records)
             if overlap and not args.allow_training_overlap:
                 raise TableError(
-                    f"{overlap} of {len(records)} questions are among the training questions of {name}: a "
-                    "held-out report needs questions it never saw (--allow-training-overlap to analyze anyway)"
+                    f"{overlap} of {len(records)} questions are among the classifier's training questions "
+                    f"({name}): a held-out report needs questions it never saw (--allow-training-overlap to "
+                    "analyze anyway)"
                 )
             judges[Path(name).name] = (clf, judge_vectors(clf, args.records))
         first, (clf, hidden) = next(iter(judges.items()))
