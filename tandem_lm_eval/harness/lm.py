@@ -38,6 +38,7 @@ from tandem_lm_eval.harness.assembly import (
     check_classifier_fits_intern,
     classifier_path,
     group_policies,
+    hidden_request_for,
     load_classifier,
 )
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
@@ -94,6 +95,7 @@ class TandemLM(LM):
                 intern_prices=cfg.intern.prices,
                 group_policies=group_policies(cfg, self.classifier),
                 all_feature_spans=bool(cfg.trace_path),  # a trace records every span; a run reads one
+                hidden=hidden_request_for(self.classifier, classifier_path(cfg)),
             )
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
