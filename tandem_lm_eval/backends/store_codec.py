@@ -33,6 +33,7 @@ def encode_generation(gen: Generation) -> bytes:
             "finish_reason": gen.finish_reason,
             "new_tokens": gen.new_tokens,
             "prompt_tokens": gen.prompt_tokens,
+            "regenerated_tokens": gen.regenerated_tokens,
             "text": gen.text,
             "token_ids": ids,
         }
