@@ -8,6 +8,8 @@ for two lm-eval modules to be imported and then
   ``tandem`` as a lazy entry (registering before would make the built-ins vanish);
 - after ``lm_eval.tasks.manager`` is imported, makes every ``TaskManager`` also index this
   package's task folder, after lm-eval's own tasks and before a user's ``--include_path``.
+- after ``lm_eval.loggers.evaluation_tracker`` is imported, names a tandem run's results folder
+  after its pair (``tandem__<mentor>+<intern>``) instead of a random id.
 
 Set ``TANDEM_LM_EVAL_NO_HOOK=1`` to disable it.
 """
@@ -33,9 +35,16 @@ def _patch_task_manager(module) -> None:
     patch_task_manager(module)
 
 
+def _patch_results_folder(module) -> None:
+    from tandem_lm_eval.harness.registration import patch_results_folder
+
+    patch_results_folder(module)
+
+
 _AFTER_IMPORT: dict[str, Callable] = {
     "lm_eval.models": _register_model,
     "lm_eval.tasks.manager": _patch_task_manager,
+    "lm_eval.loggers.evaluation_tracker": _patch_results_folder,
 }
 
 
@@ -81,6 +90,8 @@ def install() -> None:
         _register_model(sys.modules["lm_eval.models"])
     if "lm_eval.tasks.manager" in sys.modules:
         _patch_task_manager(sys.modules["lm_eval.tasks.manager"])
+    if "lm_eval.loggers.evaluation_tracker" in sys.modules:
+        _patch_results_folder(sys.modules["lm_eval.loggers.evaluation_tracker"])
 
 
 install()

@@ -17,7 +17,8 @@ import pytest
 from tandem_lm_eval.cli.commands import run_subcommand
 from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
 
-FIXTURE_TASKS = Path(__file__).parent / "fixtures" / "tasks"
+HERE = Path(__file__).parent
+FIXTURE_TASKS = HERE / "fixtures" / "tasks"
 
 
 def lm_error(**model_args) -> str:
@@ -80,6 +81,14 @@ MODEL_ARGS_ROWS = [
         {"chat_template": "false"},
         r"chat_template is not a tandem model_arg.*intern_chat_template",
     ),
+    # paths: a folder where a file is written used to fail after the whole run's work was done
+    ("trace-path-is-a-folder", {"trace_path": str(HERE)}, r"trace_path .* is a folder: give a file path"),
+    (
+        "trace-path-under-a-file",
+        {"trace_path": str(HERE / "conftest.py" / "t.jsonl")},
+        r"trace_path .*conftest.py is a file, so the file cannot be made there",
+    ),
+    ("store-is-a-folder", {"store": str(HERE)}, r"store .* is a folder: give a file path"),
 ]
 
 
@@ -302,3 +311,163 @@ def test_classifier_problems_are_found_before_any_model_loads(tmp_path, monkeypa
     assert "classifier 'nope' not found" in lm_error(**models, classifier="nope")
     (tmp_path / "classifier.json").write_text(json.dumps({"feature_set": "tandem-v1", "format_version": 1}))
     assert "retrain it" in lm_error(**models, classifier=str(tmp_path))
+
+
+# --- every path and count a subcommand takes, before it does any work ------------------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model load fails the test: the checks must come first."""
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr("tandem_lm_eval.workflows.collect.make_explorer", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.TandemLM", no_load)
+
+
+COLLECT = ["collect", "--tasks", "tandem_test_arith", "--include_path", str(FIXTURE_TASKS)]
+MODELS = ["--model_args", "mentor=/nonexistent/m,intern=/nonexistent/i"]
+
+
+def test_collect_out_is_a_folder(capsys, tmp_path, no_model):
+    message = command_error(capsys, *COLLECT, *MODELS, "--out", str(tmp_path))
+    assert f"--out {tmp_path} is a folder: give a file path" in message
+
+
+def test_collect_chunk_zero(capsys, tmp_path, no_model):
+    message = command_error(capsys, *COLLECT, *MODELS, "--out", str(tmp_path / "r.jsonl"), "--chunk", "0")
+    assert "--chunk must be >= 1, got 0" in message
+
+
+def test_collect_store_is_a_folder(capsys, tmp_path, no_model):
+    models = ["--model_args", f"mentor=/nonexistent/m,intern=/nonexistent/i,store={tmp_path}"]
+    message = command_error(capsys, *COLLECT, *models, "--out", str(tmp_path / "r.jsonl"))
+    assert "store" in message and "is a folder" in message
+
+
+def test_fit_out_is_a_file(capsys, tmp_path):
+    records, out = tmp_path / "r.jsonl", tmp_path / "clf"
+    write_records(records, [QuestionRecord("a", "Q", [])])
+    out.write_text("not a folder")
+    message = command_error(capsys, "fit", "--records", str(records), "--out", str(out))
+    assert f"--out {out} is a file: give a folder path" in message
+
+
+def test_records_that_are_a_folder(capsys, tmp_path):
+    message = command_error(capsys, "analyze", "--records", str(tmp_path))
+    assert f"--records {tmp_path} is a folder: give the file inside it" in message
+
+
+def test_store_export_out_is_a_folder(capsys, tmp_path):
+    from tandem_lm_eval.store.run_store import RunStore
+
+    with RunStore(tmp_path / "s.sqlite"):
+        pass
+    message = command_error(
+        capsys,
+        "store",
+        "export",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--role",
+        "mentor",
+        "--out",
+        str(tmp_path),
+    )
+    assert "is a folder: give a file path" in message
+
+
+# --- compare: the whole config before any model loads ----------------------------------------------------
+def compare_error(capsys, tmp_path, rows: str, shared: str = "", **top) -> str:
+    config = tmp_path / "compare.toml"
+    head = {
+        "output": f'"{tmp_path / "out"}"',
+        "tasks": '["tandem_test_arith"]',
+        "include_path": f'"{FIXTURE_TASKS}"',
+        "limit": "2",
+        **top,
+    }
+    config.write_text(
+        "\n".join(f"{k} = {v}" for k, v in head.items())
+        + f'\nmodel_args = "mentor=/nonexistent/m,intern=/nonexistent/i{shared}"\n'
+        + rows
+    )
+    return command_error(capsys, "compare", str(config))
+
+
+def test_compare_classifier_for_other_budgets(capsys, tmp_path, no_model, tiny_classifier_dir):
+    rows = f'[[rows]]\nname = "Tandem"\nmode = "tandem"\nmodel_args = "classifier={tiny_classifier_dir}"\n'
+    message = compare_error(capsys, tmp_path, rows)
+    assert "rows[0] 'Tandem': classifier" in message
+    assert "was made for budgets [8, 16], the collect runs [100, 500, 1000]" in message
+    assert "give budgets=[8, 16] in the shared model_args" in message
+
+
+def test_compare_replayed_row_with_its_own_budgets(capsys, tmp_path, no_model):
+    rows = '[[rows]]\nname = "Low"\nmode = "fixed:1"\nmodel_args = "budgets=[4,8]"\n'
+    message = compare_error(capsys, tmp_path, rows)
+    assert "rows[0] 'Low' is replayed from the shared collect" in message and "live = true" in message
+
+
+def test_compare_row_model_args_checked_as_tandem_lm_does(capsys, tmp_path, no_model):
+    rows = '[[rows]]\nname = "Mentor"\nmode = "mentor_only"\nmodel_args = "mentr=x"\n'
+    assert "rows[0] 'Mentor': unknown model_args key 'mentr'" in compare_error(capsys, tmp_path, rows)
+    rows = '[[rows]]\nname = "Tandem"\nmode = "tandem"\nlive = true\nmodel_args = "classifier=nope"\n'
+    assert "rows[0] 'Tandem': classifier 'nope' not found" in compare_error(capsys, tmp_path, rows)
+
+
+def test_compare_output_is_a_file(capsys, tmp_path, no_model):
+    (tmp_path / "out").write_text("a file")
+    rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
+    assert f"output {tmp_path / 'out'} is a file: give a folder path" in compare_error(capsys, tmp_path, rows)
+
+
+def test_compare_without_matplotlib_says_so_before_any_work(capsys, tmp_path, no_model, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)
+    )
+    rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
+    message = compare_error(capsys, tmp_path, rows)
+    assert "matplotlib, which is not installed: pip install 'tandem-lm-eval[plot]'" in message
+    assert not (tmp_path / "out").exists()  # no work was done
+
+
+def test_compare_tandem_row_on_its_classifiers_training_questions(
+    capsys, tmp_path, no_model, tiny_classifier_dir
+):
+    import shutil
+
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    questions, _ = load_task_questions(
+        ["tandem_test_arith"], include_path=str(FIXTURE_TASKS), limit=2, sampling="first"
+    )
+    trained = tmp_path / "clf"
+    shutil.copytree(tiny_classifier_dir, trained)
+    (trained / "training_questions.txt").write_text(questions[1].question.key + "\n")
+    rows = f'[[rows]]\nname = "Tandem"\nmode = "tandem"\nmodel_args = "classifier={trained}"\n'
+    message = compare_error(capsys, tmp_path, rows, shared=",budgets=[8,16]")
+    assert (
+        "row 'Tandem': 1 of 2 questions of tandem_test_arith are among its classifier's training" in message
+    )
+
+
+def test_collect_metric_or_filter_the_task_does_not_have(capsys, tmp_path, no_model):
+    out = ["--out", str(tmp_path / "r.jsonl")]
+    message = command_error(capsys, *COLLECT, *MODELS, *out, "--metric", "nope")
+    assert "task 'tandem_test_arith' has no metric 'nope'; it lists ['exact_match']" in message
+    message = command_error(capsys, *COLLECT, *MODELS, *out, "--filter", "nope")
+    assert "task 'tandem_test_arith' has no filter 'nope'" in message
+
+
+def test_compare_config_numbers_and_switches(capsys, tmp_path, no_model):
+    rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
+    # chunk = 0 collected nothing and ended in a KeyError after the run
+    assert "chunk must be >= 1, got 0" in compare_error(capsys, tmp_path, rows, chunk="0")
+    assert "limit must be" in compare_error(capsys, tmp_path, rows, limit='"all"')
+    message = compare_error(capsys, tmp_path, rows, confirm_run_unsafe_code='"maybe"')
+    assert "confirm_run_unsafe_code must be true or false" in message

@@ -231,3 +231,42 @@ def test_answers_by_stage_gives_the_same_records_with_each_stage_timed(
             # scored unless it adds nothing to the previous stage (then the previous score is reused)
             new_insights = t == 0 or s.insights != a.stages[t - 1].insights
             assert (s.seconds["intern_score"] > 0) == new_insights
+
+
+def test_a_failed_judging_step_loses_nothing(oracle_file, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """A broken filter in the task (any error while judging) fails after the chunk's generations: they
+    are in the run store beside --out, and the rerun after the fix computes nothing twice."""
+    from tandem_lm_eval.harness.task_questions import TaskSource
+    from tandem_lm_eval.workflows import collect as collect_module
+
+    explorers = []  # a spy, so the rerun's store counts can be read
+    real_make, real_judge = collect_module.make_explorer, TaskSource.judge
+
+    def spy(model_args, **kwargs):
+        explorers.append(real_make(model_args, **kwargs))
+        return explorers[-1]
+
+    def broken(self, items, answers):  # fault injection: the task's filter raises
+        raise KeyError("answer_field")
+
+    monkeypatch.setattr(collect_module, "make_explorer", spy)
+    monkeypatch.setattr(TaskSource, "judge", broken)
+    out = tmp_path / "records.jsonl"
+    capsys.readouterr()
+    assert run_subcommand(collect_argv(oracle_file, tiny_model_dir, out, limit=2)) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("tandem-lm-eval")]
+    assert (
+        f"judging {TASK} answers with the task's filters and metric failed: KeyError: 'answer_field'" in line
+    )
+    assert f"kept in the run store {tmp_path / 'records.store.sqlite'}" in line
+    assert not out.exists()
+    first = {b.role: b.counts for b in (explorers[0].cascade.mentor, explorers[0].cascade.intern)}
+    assert first["intern"].computed > 0
+
+    monkeypatch.setattr(TaskSource, "judge", real_judge)  # the fix
+    assert run_subcommand(collect_argv(oracle_file, tiny_model_dir, out, limit=2)) == 0
+    assert "model outputs kept in the run store" in capsys.readouterr().out
+    again = {b.role: b.counts for b in (explorers[1].cascade.mentor, explorers[1].cascade.intern)}
+    assert again["mentor"].computed == 0 and again["intern"].computed == 0  # nothing computed twice
+    assert again["intern"].served == first["intern"].computed
+    assert len(list(iter_records(out))) == 2

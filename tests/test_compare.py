@@ -16,17 +16,24 @@ from tandem_lm_eval.data.records import load_records
 TASK = "tandem_test_arith"
 
 
-def write_config(tmp_path, tiny_model_dir, tiny_classifier_dir) -> str:
-    config = tmp_path / "compare.toml"
-    config.write_text(
-        f'''
+def config_head(tiny_model_dir, limit: int = 3) -> str:
+    """The shared part of a compare config on the tiny model and the fixture task."""
+    return f'''
 output = "out"
 tasks = ["{TASK}"]
 include_path = "{FIXTURE_TASKS}"
-limit = 3
+limit = {limit}
 max_gen_toks = 6
 chunk = 2
 model_args = "mentor={tiny_model_dir},intern={tiny_model_dir},budgets=[8,16],mentor_num_params=2e9,dtype=float32,progress=false"
+'''
+
+
+def write_config(tmp_path, tiny_model_dir, tiny_classifier_dir) -> str:
+    config = tmp_path / "compare.toml"
+    config.write_text(
+        config_head(tiny_model_dir)
+        + f"""
 
 [[rows]]
 name = "Intern"
@@ -63,7 +70,7 @@ model_args = "classifier={tiny_classifier_dir},thresholds=[0.99]"
 [[rows]]
 name = "Oracle"
 mode = "oracle"
-'''
+"""
     )
     return str(config)
 
@@ -195,3 +202,102 @@ def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monke
     monkeypatch.setattr("tandem_lm_eval.model.TandemLM", no_model)
     assert run_subcommand(["compare", config]) == 0
     assert (out / "leaderboard.md").read_text() == md
+
+
+def grouped_router(folder, tau0_by_group: dict, fallback_tau0: float):
+    """A per-group router for the tiny intern, grouped by the document's answer (a document field, as
+    MATH's per-subject classifiers are), each group with its own τ_0."""
+    from conftest import TINY_NAME
+
+    from tandem_lm_eval.judgment.features import NUM_FEATURES
+    from tandem_lm_eval.judgment.grouped import GroupedClassifier
+    from tandem_lm_eval.judgment.loading import make_classifier
+
+    def member(tau0, seed):
+        rng = np.random.default_rng(seed)
+        X = np.abs(rng.normal(2.0, 1.0, (60, NUM_FEATURES)))
+        clf = make_classifier("logistic").fit(X, (X[:, 7] > 2.0).astype(int))
+        card = clf.card
+        card.budgets, card.intern_model, card.policy = [8, 16], TINY_NAME, "route"
+        card.thresholds = [tau0, 1.0, 1.0]
+        return clf
+
+    members = {group: member(tau0, seed) for seed, (group, tau0) in enumerate(tau0_by_group.items())}
+    return GroupedClassifier(members, member(fallback_tau0, 9), "doc:answer").save(folder)
+
+
+@pytest.mark.slow
+def test_per_group_router_replays_as_it_runs(tmp_path, tiny_model_dir):
+    # documents 0 and 1 (answers 5 and 17) have τ_0 = 0: the intern answers alone; document 2 (answer
+    # 8) falls back to τ_0 = 1: the mentor writes every stage. One τ_0 for all, or groups by task, differ.
+    router = grouped_router(tmp_path / "router", {"5": 0.0, "17": 0.0}, fallback_tau0=1.0)
+    config = tmp_path / "compare.toml"
+    config.write_text(
+        config_head(tiny_model_dir)
+        + f"""
+[[rows]]
+name = "Route"
+mode = "route"
+model_args = "classifier={router}"
+[[rows]]
+name = "Route (live)"
+mode = "route"
+model_args = "classifier={router}"
+live = true
+"""
+    )
+    assert run_subcommand(["compare", str(config)]) == 0
+    board = {r["name"]: r for r in json.loads((tmp_path / "out" / "leaderboard.json").read_text())["rows"]}
+    (samples_file,) = (tmp_path / "out" / "live").glob(f"{TASK}-route-*.jsonl")
+    live = sorted(
+        (json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"]
+    )
+    assert [s["mentor_tokens"] > 0 for s in live] == [False, False, True]  # the groups' own τ_0 at run time
+    for key in ("accuracy", "mean_mentor_tokens", "mean_intern_tokens", "mean_tflops"):
+        assert board["Route"][key] == pytest.approx(board["Route (live)"][key], rel=1e-9), key
+
+
+@pytest.mark.slow
+def test_compare_keeps_what_it_generates(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """Every model of a comparison writes into <output>/store.sqlite: a judging step that fails after
+    the collect loses nothing, and the rerun after the fix computes nothing twice."""
+    from tandem_lm_eval.harness import lm as lm_module
+    from tandem_lm_eval.harness.task_questions import TaskSource
+    from tandem_lm_eval.workflows import collect as collect_module
+
+    config = tmp_path / "compare.toml"
+    config.write_text(
+        config_head(tiny_model_dir, limit=2)
+        + '[[rows]]\nname = "Intern"\nmode = "intern_only"\n[[rows]]\nname = "Mentor"\nmode = "mentor_only"\n'
+    )
+    explorers, lms = [], []
+    real_make, real_judge, real_lm = collect_module.make_explorer, TaskSource.judge, lm_module.TandemLM
+
+    def spy(model_args, **kwargs):
+        explorers.append(real_make(model_args, **kwargs))
+        return explorers[-1]
+
+    class SpiedLM(real_lm):
+        def __init__(self, **model_args):
+            super().__init__(**model_args)
+            lms.append(self)
+
+    def broken(self, items, answers):  # fault injection: the task's filter raises
+        raise ValueError("bad regex in filter_list")
+
+    monkeypatch.setattr(collect_module, "make_explorer", spy)
+    monkeypatch.setattr(lm_module, "TandemLM", SpiedLM)
+    monkeypatch.setattr(TaskSource, "judge", broken)
+    assert run_subcommand(["compare", str(config)]) == 2
+    store = tmp_path / "out" / "store.sqlite"
+    assert f"kept in the run store {store}" in capsys.readouterr().err
+    first = explorers[0].cascade.intern.counts.computed
+    assert first > 0 and store.is_file()
+
+    monkeypatch.setattr(TaskSource, "judge", real_judge)  # the fix
+    assert run_subcommand(["compare", str(config)]) == 0
+    again = explorers[1].cascade
+    assert again.mentor.counts.computed == 0 and again.intern.counts.computed == 0
+    assert again.intern.counts.served == first
+    (live,) = lms  # the live row writes into the same store
+    assert live.store is not None and live.store.path == store

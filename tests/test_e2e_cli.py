@@ -78,6 +78,11 @@ def test_tandem_on_local_task_with_tiny_model(tmp_path, tiny_model_dir, tiny_cla
     summary = data["config"]["tandem"]["summary"]
     assert summary["requests"] == 4
     assert sum(summary["stage_counts"].values()) == 4
+    # the results folder is named after the pair, as lm-eval names any other model's
+    from lm_eval.utils import sanitize_model_name
+
+    pair = sanitize_model_name(f"tandem:{tiny_model_dir}+{tiny_model_dir}")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [pair]
     assert res["tandem_tflops,none"] == pytest.approx(sum(r["tandem_tflops"] for r in rows) / 4)
 
 

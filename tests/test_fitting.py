@@ -542,3 +542,31 @@ def test_a_router_is_fit_on_stage_zero_and_its_tau0_replays_the_routing_rule(rec
     expected = choose_route_threshold(table, Objective("max_accuracy"))
     assert tuple(clf.card.thresholds) == expected.thresholds and clf.card.thresholds[1:] == [1.0, 1.0, 1.0]
     assert len(clf.card.threshold_front) == 19  # every tau_0 of the grid, replayed
+
+
+def test_records_from_a_test_split_under_a_train_name_are_said_in_one_line(caplog):
+    """The offline MATH train pool is MATH test problems outside MATH-500: its records say where they
+    really come from (``source_split``), and fit says it in one line, in its report and model card."""
+    from dataclasses import replace
+
+    from tandem_lm_eval.calibration.fitting import split_origin_note
+    from tandem_lm_eval.calibration.model_card import model_card
+
+    records = make_records(60, seed=4, groups=("tandem_math_algebra_train",))
+    assert split_origin_note(records) is None  # a real train split: nothing to say
+    pool = [replace(r, source_split="test") for r in records]
+    clf, report = fit_records(pool, settings("logistic"))
+    note = report["test_split_origin"]
+    assert "\n" not in note and "60 questions of tandem_math_algebra_train (60)" in note
+    assert "tandem_math500, not tandem_math" in note
+    assert f"fit: {note}" in caplog.text
+    card = model_card(
+        "c",
+        clf,
+        report,
+        {"date": "d", "machine": "m", "command": "c", "records": ["r"], "tasks": ["t"], "mentor": []},
+    )
+    assert note in card
+    # a test split by its own name is still refused (the guard that was there)
+    with pytest.raises(TableError, match="come from a test split"):
+        fit_records([replace(r, split="test") for r in records], settings("logistic"))

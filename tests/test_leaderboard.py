@@ -93,3 +93,55 @@ def test_config_is_validated_before_anything_runs(tmp_path):
     for data, message in bad:
         with pytest.raises(CompareError, match=message):
             config_from_dict(data)
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _legend_covers_nothing(points_file) -> dict:
+    drawn = json.loads(points_file.read_text())
+    legend, r = drawn["legend"]["box"], drawn["marker_radius"]
+    for p in drawn["points"]:
+        x, y = p["pixel"]
+        assert not _overlaps(legend, [x - r, y - r, x + r, y + r]), (p["name"], drawn["legend"])
+        assert not _overlaps(legend, p["label_box"]), (p["name"], "label", drawn["legend"])
+    return drawn
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # the demo GSM8K plot where "Fixed low" sat under the legend (bottom right)
+        [
+            ("Intern only", "intern_only", 0.01, 0.06),
+            ("Fixed low", "fixed:1", 0.02, 1.6),
+            ("Fixed medium", "fixed:2", 0.05, 3.05),
+            ("Fixed high", "fixed:3", 0.13, 4.96),
+            ("Tandem", "tandem", 0.09, 4.89),
+            ("Mentor only", "mentor_only", 0.30, 5.2),
+            ("Oracle", "oracle", 0.17, 0.66),
+        ],
+        # every corner taken: the legend goes outside the axes
+        [
+            ("A", "fixed:1", 0.0, 1.0),
+            ("B", "fixed:2", 1.0, 1.0),
+            ("C", "fixed:3", 0.0, 5.0),
+            ("D", "mentor_only", 1.0, 5.0),
+            ("E", "tandem", 0.5, 3.0),
+            ("F", "intern_only", 0.5, 1.0),
+            ("G", "route", 0.5, 5.0),
+            ("H", "oracle", 0.0, 3.0),
+            ("I", "fixed:4", 1.0, 3.0),
+        ],
+    ],
+    ids=["demo-gsm8k", "every-corner"],
+)
+def test_plot_legend_covers_no_point_and_no_label(tmp_path, rows):
+    entries = [entry(name, mode, acc, tflops) for name, mode, acc, tflops in rows]
+    plot_task(entries, tmp_path / "t.png")
+    drawn = _legend_covers_nothing(tmp_path / "t.points.json")
+    if len(rows) == 9:
+        assert drawn["legend"]["placement"] == "outside right"
+    else:  # the old fixed spot, lower right, covered "Fixed low"
+        assert drawn["legend"]["placement"] != "lower right"

@@ -149,7 +149,9 @@ def test_out_of_fold_scores_come_from_classifiers_that_never_saw_the_question(re
         def sufficiency(self, X):
             return np.array([1.0 if tuple(x) in self.seen else 0.0 for x in X])
 
-    monkeypatch.setattr("tandem_lm_eval.calibration.fitting.make_classifier", lambda kind, **kw: Memorizer())
+    monkeypatch.setattr(
+        "tandem_lm_eval.calibration.fitting.make_classifier", lambda kind, spec=None, **kw: Memorizer()
+    )
     rows = row_table(records, "question_insights")
     oof = out_of_fold_scores(records, rows, settings("logistic"))
     assert len(seen_by_model) == 5 and not np.isnan(oof).any()

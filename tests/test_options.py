@@ -66,3 +66,26 @@ def test_a_backend_reports_option_errors_as_its_own():
     assert option(as_int, "topk", "20", minimum=1) == 20
     with pytest.raises(BackendError, match="^vllm backend: topk must be >= 1, got '0'$"):
         option(as_int, "topk", "0", minimum=1)
+
+
+def test_paths_are_checked_without_touching_the_file_system(tmp_path):
+    from tandem_lm_eval.common.options import OptionError
+    from tandem_lm_eval.common.paths import input_file, output_dir, output_file
+
+    deep = tmp_path / "a" / "b" / "r.jsonl"
+    assert output_file("--out", str(deep)) == deep and not (tmp_path / "a").exists()  # nothing created
+    assert output_dir("--out", str(tmp_path / "new")) == tmp_path / "new" and not (tmp_path / "new").exists()
+    (tmp_path / "f").write_text("x")
+    assert output_file("--out", str(tmp_path / "f")) == tmp_path / "f"  # an existing file: appended to
+    assert input_file("--records", str(tmp_path / "f")) == tmp_path / "f"
+    for check, value, message in (
+        (output_file, tmp_path, "is a folder: give a file path"),
+        (output_file, tmp_path / "f" / "x.jsonl", "is a file, so the file cannot be made there"),
+        (output_dir, tmp_path / "f", "is a file: give a folder path"),
+        (output_dir, tmp_path / "f" / "sub", "is a file, so the folder cannot be made there"),
+        (input_file, tmp_path / "missing", "does not exist"),
+        (input_file, tmp_path, "is a folder: give the file inside it"),
+        (output_file, "  ", "must be a path"),
+    ):
+        with pytest.raises(OptionError, match=message):
+            check("--x", value)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tandem_lm_eval.data.resources import classifiers_dir, tasks_dir
 
@@ -53,3 +54,25 @@ def test_hook_can_be_disabled():
 
 def test_data_folders_exist():
     assert tasks_dir().is_dir() and classifiers_dir().is_dir()
+
+
+def test_results_folder_is_named_after_the_pair():
+    # lm-eval names the folder after pretrained=/model=/path=... in model_args, else a random id: a
+    # tandem run is named after its pair (trace_path= no longer names it), other models as before
+    out = python(
+        "from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker as T\n"
+        "for source, args in (('tandem', 'mentor=org/big,intern=org/small,trace_path=runs/t.jsonl'),"
+        " ('tandem', ''), ('tandem', {'mentor': 'a', 'intern': 'b'}), ('hf', 'pretrained=org/m')):\n"
+        "    t = T(); t.log_experiment_args(source, args, None, None, False); print(t.model_name_sanitized)"
+    )
+    assert out.splitlines() == ["tandem__org__big+org__small", "tandem__demo+demo", "tandem__a+b", "org__m"]
+
+
+def test_the_console_script_runs():
+    """The installed ``tandem-lm-eval`` command (pyproject's [project.scripts]) reaches the subcommands'
+    parser (it once pointed at a module that had become a package)."""
+    script = Path(sys.executable).with_name("tandem-lm-eval")
+    assert script.is_file(), f"{script} is not installed: run scripts/setup.sh"
+    out = subprocess.run([str(script), "collect", "--help"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: tandem-lm-eval collect")

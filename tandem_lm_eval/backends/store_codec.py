@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,23 @@ def canonical_json(obj: Any) -> bytes:
 
 # --- values ---------------------------------------------------------------------------------------
 def encode_generation(gen: Generation) -> bytes:
-    data = asdict(gen)
-    data["token_ids"] = [int(i) for i in gen.token_ids]
-    return canonical_json(data)
+    # The fields by hand, not dataclasses.asdict: asdict deep-copies the token ids one by one (a
+    # thinking mentor's output is thousands of them), and json writes the tuple as it is. The bytes
+    # are the same as before (sorted keys), so stored entries keep matching.
+    ids = gen.token_ids
+    if not all(type(i) is int for i in ids):  # numpy integers from an engine: plain ints for json
+        ids = [int(i) for i in ids]
+    return canonical_json(
+        {
+            "cached_prompt_tokens": gen.cached_prompt_tokens,
+            "finish_reason": gen.finish_reason,
+            "new_tokens": gen.new_tokens,
+            "prompt_tokens": gen.prompt_tokens,
+            "regenerated_tokens": gen.regenerated_tokens,
+            "text": gen.text,
+            "token_ids": ids,
+        }
+    )
 
 
 def decode_generation(blob: bytes) -> Generation:
@@ -42,6 +55,7 @@ def decode_generation(blob: bytes) -> Generation:
             finish_reason=data["finish_reason"],
             cached_prompt_tokens=data.get("cached_prompt_tokens"),
             prompt_tokens=data.get("prompt_tokens"),
+            regenerated_tokens=int(data.get("regenerated_tokens") or 0),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"undecodable generation: {exc}") from None
@@ -64,6 +78,7 @@ def encode_scores(sc: PromptScores) -> bytes:
     if sc.entropy_bounds is not None:
         arrays += list(sc.entropy_bounds)
     arrays = [_le(a) for a in arrays]
+    hidden = sorted((sc.hidden or {}).items())
     header = {
         "num_tokens": int(sc.num_tokens),
         "entropy_method": sc.entropy_method,
@@ -72,6 +87,10 @@ def encode_scores(sc: PromptScores) -> bytes:
         else {k: [[int(a), int(b)] for a, b in v] for k, v in sc.spans.items()},
         "arrays": [[a.dtype.str, int(a.size)] for a in arrays],
     }
+    if hidden:  # hidden vectors after the arrays, named (old entries have none)
+        header["hidden"] = [k for k, _ in hidden]
+        arrays += [_le(np.asarray(v)) for _, v in hidden]
+        header["arrays"] += [[a.dtype.str, int(a.size)] for a in arrays[-len(hidden) :]]
     head = canonical_json(header)
     return b"".join([_SCORES_MAGIC, struct.pack("<I", len(head)), head, *(a.tobytes() for a in arrays)])
 
@@ -93,6 +112,9 @@ def decode_scores(blob: bytes) -> PromptScores:
                 raise ValueError("truncated arrays")
             arrays.append(np.frombuffer(blob[offset:end], dtype=dt).astype(dt.newbyteorder("="), copy=True))
             offset = end
+        names = header.get("hidden") or []
+        vectors = arrays[len(arrays) - len(names) :] if names else []
+        arrays = arrays[: len(arrays) - len(names)]
         if offset != len(blob) or len(arrays) not in (2, 4):
             raise ValueError("trailing bytes or wrong array count")
         spans = header["spans"]
@@ -105,6 +127,7 @@ def decode_scores(blob: bytes) -> PromptScores:
             spans=None
             if spans is None
             else {k: tuple((int(a), int(b)) for a, b in v) for k, v in spans.items()},
+            hidden=dict(zip(names, vectors)) if names else None,
         )
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise ValueError(f"undecodable scores: {exc}") from None

@@ -23,7 +23,10 @@
    routing rule (intern alone if s_0 > τ_0, else the last stage).
 
 Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
-every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them.
+every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them. Records whose
+task calls its split "train" but whose questions come from a test split (``source_split``: the offline
+MATH train pool is MATH test problems outside MATH-500) are accepted with one warning line saying so and
+where the classifier may then be evaluated; the report and model card keep it.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ from tandem_lm_eval.calibration.objectives import (
     choose_thresholds,
 )
 from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-from tandem_lm_eval.calibration.tables import RowTable, TableError, row_table, stage_table
+from tandem_lm_eval.calibration.tables import HiddenVectors, RowTable, TableError, row_table, stage_table
 from tandem_lm_eval.calibration.threshold_grid import threshold_grid
 from tandem_lm_eval.data.records import QuestionRecord
-from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SET, FEATURE_SPANS
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.judges import JudgeSpec
 from tandem_lm_eval.judgment.loading import make_classifier
 
 logger = logging.getLogger(__name__)
@@ -74,6 +78,17 @@ class FitSettings:
     min_group_questions: int = 30
     mentor_params: float | None = None
     intern_params: float | None = None
+    # What the classifier reads (judges.py; default tandem-v2 over ``span``) and, for a hidden-state
+    # judge, the vectors of the records by (question hash, stage) (tables.hidden_vectors).
+    judge: JudgeSpec | None = None
+    hidden: HiddenVectors | None = None
+
+    @property
+    def spec(self) -> JudgeSpec:
+        return self.judge or JudgeSpec(span=self.span)
+
+    def rows(self, records: Sequence[QuestionRecord]) -> RowTable:
+        return row_table(records, self.span, self.spec, self.hidden)
 
 
 def split_questions(records: Sequence[QuestionRecord], fraction: float, seed: int) -> np.ndarray:
@@ -105,7 +120,7 @@ def fit_member(rows_train: RowTable, rows_val: RowTable | None, settings: FitSet
             f"the training rows have one label only ({int(rows_train.y.sum())} sufficient of {len(rows_train)}): "
             "nothing to learn; collect more questions"
         )
-    clf = make_classifier(settings.kind, **(settings.params or {}))
+    clf = make_classifier(settings.kind, settings.spec, **(settings.params or {}))
     if rows_val is None:
         clf.fit(rows_train.X, rows_train.y)
     else:
@@ -160,11 +175,11 @@ def threshold_tuning(
     """The questions thresholds are chosen on (``settings.threshold_rows``), their rows, and their
     scores when not the fitted classifier's own (cv: out of fold)."""
     if settings.threshold_rows == "validation":
-        return list(val_records), row_table(val_records, settings.span), None
+        return list(val_records), settings.rows(val_records), None
     if settings.threshold_rows == "train":
-        return list(train_records), row_table(train_records, settings.span), None
+        return list(train_records), settings.rows(train_records), None
     tune = [*train_records, *val_records]  # cv: every training question, scored out of fold
-    rows = row_table(tune, settings.span)
+    rows = settings.rows(tune)
     oof = out_of_fold_scores(tune, rows, settings)
     return tune, rows, lambda r: oof
 
@@ -221,6 +236,9 @@ def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_
             "--allow-test-rows if you know these questions are never evaluated"
         )
     records = list(records)
+    note = split_origin_note(records)
+    if note:
+        logger.warning("fit: %s", note)
     val_mask = split_questions(records, settings.validation_fraction, settings.seed)
     train_records = [r for r, v in zip(records, val_mask) if not v]
     val_records = [r for r, v in zip(records, val_mask) if v]
@@ -248,7 +266,33 @@ def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_
         clf = GroupedClassifier(members, unified, group_by)
         report["groups_using_fallback"] = skipped or {}
         report["group_by"] = group_by
+    if note:
+        report["test_split_origin"] = note
     return clf, report
+
+
+def split_origin_note(records: Sequence[QuestionRecord]) -> str | None:
+    """One line when records of a task that is not a test split hold questions from a test split."""
+    hidden = [
+        r for r in records if (r.split or "").lower() != "test" and (r.source_split or "").lower() == "test"
+    ]
+    if not hidden:
+        return None
+    counts: dict[str, int] = {}
+    for r in hidden:
+        counts[str(r.task)] = counts.get(str(r.task), 0) + 1
+    tasks = ", ".join(f"{task} ({n})" for task, n in sorted(counts.items()))
+    splits = "/".join(sorted({str(r.split) for r in hidden}))
+    where = (
+        "the offline MATH train pool is the MATH test problems outside MATH-500: evaluate on "
+        "tandem_math500, not tandem_math"
+        if all(task.startswith("tandem_math") for task in counts)
+        else "evaluate it on other questions of that test split only"
+    )
+    return (
+        f"{len(hidden)} questions of {tasks} come from a test split although their task calls its split "
+        f"'{splits}' ({where}; lm_eval refuses the classifier's training questions)"
+    )
 
 
 def _group_by(records: Sequence[QuestionRecord]) -> str:
@@ -260,8 +304,8 @@ def _group_by(records: Sequence[QuestionRecord]) -> str:
 
 
 def _fit_one(train_records, val_records, settings: FitSettings):
-    rows_train = row_table(train_records, settings.span)
-    rows_val = row_table(val_records, settings.span)
+    rows_train = settings.rows(train_records)
+    rows_val = settings.rows(val_records)
     if settings.policy == "route":  # a router judges the question alone: stage-0 rows only
         clf = fit_member(
             rows_train.subset(rows_train.stage == 0), rows_val.subset(rows_val.stage == 0), settings
@@ -272,8 +316,9 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     choice, front, baselines = choose_for(clf, tune_records, tune_rows, settings, scores)
     first = (train_records or val_records)[0]
     card = clf.card
-    card.feature_set = FEATURE_SET
+    card.feature_set = settings.spec.feature_set
     card.feature_span = settings.span
+    card.hidden = settings.spec.hidden
     card.intern_model = first.intern_model
     card.entropy_method = first.entropy_method
     card.budgets = list(first.budgets)
@@ -288,7 +333,9 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     report = {
         "kind": settings.kind,
         "policy": settings.policy,
+        "feature_set": settings.spec.feature_set,
         "span": settings.span,
+        **({"hidden": settings.spec.hidden.to_dict()} if settings.spec.hidden is not None else {}),
         "questions": {"train": len(train_records), "validation": len(val_records)},
         "rows": {"train": len(rows_train), "validation": len(rows_val)},
         "positive_rate": {"train": _rate(rows_train.y), "validation": _rate(rows_val.y)},

@@ -383,10 +383,18 @@ def oracle(table: StageTable) -> ReplayResult:
 
 
 # --- the routing cascade (FrugalGPT-style, paper Table 6) ----------------------------------------------
-def route(table: StageTable, tau0: float) -> ReplayResult:
+def route(table: StageTable, tau0) -> ReplayResult:
     """``mode=route``: one decision from stage 0. s_0 > τ_0: the intern answers alone (no mentor);
     otherwise the mentor writes through the last budget and the intern answers from the last stage
-    (the last usable one, as ``fixed_stage``), with no scoring and no argmax in between."""
+    (the last usable one, as ``fixed_stage``), with no scoring and no argmax in between.
+
+    ``tau0``: one τ_0 for every question, or one per question (shape (Q,): a per-group router gives
+    each group its own)."""
+    tau0 = np.asarray(tau0, dtype=np.float64)
+    if tau0.ndim not in (0, 1) or (tau0.ndim == 1 and tau0.shape[0] != table.num_questions):
+        raise ValueError(
+            f"tau0 must be one value or one per question ({table.num_questions}), got {tau0.shape}"
+        )
     early = table.scores[:, 0] > tau0
     last = fixed_stage(table, table.num_stages - 1)
     stage = np.where(early, 0, last.stage)

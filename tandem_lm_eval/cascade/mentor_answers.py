@@ -178,11 +178,13 @@ def _generate(
         it.gen = gen
         it.cost.mentor_tokens += gen.new_tokens  # L_L: generated tokens only, never forced ones
         it.cost.times.mentor_generate += share
-        it.cost.bill(prices, gen.prompt_tokens or 0, gen.new_tokens)
-        if gen.prompt_tokens is not None:
-            it.cost.mentor_prompt_tokens += gen.prompt_tokens
-        if gen.cached_prompt_tokens:
-            it.cost.mentor_cached_tokens += gen.cached_prompt_tokens
+        it.cost.add_mentor_call(
+            prices,
+            new_tokens=gen.new_tokens,
+            regenerated_tokens=gen.regenerated_tokens,
+            prompt_tokens=gen.prompt_tokens,
+            cached_prompt_tokens=gen.cached_prompt_tokens,
+        )
 
 
 def _answer_start(text: str) -> int | None:

@@ -9,8 +9,9 @@ All questions of a call move through the stages together, one batched backend ca
 
 The policy (cascade/policies/) decides when to stop; the classifier only runs for policies that need scores.
 A per-group classifier gives each request the member (and thresholds) of its group. Features are
-computed over every span the backend could locate (features.FEATURE_SPANS); the classifier reads the
-span it was trained on, the others are recorded for analysis. Backends are used only through the
+computed over the span the classifier reads; over every span the backend could locate
+(features.FEATURE_SPANS) only when someone records them (``all_feature_spans``: a trace, and
+``explore`` for collect), since the others were ~80% of the cascade's own CPU. Backends are used only through the
 Backend interface: no engine-specific code here.
 
 Time: each phase is one batched call; its wall time is shared equally by the requests in it and
@@ -28,7 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tandem_lm_eval.backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
+from tandem_lm_eval.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    HiddenRequest,
+    Prompt,
+)
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -37,6 +45,7 @@ from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.pricing import TokenPrices
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
+from tandem_lm_eval.judgment.judges import JudgeError, judge_input, needs_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +84,13 @@ class Cascade:
         mentor_prices: TokenPrices | None = None,
         intern_prices: TokenPrices | None = None,
         group_policies: dict[str, StopPolicy] | None = None,
+        all_feature_spans: bool = False,
+        hidden: HiddenRequest | None = None,
     ) -> None:
         """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
         (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
-        group), ``policy`` for every other request."""
+        group), ``policy`` for every other request; ``hidden``: the intern's hidden vectors to read in
+        the scoring pass (a hidden-state judge's, or a collect's)."""
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
@@ -92,11 +104,17 @@ class Cascade:
         self.group_policies = dict(group_policies or {})
         card = getattr(classifier, "card", None)
         self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
+        self.judge = card.spec if card is not None else None  # what the classifier reads (judges.py)
+        if self.judge is not None and self.judge.hidden is not None and hidden is None:
+            raise ValueError(f"the classifier reads hidden vectors ({self.judge.hidden.key}): give hidden=")
+        self.hidden = hidden
         self.budgets = budgets
         self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
         self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
         self.progress = progress
         self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
+        # features over every span (for records), or only over the classifier's (the run needs no more)
+        self.all_feature_spans = all_feature_spans
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
@@ -162,7 +180,7 @@ class Cascade:
         for stage in range(self.num_stages):
             mentor_seconds = self._mentor_stage(states, active, stage) if stage > 0 else {}
             self._add_stage_prompts(states, active, stage, mentor_seconds)
-            self._score_stage(states, active, stage)
+            self._score_stage(states, active, stage, all_spans=True)  # collect records every span
             bar.update(len(states))
         pairs = [
             (i, t)
@@ -245,11 +263,13 @@ class Cascade:
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
                 seconds[i] = share
-                st.cost.bill(self.mentor_prices, gen.prompt_tokens or 0, gen.new_tokens)
-                if gen.prompt_tokens is not None:
-                    st.cost.mentor_prompt_tokens += gen.prompt_tokens
-                if gen.cached_prompt_tokens:
-                    st.cost.mentor_cached_tokens += gen.cached_prompt_tokens
+                st.cost.add_mentor_call(
+                    self.mentor_prices,
+                    new_tokens=gen.new_tokens,
+                    regenerated_tokens=gen.regenerated_tokens,
+                    prompt_tokens=gen.prompt_tokens,
+                    cached_prompt_tokens=gen.cached_prompt_tokens,
+                )
         for i in active:
             st = states[i]
             st.cost.mentor_tokens = len(st.mentor.token_ids) if st.mentor else 0
@@ -283,7 +303,9 @@ class Cascade:
             st.stages.append(record)
             st.prompts.append(prompt)
 
-    def _score_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+    def _score_stage(
+        self, states: list[_State], active: list[int], stage: int, all_spans: bool = False
+    ) -> None:
         todo = []
         for i in active:
             st = states[i]
@@ -295,25 +317,38 @@ class Cascade:
                 prev = st.stages[stage - 1]
                 rec.score, rec.features = prev.score, prev.features
                 rec.features_by_span, rec.spans = prev.features_by_span, prev.spans
+                rec.hidden, rec.judge_input = prev.hidden, prev.judge_input
                 continue
             todo.append(i)
         if not todo:
             return
         t0 = ledger.clock()
-        scores = self.intern.score([states[i].prompts[stage] for i in todo])
+        prompts = [states[i].prompts[stage] for i in todo]
+        scores = (
+            self.intern.score(prompts) if self.hidden is None else self.intern.score(prompts, self.hidden)
+        )
         t1 = ledger.clock()
+        reads_statistics = self.judge is None or needs_statistics(self.judge.feature_set)
         for i, sc in zip(todo, scores):
             rec = states[i].stages[stage]
             rec.spans = sc.spans
-            rec.features_by_span = _features_by_span(sc)
-            if self.feature_span not in rec.features_by_span:
+            spans = None if (all_spans or self.all_feature_spans) else (self.feature_span,)
+            rec.features_by_span = _features_by_span(sc, spans)
+            rec.hidden = dict(sc.hidden or {})
+            if reads_statistics and self.feature_span not in rec.features_by_span:
                 raise BackendError(
                     f"the classifier reads features over span {self.feature_span!r}, which the intern "
                     f"backend {self.intern.name!r} could not locate (no token spans of Q and I_t)"
                 )
-            rec.features = rec.features_by_span[self.feature_span]
+            rec.features = rec.features_by_span.get(self.feature_span)
+            rec.judge_input = rec.features
+            if self.judge is not None and self.judge.hidden is not None:
+                try:
+                    rec.judge_input = judge_input(self.judge, rec.features, rec.hidden)
+                except JudgeError as exc:
+                    raise BackendError(f"intern backend {self.intern.name!r}: {exc}") from None
         if self.classifier is not None:
-            X = np.stack([states[i].stages[stage].features for i in todo])
+            X = np.stack([states[i].stages[stage].judge_input for i in todo])
             groups = [states[i].question.group for i in todo]
             if hasattr(self.classifier, "for_group"):
                 s = self.classifier.sufficiency(X, groups)
@@ -372,10 +407,11 @@ class Cascade:
         return results
 
 
-def _features_by_span(scores) -> dict[str, np.ndarray]:
-    """f_t over each span this prompt's scores allow (``prompt`` always; the others need spans)."""
+def _features_by_span(scores, wanted: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """f_t over each span of ``wanted`` (None: every span) that this prompt's scores allow (``prompt``
+    always; the others need spans)."""
     spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
-    return {span: features_of(scores, span) for span in spans}
+    return {span: features_of(scores, span) for span in spans if wanted is None or span in wanted}
 
 
 def _same_as_previous(st: _State, stage: int) -> bool:

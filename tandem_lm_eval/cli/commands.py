@@ -8,8 +8,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("tandem_lm_eval")
 
@@ -27,6 +28,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
     args.argv = list(argv)  # recorded in model cards as the command that made them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        check_arguments(args)  # every path and number the command was given, before it does anything
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -35,6 +37,53 @@ def run_subcommand(argv: Sequence[str]) -> int:
         # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
         print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _analysis_output(name: str, value) -> Path:
+    """``analyze --out X`` writes X.md and X.json."""
+    from tandem_lm_eval.common.paths import output_file
+
+    output_file(name, f"{value}.md")
+    return Path(value)
+
+
+def _at_least_one(name: str, value) -> int:
+    from tandem_lm_eval.common.options import as_int
+
+    return as_int(name, value, minimum=1)
+
+
+def _argument_checks() -> dict[str, dict[str, Callable[[str, Any], Any]]]:
+    """Per subcommand: each argument that names a path or a count, and its check (common/paths.py,
+    common/options.py). ``check_arguments`` runs them before the command starts, so a bad one is one
+    line before any model loads, never an error after the work (docs/bad-inputs.md)."""
+    from tandem_lm_eval.common.paths import input_file, output_dir, output_file
+
+    return {
+        "collect": {
+            "out": output_file,
+            "chunk": _at_least_one,
+            "limit": _at_least_one,
+            "answer_max_tokens": _at_least_one,
+        },
+        "oracle-mentor": {"out": output_file, "limit": _at_least_one},
+        "fit": {"records": input_file, "out": output_dir},
+        "analyze": {"records": input_file, "out": _analysis_output, "resamples": _at_least_one},
+        "compare": {"config": input_file},
+        # --store: RunStore(create=False) names a missing store itself ("no run store at ...")
+        "store": {"out": output_file},
+    }
+
+
+def check_arguments(args) -> None:
+    """Check ``args`` by the table of ``_argument_checks``; an OptionError names the option."""
+    for dest, check in _argument_checks().get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        option = "--" + dest.replace("_", "-") if dest not in ("config",) else dest
+        for one in value if isinstance(value, list) else [value]:
+            check(option, one)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +130,32 @@ def _parser() -> argparse.ArgumentParser:
         "then shares of calls of a live run's size (what a replayed latency needs); slower on batching engines",
     )
     c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
+    c.add_argument(
+        "--hidden-layers",
+        default=None,
+        help="also keep the intern's hidden vectors of these layers ('last', an index, a fraction of the "
+        "depth such as 0.7; comma-separated) in <out>.hidden.sqlite, for hidden-state judges",
+    )
     c.set_defaults(func=_collect)
+
+    h = sub.add_parser(
+        "complete-hidden",
+        help="add the intern's hidden vectors to collected records (intern forward passes only)",
+    )
+    task_args(h)
+    h.add_argument("--records", type=Path, required=True, help="the collect's JSONL records")
+    h.add_argument(
+        "--model_args", default="", help="the intern as the collect named it: intern=...,<role>_..."
+    )
+    h.add_argument("--hidden-layers", default="last", help="layers to keep (as collect --hidden-layers)")
+    h.add_argument(
+        "--classifier",
+        default=None,
+        help="a hidden_lora classifier: the vectors of the intern with its adapter",
+    )
+    h.add_argument("--out", type=Path, default=None, help="the side file (default: <records>.hidden.sqlite)")
+    h.add_argument("--chunk", type=int, default=32, help="questions per batch (as the collect's --chunk)")
+    h.set_defaults(func=_complete_hidden)
 
     o = sub.add_parser("oracle-mentor", help="write a recorded mentor from a task's reference solutions")
     task_args(o)
@@ -110,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
     m.set_defaults(func=_compare)
 
-    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export")
+    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export, merge")
     st_sub = st.add_subparsers(dest="store_command", required=True)
 
     def store_arg(p: argparse.ArgumentParser) -> None:
@@ -145,6 +219,18 @@ def _parser() -> argparse.ArgumentParser:
         "--model", default=None, help="which mentor, when the store holds several (name or fingerprint)"
     )
     s_export.set_defaults(func=_store_export)
+
+    s_merge = st_sub.add_parser(
+        "merge",
+        help="copy the entries of other stores (other nodes' or ranks') into one store",
+        description="Copy every sound entry of each SOURCE store into --out (made if missing); an entry "
+        "--out already holds is kept. Corrupted entries are reported and skipped (and dropped from their "
+        "store, as any read of a store does). Use it before resuming a multi-node run whose nodes kept their own stores "
+        "(docs/scale-out.md).",
+    )
+    s_merge.add_argument("sources", type=Path, nargs="+", help="store files to read")
+    s_merge.add_argument("--out", type=Path, required=True, help="the store to write (may be one of a run)")
+    s_merge.set_defaults(func=_store_merge)
     return parser
 
 
@@ -171,10 +257,13 @@ def _task_questions(args, **extra):
 def _collect(args) -> int:
     from tandem_lm_eval.common.options import parse_model_args
     from tandem_lm_eval.harness.config import TandemConfig
-    from tandem_lm_eval.workflows.collect import collect, make_explorer
+    from tandem_lm_eval.workflows.collect import collect, default_store, make_explorer
 
     model_args = parse_model_args(args.model_args)
-    default_max = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"}).max_gen_toks
+    if "store" not in model_args:  # keep what is generated: a failed judging step loses nothing
+        model_args["store"] = str(default_store(args.out))
+    config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    default_max = config.max_gen_toks
     questions, source = _task_questions(
         args,
         max_gen_toks=args.answer_max_tokens,
@@ -183,19 +272,66 @@ def _collect(args) -> int:
         filter_name=args.filter,
         threshold=args.label_threshold,
     )
+    source.check()  # --metric and --filter exist, before any model loads
+    explorer = make_explorer(model_args, hidden_layers=args.hidden_layers)
     stats = collect(
-        make_explorer(model_args),
-        questions,
-        source,
-        args.out,
-        chunk=args.chunk,
-        answers_by_stage=args.answers_by_stage,
+        explorer, questions, source, args.out, chunk=args.chunk, answers_by_stage=args.answers_by_stage
     )
+    kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
-        f"({stats.skipped} already there)"
+        f"({stats.skipped} already there){kept}"
     )
     return 0
+
+
+def _complete_hidden(args) -> int:
+    from tandem_lm_eval.common.options import parse_model_args
+    from tandem_lm_eval.data.records import load_records
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_config, intern_for
+
+    records = load_records([args.records])  # the inputs first: a bad file is reported before any model loads
+    model_args = parse_model_args(args.model_args)
+    intern_config(model_args)
+    adapter, layers = None, args.hidden_layers
+    if args.classifier:
+        adapter, layers = _classifier_adapter(args.classifier)
+    questions, _ = _task_questions(args)
+    by_key = {(q.task, q.doc_hash): q for q in questions}
+    intern, identity, thinking = intern_for(model_args)
+    try:
+        stats = complete_hidden(
+            records,
+            by_key,
+            args.records,
+            intern,
+            identity,
+            layers,
+            thinking=thinking,
+            adapter=adapter,
+            out=args.out,
+            chunk=args.chunk,
+        )
+    finally:
+        intern.close()
+    print(
+        f"complete-hidden: {stats.questions} questions completed ({stats.prompts_scored} prompts scored, "
+        f"{stats.skipped} already complete) in {stats.seconds:.0f} s -> {stats.path}"
+    )
+    return 0
+
+
+def _classifier_adapter(name: str) -> tuple[tuple[str, str], str]:
+    """(adapter folder, adapter id) and the layer of a hidden_lora classifier."""
+    from tandem_lm_eval.cli.analyze_command import classifier_folder
+    from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
+
+    folder = classifier_folder(name)
+    clf = load_classifier_folder(folder)
+    hidden = clf.card.hidden
+    if hidden is None or hidden.adapter is None:
+        raise CommandError(f"classifier {name} has no LoRA adapter (it is not a hidden_lora classifier)")
+    return adapter_of(folder, hidden), str(hidden.layer)
 
 
 def _oracle(args) -> int:
@@ -265,6 +401,25 @@ def _store_prune(args) -> int:
         store.vacuum()
         left = store.count()
     print(f"store prune: deleted {n} entries; {left} left")
+    return 0
+
+
+def _store_merge(args) -> int:
+    from tandem_lm_eval.store.run_store import RunStore
+
+    out_path = args.out.expanduser().resolve()
+    for src in args.sources:
+        if src.expanduser().resolve() == out_path:
+            raise CommandError(f"store merge: {src} is also --out; give the other stores as sources")
+    sources = [RunStore(src, create=False) for src in args.sources]  # every source checked first
+    with RunStore(args.out) as out:
+        for src in sources:
+            with src:
+                c = out.merge_from(src)
+            print(
+                f"store merge: {src.path}: {c.read} entries read, {c.added} added, {c.already_held} already held"
+            )
+        print(f"store merge: {out.path} holds {out.count()} entries ({out.file_bytes() / 1e6:.2f} MB)")
     return 0
 
 

@@ -4,10 +4,11 @@ With a subcommand, the classifier workflow (docs/classifier.md), each step one c
 
     tandem-lm-eval oracle-mentor  # write a recorded mentor from a task's reference solutions
     tandem-lm-eval collect        # run a pair over a task's questions, every stage, labelled
+    tandem-lm-eval complete-hidden  # add the intern's hidden vectors to collected records (intern only)
     tandem-lm-eval fit            # train a sufficiency classifier, choose thresholds by an objective
     tandem-lm-eval analyze        # held-out report: per-stage P/R/F1, AUC, routing, cost (no model calls)
     tandem-lm-eval compare CONFIG # Tandem against its baselines: leaderboard and Pareto plots
-    tandem-lm-eval store stats|prune|export  # the run store (model_args store=): size, cleanup, mentor export
+    tandem-lm-eval store stats|prune|export|merge  # the run store (model_args store=): size, cleanup, export, merge
 
 Without one, the stock lm_eval CLI with tandem registered (same flags as ``lm_eval``). It registers the
 model and the task folder explicitly, so it also works where the start-up hook is disabled
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("collect", "fit", "analyze", "oracle-mentor", "compare", "store")
+SUBCOMMANDS = ("collect", "complete-hidden", "fit", "analyze", "oracle-mentor", "compare", "store")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,10 +30,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(run_subcommand(argv))
     import lm_eval.tasks.manager as manager
 
-    from tandem_lm_eval.harness.registration import patch_task_manager, register_model
+    from tandem_lm_eval.harness.registration import patch_results_folder, patch_task_manager, register_model
 
     register_model()
     patch_task_manager(manager)
+    patch_results_folder()
     from lm_eval.__main__ import cli_evaluate
 
     cli_evaluate()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
@@ -65,6 +65,9 @@ class RequestCost:
     """What one request cost; one row of the ledger."""
 
     mentor_tokens: int = 0  # L_L
+    # tokens the mentor generated again: a hosted chat API that cannot continue a message regenerates
+    # the whole answer at every stage. Billed (``usd``) and computed (``tflops``), not in L_L.
+    mentor_regenerated_tokens: int = 0
     intern_tokens: int = 0  # L_S
     stop_stage: int = 0  # t*: 0 = question alone, k = after the k-th mentor stage
     stage_scores: list[float] = field(default_factory=list)  # s_t for every stage that was scored
@@ -85,11 +88,32 @@ class RequestCost:
         if prices is not None:
             self.usd = (self.usd or 0.0) + prices.cost(input_tokens, output_tokens)
 
+    def add_mentor_call(
+        self,
+        prices: TokenPrices | None,
+        *,
+        new_tokens: int,
+        regenerated_tokens: int = 0,
+        prompt_tokens: int | None = None,
+        cached_prompt_tokens: int | None = None,
+    ) -> None:
+        """One mentor generation call: billed for its prompt and for every token it output, the
+        regenerated ones included (what an API charges); L_L itself is set by the caller."""
+        self.mentor_regenerated_tokens += regenerated_tokens
+        self.bill(prices, prompt_tokens or 0, new_tokens + regenerated_tokens)
+        if prompt_tokens is not None:
+            self.mentor_prompt_tokens += prompt_tokens
+        if cached_prompt_tokens:
+            self.mentor_cached_tokens += cached_prompt_tokens
+
     def finalize(self, mentor_params: float, intern_params: float) -> None:
+        regenerated = self.mentor_regenerated_tokens
         if self.intern_reads_mentor:
-            self.tflops = tflops(mentor_params, intern_params, self.mentor_tokens, self.intern_tokens)
+            self.tflops = tflops(
+                mentor_params, intern_params, self.mentor_tokens, self.intern_tokens, regenerated
+            )
         else:
-            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0) + tflops(
+            self.tflops = tflops(mentor_params, 0.0, self.mentor_tokens, 0, regenerated) + tflops(
                 0.0, intern_params, 0, self.intern_tokens
             )
 
@@ -115,6 +139,7 @@ class RunSummary:
     times: PhaseTimes
     usd: float | None = None
     scored_stages: int = 0
+    mentor_regenerated_tokens: int = 0
 
     @property
     def mean_latency_s(self) -> float:
@@ -156,7 +181,29 @@ class RunSummary:
             times=times,
             usd=usd,
             scored_stages=sum(c.scored_stages for c in costs),
+            mentor_regenerated_tokens=sum(c.mentor_regenerated_tokens for c in costs),
         )
+
+    @classmethod
+    def combine(cls, parts: Sequence[RunSummary], num_stages: int) -> RunSummary:
+        """One summary of several (the calls of a run, the ranks of a distributed run): totals add
+        up, so the combined summary equals ``of`` over all their requests' costs. Field by field, so a
+        total added to the summary (or a phase to ``PhaseTimes``) is combined without a change here."""
+        total = cls.of([], num_stages)
+        for p in parts:
+            for f in fields(cls):
+                mine, theirs = getattr(total, f.name), getattr(p, f.name)
+                if f.name == "stage_counts":
+                    for t, c in theirs.items():
+                        mine[int(t)] = mine.get(int(t), 0) + c
+                elif isinstance(theirs, PhaseTimes):
+                    for g in fields(PhaseTimes):
+                        setattr(mine, g.name, getattr(mine, g.name) + getattr(theirs, g.name))
+                elif theirs is None:
+                    continue  # e.g. no $ price: stays None unless a part has one
+                else:
+                    setattr(total, f.name, (mine or 0) + theirs)
+        return total
 
     def format(self) -> str:
         n = max(self.requests, 1)
@@ -176,6 +223,11 @@ class RunSummary:
                 f"  judgment: {self.judgment_s_per_stage:.4f} s per scored stage ({self.scored_stages} "
                 f"stages), {100 * (self.judgment_share or 0):.2f}% of the time (features and classifier "
                 f"alone {100 * (self.classifier_share or 0):.2f}%)"
+            )
+        if self.mentor_regenerated_tokens:
+            lines.append(
+                f"  mentor tokens generated again (an API that cannot continue): "
+                f"{self.mentor_regenerated_tokens}, in TFLOPs and $"
             )
         if self.usd is not None:
             lines.append(f"  API cost: ${self.usd:.4f}")

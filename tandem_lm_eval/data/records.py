@@ -57,6 +57,9 @@ class StageEntry:
     # this stage's wall seconds by phase (cost/ledger.py PhaseTimes: mentor_generate, intern_score,
     # classify, intern_generate), each a share of one batched call; None in records written before
     seconds: dict[str, float] | None = None
+    # the intern's hidden vectors of this stage (trace records of hidden-state judges); collect keeps
+    # them compactly in a side file instead (data/hidden_file.py)
+    hidden: dict[str, list[float]] | None = None
     answer: str | None = None
     intern_tokens: int | None = None
     finish_reason: str | None = None
@@ -77,6 +80,9 @@ class QuestionRecord:
     doc_id: int | None = None
     doc_hash: str | None = None
     split: str | None = None
+    # the split the question really comes from when the task's own name differs (data/benchmarks.py:
+    # the offline MATH train pool is MATH test problems outside MATH-500); None when unknown
+    source_split: str | None = None
     budgets: list[int] = field(default_factory=list)
     mentor: MentorOutput | None = None
     intern_model: str = ""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from tandem_lm_eval.backends import BACKENDS, backend_class
 from tandem_lm_eval.common.options import OptionError, as_bool, as_count, as_float, as_int, as_list, as_str
+from tandem_lm_eval.common.paths import output_file
 from tandem_lm_eval.cost.pricing import TokenPrices, parse_price
 
 DEFAULT_BUDGETS = (100, 500, 1000)
@@ -63,6 +63,9 @@ class TandemConfig:
     # generate_until runs the cascade on this many requests at a time: memory stays bounded, and each
     # chunk's work is in the store before the next starts.
     chunk_size: int = 256
+    # Under a launcher (torchrun, accelerate launch): GPUs per process, ``auto`` (the node's visible
+    # GPUs split evenly among its processes), ``all`` (the launcher already isolated them) or a number.
+    gpus_per_rank: str = "auto"
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -83,6 +86,8 @@ class TandemConfig:
         "budget_forcing_close",
         "store",
         "chunk_size",
+        "gpus_per_rank",
+        "data_parallel_size",
     )
     ROLE_KEYS = ("backend", "num_params", "thinking", "price_in", "price_out")
 
@@ -175,6 +180,10 @@ class TandemConfig:
                 if bs is not None and str(bs) != "auto" and not str(bs).startswith("auto"):
                     rc.options.setdefault("batch_size", as_int("batch_size", bs, minimum=1))
             _check_backend_options(role, rc, accepted)
+            if "data_parallel_size" in rc.options and str(rc.options["data_parallel_size"]).strip() != "1":
+                raise ConfigError(
+                    _data_parallel_message(f"{role}_data_parallel_size", rc.options["data_parallel_size"])
+                )
             roles[role] = rc
 
         cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
@@ -217,7 +226,8 @@ class TandemConfig:
         if "max_gen_toks" in top:
             cfg.max_gen_toks = as_int("max_gen_toks", top["max_gen_toks"], minimum=1)
         if top.get("trace_path") is not None:
-            cfg.trace_path = as_str("trace_path", top["trace_path"])
+            # checked now: a folder here used to fail after the whole run's work was done
+            cfg.trace_path = str(output_file("trace_path", as_str("trace_path", top["trace_path"])))
         if "progress" in top:
             cfg.progress = as_bool("progress", top["progress"])
         if "allow_training_overlap" in top:
@@ -232,6 +242,19 @@ class TandemConfig:
             cfg.store = _store_path(top["store"])
         if "chunk_size" in top:
             cfg.chunk_size = as_int("chunk_size", top["chunk_size"], minimum=1)
+        if top.get("data_parallel_size") is not None:
+            if as_int("data_parallel_size", top["data_parallel_size"], minimum=1) > 1:
+                raise ConfigError(_data_parallel_message("data_parallel_size", top["data_parallel_size"]))
+        if top.get("gpus_per_rank") is not None:
+            text = str(top["gpus_per_rank"]).strip().lower()
+            if text not in ("auto", "all"):
+                try:
+                    text = str(as_int("gpus_per_rank", text, minimum=1))
+                except ConfigError:
+                    raise ConfigError(
+                        f"gpus_per_rank must be auto, all or a number of GPUs (>= 1), got {top['gpus_per_rank']!r}"
+                    ) from None
+            cfg.gpus_per_rank = text
         return cfg
 
     def public_dict(self) -> dict[str, Any]:
@@ -252,6 +275,18 @@ class TandemConfig:
         out["budgets"] = list(self.budgets)
         out["thresholds"] = list(self.thresholds) if self.thresholds else None
         return out
+
+
+def _data_parallel_message(key: str, value: Any) -> str:
+    """Why data_parallel_size > 1 is refused, and what does the same: N replicas of both roles, the
+    requests split among them (docs/scale-out.md)."""
+    return (
+        f"{key}={value}: replicas inside one process are not supported (vLLM's LLM refuses "
+        "data_parallel_size > 1 in one process, and lm-eval's vllm model rebuilds Ray replicas on every "
+        "call); start N processes instead, each one replica of mentor and intern on its own GPUs: "
+        "torchrun --nproc_per_node N -m lm_eval --model tandem ... (or accelerate launch), or serve the "
+        "models with vllm serve --data-parallel-size N and give mentor_backend=openai (docs/scale-out.md)"
+    )
 
 
 def _forced_text(value: Any) -> str:
@@ -278,8 +313,8 @@ def _store_path(value: Any) -> str | None:
     if value.strip() == "default":
         from tandem_lm_eval.store.run_store import default_store_path
 
-        return str(default_store_path())
-    return str(Path(value.strip()).expanduser())
+        return str(output_file("store", default_store_path(), "store.sqlite"))
+    return str(output_file("store", value, "store.sqlite"))
 
 
 def resolve_backend_name(name: str, role: str) -> str:

@@ -8,12 +8,20 @@ each backend sits behind the run store (store/run_store.py, backends/store_backe
 what was computed and computes only the rest. ``loglikelihood`` requests
 (multiple-choice tasks) are answered by the intern alone: there is nothing to generate, so there is
 no mentor stage and no cost metric for them. ``loglikelihood_rolling`` (perplexity tasks) is refused.
+
+Under a launcher (``torchrun``, ``accelerate launch``) each process is one rank (harness/ranks.py):
+lm-eval's evaluator gives it every world_size-th document and gathers samples and metrics through
+``gather_object``; each process claims its GPU group before its engines start. At the end of each
+``generate_until`` the ranks' run summaries, store counts and trace parts go to rank 0, so
+``results["config"]["tandem"]`` and the trace cover every rank, written once. The requests the
+evaluator repeats only to even out the ranks (padding) are answered from the first run, at no cost.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from lm_eval.api.model import LM
 
@@ -23,18 +31,20 @@ from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.policies import make_policy
 from tandem_lm_eval.cascade.prompts import question_from_request, serialize_chat
 from tandem_lm_eval.cascade.stages import Cascade
-from tandem_lm_eval.cost.ledger import RequestCost, RunSummary
-from tandem_lm_eval.data.records import write_records
+from tandem_lm_eval.cost.ledger import RunSummary
+from tandem_lm_eval.data.records import QuestionRecord, write_records
 from tandem_lm_eval.harness.assembly import (
     build_backends,
     check_classifier_fits_intern,
     classifier_path,
     group_policies,
+    hidden_request_for,
     load_classifier,
 )
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
-from tandem_lm_eval.harness.reporting import TandemResponse, install_task_patches
-from tandem_lm_eval.harness.trace import trace_record
+from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
+from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, install_task_patches
+from tandem_lm_eval.harness.trace import merge_parts, rank_part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
 from tandem_lm_eval.store.run_store import StoreError
@@ -50,6 +60,13 @@ class TandemLM(LM):
         except ConfigError as exc:
             raise SystemExit(f"tandem: bad model_args: {exc}") from None
         cfg = self.config
+        try:
+            # every rank reaches the launcher's store before any model loads; then each claims its GPUs
+            self.ranks = RankGroup.from_env()
+            claim_gpus(self.ranks.info, cfg.gpus_per_rank)
+        except RankError as exc:
+            raise SystemExit(f"tandem: {exc}") from None
+        self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if cfg.is_demo:
             logger.warning(
                 "tandem: no mentor/intern given: running the offline DEMO pair (SmolLM2-135M-Instruct as "
@@ -77,50 +94,127 @@ class TandemLM(LM):
                 mentor_prices=cfg.mentor.prices,
                 intern_prices=cfg.intern.prices,
                 group_policies=group_policies(cfg, self.classifier),
+                all_feature_spans=bool(cfg.trace_path),  # a trace records every span; a run reads one
+                hidden=hidden_request_for(self.classifier, classifier_path(cfg)),
             )
         except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
         self.thresholds = thresholds
         self.store = store_of(self.mentor, self.intern)
-        self._costs: list[RequestCost] = []
+        # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
+        self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
+        self._rank_store_counts: list[dict[str, dict[str, int]]] = []  # per rank (rank 0)
         install_task_patches()
 
     # --- lm-eval interface ----------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         if not requests:
             return []
-        questions = []
-        for req in requests:
+        runs, padding = split_padding(requests)
+        questions = {}
+        for i in runs:
+            req = requests[i]
             context, gen_kwargs = req.args
             try:
-                questions.append(
-                    question_from_request(context, gen_kwargs, self.config.max_gen_toks, self._group_of(req))
+                questions[i] = question_from_request(
+                    context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
                 )
             except ValueError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
-        self._refuse_training_questions(requests, questions)
+        self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
         t0 = time.perf_counter()
-        self.cascade.progress = self.config.progress and not disable_tqdm
-        results: list[CascadeResult] = []
+        self.cascade.progress = self.config.progress and not disable_tqdm and self.rank == 0
+        responses: list[str | None] = [None] * len(requests)
+        summaries: list[RunSummary] = []
+        trace = _TraceSink(self, requests) if self.config.trace_path else None
         # In chunks: memory stays bounded and, with a store, each chunk's work is on disk before the next
         # starts. The cascade treats every question on its own, so the answers are those of one call.
+        # Only the answers and costs outlive a chunk (the mentor's token ids, the stages and their
+        # features are written to the trace, if any, and dropped).
         size = self.config.chunk_size
+        done = 0
         try:
-            for start in range(0, len(questions), size):
-                results.extend(self.cascade.run(questions[start : start + size]))
+            for start in range(0, len(runs), size):
+                chunk = runs[start : start + size]
+                results = self.cascade.run([questions[i] for i in chunk])
+                for i, res in zip(chunk, results):
+                    responses[i] = TandemResponse(res.answer, res.cost)
+                summaries.append(RunSummary.of([r.cost for r in results], self.config.num_stages))
+                if trace is not None:
+                    trace.write(chunk, [questions[i] for i in chunk], results)
+                done += len(chunk)
+                del results
         except (BackendError, StoreError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
         except KeyboardInterrupt:
-            raise SystemExit(self._interrupted(len(results), len(questions))) from None
+            raise SystemExit(self._interrupted(done, len(runs))) from None
+        for i, source in padding.items():
+            responses[i] = PaddingResponse(str(responses[source]))
         wall = time.perf_counter() - t0
-        self._costs.extend(r.cost for r in results)
-        summary = RunSummary.of([r.cost for r in results], self.config.num_stages)
-        logger.info("%s\n  wall %.2f s", summary.format(), wall)
+        call = RunSummary.combine(summaries, self.config.num_stages)
+        where = f" (rank {self.rank} of {self.world_size})" if self.world_size > 1 else ""
+        logger.info("%s%s\n  wall %.2f s", call.format(), where, wall)
         if self.store is not None:
-            logger.info("tandem: run store %s: %s", self.store.path, self._store_counts())
-        if self.config.trace_path:
-            self._write_trace(requests, results)
-        return [TandemResponse(r.answer, r.cost) for r in results]
+            logger.info("tandem: run store %s: %s%s", self.store.path, self._store_counts(), where)
+        self._gather_call(call, trace)
+        return responses  # type: ignore[return-value]
+
+    def _gather_call(self, call: RunSummary, trace: _TraceSink | None) -> None:
+        """Rank 0 learns every rank's share of this call (summary, store counts, trace part) and
+        writes the trace once; a single process has only its own."""
+        mine = {
+            "summary": call,
+            "store": self._store_counts(),
+            "part": None if trace is None else (str(trace.part), trace.bytes),
+        }
+        gathered = self.ranks.gather_object(mine, dst=0, tag="generate_until")
+        if gathered is None:  # not rank 0
+            return
+        parts = [g["summary"] for g in gathered]
+        self._run_summary = RunSummary.combine([self._run_summary, *parts], self.config.num_stages)
+        self._rank_store_counts = [g["store"] for g in gathered]
+        if self.world_size > 1:
+            total = RunSummary.combine(parts, self.config.num_stages)
+            logger.info("%s (all %d ranks)", total.format(), self.world_size)
+        if trace is not None and trace.part is not None:
+            _, missing = merge_parts(
+                self.config.trace_path, [(Path(g["part"][0]), g["part"][1]) for g in gathered if g["part"]]
+            )
+            if missing:
+                logger.warning(
+                    "tandem: trace parts %s are not visible from rank 0 (trace_path must be on a file "
+                    "system every node sees); they are kept where their ranks wrote them, records of "
+                    "the same format as %s",
+                    ", ".join(str(p) for p in missing),
+                    self.config.trace_path,
+                )
+
+    # --- distributed: what lm-eval's evaluator calls -------------------------------------------------
+    def all_gather(self, tensor):
+        """lm-eval gathers each rank's request count as a tensor; concatenated in rank order."""
+        if self.world_size <= 1:
+            return tensor
+        import torch
+
+        parts = self.ranks.all_gather_object(tensor.detach().cpu(), tag="all_gather")
+        if all(p.dim() == 0 for p in parts):
+            counts = [int(p) for p in parts]
+            if min(counts) == 0 < max(counts) and self.rank == 0:
+                logger.warning(
+                    "tandem: a task gives %s documents to the %d ranks: a rank with none of them skips "
+                    "that task's requests, which lm-eval's evaluator does not expect; use --limit of "
+                    "at least the number of processes",
+                    counts,
+                    self.world_size,
+                )
+            return torch.stack(parts)
+        return torch.cat(parts)
+
+    def gather_object(self, obj, dst: int = 0):
+        return self.ranks.gather_object(obj, dst=dst, tag="evaluator")
+
+    def barrier(self) -> None:
+        self.ranks.barrier(tag="evaluator")
 
     def _store_counts(self) -> dict[str, dict[str, int]]:
         """Per role: requests served from the store and computed by the backend, over this model's life."""
@@ -197,7 +291,8 @@ class TandemLM(LM):
         return f"tandem:{self.config.mentor.model}+{self.config.intern.model}"
 
     def get_model_info(self) -> dict:
-        summary = RunSummary.of(self._costs, self.config.num_stages) if self._costs else None
+        """The run summary over every rank (lm-eval asks rank 0 only, after the gathers)."""
+        summary = self._run_summary if self._run_summary.requests else None
         return {
             "tandem": {
                 "config": self.config.public_dict(),
@@ -207,25 +302,91 @@ class TandemLM(LM):
                 "summary": summary.as_dict() if summary else None,
                 "store": None
                 if self.store is None
-                else {"path": str(self.store.path), "counts": self._store_counts()},
+                else {
+                    "path": str(self.store.path),
+                    "counts": _sum_counts(self._rank_store_counts) or self._store_counts(),
+                    "counts_by_rank": self._rank_store_counts if self.world_size > 1 else None,
+                },
+                "ranks": {"world_size": self.world_size, "nodes": self.ranks.info.nodes},
             }
         }
 
-    def _write_trace(self, requests, results: list[CascadeResult]) -> None:
-        records = [
+
+class _TraceSink:
+    """Where one call's trace records go as each chunk finishes: the trace itself in a single
+    process, this rank's part file under a launcher (merged by rank 0 at the end of the call)."""
+
+    def __init__(self, lm: TandemLM, requests) -> None:
+        self.lm, self.requests = lm, requests
+        self.bytes = 0
+        self.part = None
+        if lm.world_size > 1:
+            self.part = rank_part_path(lm.config.trace_path, lm.rank, lm.world_size)
+            self.part.unlink(missing_ok=True)  # a killed run's part: its records are computed again
+            tasks: dict[str, int] = {}
+            for req in requests:
+                tasks.setdefault(getattr(req, "task_name", None) or "", len(tasks))
+            self.task_position = tasks
+
+    def write(self, indices: list[int], questions, results: list[CascadeResult]) -> None:
+        lm = self.lm
+        records: list[QuestionRecord] = [
             trace_record(
-                req,
+                self.requests[i],
                 res,
-                question_from_request(*req.args, self.config.max_gen_toks, self._group_of(req)),
-                config=self.config,
-                group_by=getattr(self.classifier, "group_by", "task"),
-                mentor_params=self.mentor_params,
-                intern_params=self.intern_params,
-                entropy_method=getattr(self.intern, "entropy_method", "exact"),
+                q,
+                config=lm.config,
+                group_by=getattr(lm.classifier, "group_by", "task"),
+                mentor_params=lm.mentor_params,
+                intern_params=lm.intern_params,
+                entropy_method=getattr(lm.intern, "entropy_method", "exact"),
             )
-            for req, res in zip(requests, results)
+            for i, q, res in zip(indices, questions, results)
         ]
-        write_records(self.config.trace_path, records)
+        if self.part is None:
+            write_records(lm.config.trace_path, records)
+            return
+        keyed = [
+            (
+                sort_prefix(
+                    self.task_position[getattr(self.requests[i], "task_name", None) or ""], r.doc_id, i
+                ),
+                r,
+            )
+            for i, r in zip(indices, records)
+        ]
+        self.bytes += write_part(self.part, keyed)
+
+
+def split_padding(requests) -> tuple[list[int], dict[int, int]]:
+    """(positions to run, {padding position: the position whose answer it repeats}).
+
+    lm-eval's evaluator gives a request with ``repeats=k`` k times, and under several ranks appends
+    copies of a rank's last request so every rank has as many as the busiest one (padding for
+    collective forward passes, which this model does not make). A request seen more often than its
+    ``repeats`` is padding: it is answered from the request's first run."""
+    seen: dict[int, tuple[int, int]] = {}  # id(request) -> (times seen, first position)
+    runs: list[int] = []
+    padding: dict[int, int] = {}
+    for pos, req in enumerate(requests):
+        times, first = seen.get(id(req), (0, pos))
+        repeats = getattr(req, "repeats", None)
+        if isinstance(repeats, int) and times >= max(repeats, 1):
+            padding[pos] = first
+        else:
+            runs.append(pos)
+        seen[id(req)] = (times + 1, first)
+    return runs, padding
+
+
+def _sum_counts(per_rank: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for counts in per_rank:
+        for role, c in counts.items():
+            into = total.setdefault(role, {})
+            for k, v in c.items():
+                into[k] = into.get(k, 0) + v
+    return total
 
 
 def _describe(req) -> str:

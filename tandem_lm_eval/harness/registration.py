@@ -1,6 +1,6 @@
-"""How the stock ``lm_eval`` command finds this package: the ``tandem`` model in lm-eval's registry and
-this package's task folder in every ``TaskManager``. Light imports only: the start-up hook
-(``_startup.py``) calls these once lm-eval's own modules are imported."""
+"""How the stock ``lm_eval`` command finds this package: the ``tandem`` model in lm-eval's registry,
+this package's task folder in every ``TaskManager``, and a results folder named after the pair. Light
+imports only: the start-up hook (``_startup.py``) calls these once lm-eval's own modules are imported."""
 
 from __future__ import annotations
 
@@ -37,3 +37,44 @@ def patch_task_manager(manager_module=None) -> None:
 
     __init__._tandem_patched = True  # type: ignore[attr-defined]
     cls.__init__ = __init__
+
+
+def pair_name(model_args) -> str:
+    """What a ``--model tandem`` run is called in lm-eval's results: ``tandem:<mentor>+<intern>`` (``demo``
+    for a role not named), as a ``pretrained=`` run is called after its model."""
+    args: dict = {}
+    if isinstance(model_args, dict):
+        args = model_args
+    elif isinstance(model_args, str):
+        from tandem_lm_eval.common.options import parse_model_args
+
+        try:
+            args = parse_model_args(model_args)
+        except ValueError:  # not key=value text: TandemLM reports it; the name falls back to the pair's roles
+            args = {}
+    mentor, intern = (str(args.get(role) or "demo") for role in ("mentor", "intern"))
+    return f"{MODEL_NAME}:{mentor}+{intern}"
+
+
+def patch_results_folder(tracker_module=None) -> None:
+    """Name a tandem run's results folder after its pair (idempotent).
+
+    lm-eval names the folder under ``--output_path`` after ``peft=``/``delta=``/``pretrained=``/``model=``/
+    ``path=``/``engine=`` in model_args, else a random id: ``mentor=...,intern=...`` runs landed in a new
+    random folder each time (and ``trace_path=`` named the folder after the trace file). Runs of the same
+    pair now share one folder, named like any other model's."""
+    if tracker_module is None:
+        import lm_eval.loggers.evaluation_tracker as tracker_module
+    cls = tracker_module.GeneralConfigTracker
+    if getattr(cls.log_experiment_args, "_tandem_patched", False):
+        return
+    original = cls.log_experiment_args
+
+    def log_experiment_args(self, model_source, model_args, *args, **kwargs):
+        original(self, model_source, model_args, *args, **kwargs)
+        if model_source == MODEL_NAME:
+            self.model_name = pair_name(model_args)
+            self.model_name_sanitized = tracker_module.sanitize_model_name(self.model_name)
+
+    log_experiment_args._tandem_patched = True  # type: ignore[attr-defined]
+    cls.log_experiment_args = log_experiment_args

@@ -4,11 +4,13 @@ Mechanism (lm-eval 0.4.13 has no callbacks):
 1. ``generate_until`` returns ``TandemResponse`` objects: ``str`` subclasses that carry the request's
    cost. They survive lm-eval's response cache and ``take_first``, but not regex filters.
 2. Before a task's filters run, ``apply_filters`` (patched) collects the costs from the unfiltered
-   responses into a per-task ledger keyed by document.
-3. ``process_results`` (patched) adds the document's cost metrics to the task's own metrics, and
-   ``aggregation``/``higher_is_better`` declare them (mean; lower is better: TFLOPs, tokens,
-   seconds). So they appear per task
-   in the printed table and results JSON, and per sample under ``--log_samples``.
+   responses into a per-task ledger keyed by the requests' ``doc_id`` (not by the document's content:
+   benchmarks have duplicate rows, and two identical documents are two requests, each with its own cost).
+3. ``doc_iterator`` (patched) notes the ``doc_id`` it hands the evaluator, so ``process_results``
+   (patched), called for that document, adds that request's cost metrics to the task's own metrics;
+   ``aggregation``/``higher_is_better`` declare them (mean; lower is better for the costs: TFLOPs,
+   tokens, seconds; no direction for the early-stop rate). So they appear per task in the printed table
+   and results JSON, and per sample under ``--log_samples``.
 
 Tasks never answered by tandem are untouched: without a ledger entry nothing is added.
 """
@@ -20,6 +22,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from dataclasses import dataclass, field
 from statistics import mean
 
 from tandem_lm_eval.cost.ledger import PHASES, RequestCost
@@ -37,6 +40,14 @@ COST_METRICS = (
     "tandem_judgment_s",
 )
 USD_METRIC = "tandem_usd"
+#: lm-eval's ``higher_is_better`` per metric: the costs are lower-is-better; the share of documents the
+#: classifier stopped early is a rate that describes the run, neither better high nor low (None: no arrow).
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    **{metric: False for metric in (*COST_METRICS, USD_METRIC)},
+    "tandem_early_stop": None,
+}
+#: where the patched ``doc_iterator`` notes the doc_id it is handing out, on the task object
+CURRENT_DOC_ID = "tandem_current_doc_id"
 
 
 class TandemResponse(str):
@@ -53,6 +64,12 @@ class TandemResponse(str):
 
     def __reduce__(self):  # keep the cost through pickling (lm-eval's --use_cache)
         return (_rebuild_response, (str(self), self.tandem))
+
+
+class PaddingResponse(str):
+    """The answer given again for a request lm-eval's evaluator repeats only to give every rank the
+    same number of requests (padding). Computed once, it carries no cost, and the patched
+    ``apply_filters`` drops it, so the document's samples and metrics are those of one process."""
 
 
 def _rebuild_response(text: str, cost: dict) -> TandemResponse:
@@ -95,44 +112,64 @@ def _seconds(cost: dict, phases) -> float:
     return sum(float(times.get(name, 0.0)) for name in phases)
 
 
+@dataclass
+class DocumentCosts:
+    """The costs of every response to one document's requests, and the document's content key (a check
+    that the evaluator's doc_id and the ledger's name the same document)."""
+
+    content_key: str
+    costs: list[dict] = field(default_factory=list)
+
+
 class CostLedger:
-    """Costs by task and document, filled from the responses before filtering."""
+    """Costs by task and ``doc_id``, filled from the responses before filtering."""
 
     def __init__(self) -> None:
-        self._by_task: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+        self._by_task: dict[str, dict[int, DocumentCosts]] = defaultdict(dict)
         self._lock = threading.Lock()
 
     def collect(self, task_name: str, instances) -> int:
-        found: dict[str, list[dict]] = defaultdict(list)
+        found: dict[int, DocumentCosts] = {}
         for inst in instances:
-            for resp in inst.resps:
-                if isinstance(resp, TandemResponse):
-                    found[doc_key(inst.doc)].append(resp.tandem)
+            costs = [resp.tandem for resp in inst.resps if isinstance(resp, TandemResponse)]
+            if not costs:
+                continue
+            entry = found.setdefault(inst.doc_id, DocumentCosts(doc_key(inst.doc)))
+            entry.costs.extend(costs)
         with self._lock:
             if found:
-                self._by_task[task_name] = dict(found)
+                self._by_task[task_name] = found
             else:
                 self._by_task.pop(task_name, None)
-        return sum(len(v) for v in found.values())
+        return sum(len(v.costs) for v in found.values())
 
-    def metrics_for(self, task_name: str, doc) -> dict[str, float] | None:
+    def metrics_for(self, task_name: str, doc, doc_id: int | None = None) -> dict[str, float] | None:
+        """The cost metrics of the document ``doc_id`` (the evaluator's current one). Without a doc_id
+        the document's content is used, and only when no other document has the same content: costs of
+        identical documents are never merged or swapped."""
         docs = self._by_task.get(task_name)
         if not docs:
             return None
-        costs = docs.get(doc_key(doc))
-        if costs is None:
-            logger.warning(
-                "tandem: no cost recorded for a %s document; its cost metrics are missing", task_name
-            )
-            return None
-        return per_doc_metrics(costs)
+        key = doc_key(doc)
+        entry = docs.get(doc_id) if doc_id is not None else None
+        if entry is None or entry.content_key != key:
+            same = [e for e in docs.values() if e.content_key == key]
+            if len(same) != 1:
+                logger.warning(
+                    "tandem: %s a %s document; its cost metrics are missing",
+                    "no cost recorded for" if not same else f"{len(same)} identical documents match",
+                    task_name,
+                )
+                return None
+            entry = same[0]
+        return per_doc_metrics(entry.costs)
 
     def has_task(self, task_name: str) -> bool:
         return bool(self._by_task.get(task_name))
 
     def has_usd(self, task_name: str) -> bool:
         docs = self._by_task.get(task_name, {})
-        return any(c.get("usd") is not None for costs in docs.values() for c in costs)
+        return any(c.get("usd") is not None for entry in docs.values() for c in entry.costs)
 
 
 LEDGER = CostLedger()
@@ -161,30 +198,47 @@ def _patch_class(klass) -> None:
         original_filters = vars(klass)["apply_filters"]
 
         def apply_filters(self, *args, _orig=original_filters, **kwargs):
-            LEDGER.collect(_task_name(self), getattr(self, "instances", None) or [])
+            instances = getattr(self, "instances", None) or []
+            for inst in instances:  # a distributed run's padding answers are not the document's
+                if any(isinstance(r, PaddingResponse) for r in inst.resps):
+                    inst.resps = [r for r in inst.resps if not isinstance(r, PaddingResponse)]
+            LEDGER.collect(_task_name(self), instances)
             return _orig(self, *args, **kwargs)
 
         klass.apply_filters = apply_filters
+
+    if "doc_iterator" in vars(klass):
+        original_iterator = vars(klass)["doc_iterator"]
+
+        def doc_iterator(self, *args, _orig=original_iterator, **kwargs):
+            # the evaluator calls process_results for each document as this iterator hands it out:
+            # noting the doc_id lets the cost be that request's, even for documents with equal content
+            for doc_id, doc in _orig(self, *args, **kwargs):
+                setattr(self, CURRENT_DOC_ID, doc_id)
+                yield doc_id, doc
+            setattr(self, CURRENT_DOC_ID, None)
+
+        klass.doc_iterator = doc_iterator
 
     if "process_results" in vars(klass):
         original_process = vars(klass)["process_results"]
 
         def process_results(self, doc, results, _orig=original_process):
             out = _orig(self, doc, results)
-            extra = LEDGER.metrics_for(_task_name(self), doc)
+            extra = LEDGER.metrics_for(_task_name(self), doc, getattr(self, CURRENT_DOC_ID, None))
             if extra and isinstance(out, dict):
                 out = {**out, **extra}
             return out
 
         klass.process_results = process_results
 
-    # Cost metrics join each task's own: averaged over documents, lower is better.
-    _add_cost_entries(klass, "aggregation", lm_mean)
-    _add_cost_entries(klass, "higher_is_better", False)
+    # Cost metrics join each task's own: averaged over documents; the direction of each (HIGHER_IS_BETTER).
+    _add_cost_entries(klass, "aggregation", dict.fromkeys(HIGHER_IS_BETTER, lm_mean))
+    _add_cost_entries(klass, "higher_is_better", HIGHER_IS_BETTER)
 
 
-def _add_cost_entries(klass, method: str, value) -> None:
-    """Wrap ``klass.<method>`` (a metric -> entry dict) to add ``value`` for every cost metric."""
+def _add_cost_entries(klass, method: str, values: dict) -> None:
+    """Wrap ``klass.<method>`` (a metric -> entry dict) to add each cost metric's entry from ``values``."""
     if method not in vars(klass):
         return
     original = vars(klass)[method]
@@ -193,7 +247,7 @@ def _add_cost_entries(klass, method: str, value) -> None:
         out = _orig(self)
         if LEDGER.has_task(_task_name(self)):
             out = dict(out)
-            for metric in (*COST_METRICS, USD_METRIC):
+            for metric, value in values.items():
                 out.setdefault(metric, value)
         return out
 

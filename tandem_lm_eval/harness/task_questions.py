@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.data.benchmarks import source_split
 from tandem_lm_eval.data.records import doc_hash
 from tandem_lm_eval.judgment.grouped import check_group_by, group_of
 
@@ -42,6 +43,8 @@ class TaskQuestion:
     group: str | None
     question: Question
     instance: Any  # lm-eval's Instance, reused to run the task's filters on an answer
+    # where the document really comes from, when its loader says (data/benchmarks.py: source_split)
+    source_split: str | None = None
 
 
 @dataclass
@@ -70,6 +73,20 @@ class TaskSource:
                 raise TaskDataError(f"task {task_name!r} has no filter {self.filter_name!r}; it has {names}")
             return self.filter_name
         return names[0] if names else "none"
+
+    def check(self) -> None:
+        """The metric and filter that will label answers exist in every task, checked before any answer
+        is generated (a wrong --metric or --filter used to fail after the whole chunk's work)."""
+        for name, task in self.tasks.items():
+            self.filter_of(name)
+            listed = [
+                m["metric"] for m in (task.config.metric_list or []) if isinstance(m.get("metric"), str)
+            ]
+            metric = self.metric_of(name)
+            if self.metric and listed and metric not in listed:
+                raise TaskDataError(
+                    f"task {name!r} has no metric {metric!r}; it lists {listed}: pass one of them"
+                )
 
     def judge(
         self, items: Sequence[TaskQuestion], answers: Sequence[str | None]
@@ -206,6 +223,7 @@ def load_task_questions(
                     group=group,
                     question=question_from_request(context, gen_kwargs, default_max_gen_toks, group),
                     instance=inst,
+                    source_split=source_split(doc),
                 )
             )
     order = {key: i for i, key in enumerate(chosen)}

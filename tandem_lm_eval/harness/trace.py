@@ -4,13 +4,21 @@ A trace record holds the mentor's output, per stage the insights, the Q/I_t toke
 the score, the answer and the cost. ``analyze`` reads traces, and a trace can serve as a recorded
 mentor (a mentor's own answers, from mentor_only or budget_forcing, are marked and never served as
 insights).
+
+With several processes (harness/ranks.py) each rank writes its records to a part file beside the
+trace while it runs; at the end of each call rank 0 merges the parts into the trace, in the order one
+process would have written them, so the trace is written once with one record per request.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question
-from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, doc_hash, stage_entry
+from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, doc_hash, stage_entry, write_records
 from tandem_lm_eval.harness.config import TandemConfig
 
 
@@ -67,3 +75,57 @@ def trace_record(
         stopped_early=res.cost.stopped_early,
         cost=res.cost.as_dict(),
     )
+
+
+# --- several processes: one part file per rank, merged once by rank 0 ---------------------------------
+def rank_part_path(trace_path: str | Path, rank: int, world_size: int) -> Path:
+    """Where rank ``rank`` writes its records during a call (beside the trace, on the same file system)."""
+    path = Path(trace_path)
+    return path.with_name(f"{path.name}.rank{rank}-of-{world_size}.part")
+
+
+def sort_prefix(task_position: int, doc_id: int | None, serial: int) -> str:
+    """A part line's sort key: the merge puts records in the order one process would have written
+    them (task by task, then by document), though each rank holds every world_size-th document."""
+    return f"{task_position:06d} {doc_id if doc_id is not None else -1:012d} {serial:012d}\t"
+
+
+def write_part(part: Path, keyed_records: Iterable[tuple[str, QuestionRecord]]) -> int:
+    """Append ``(sort prefix, record)`` lines to a rank's part file; returns the bytes written."""
+    data = "".join(f"{key}{rec.to_json()}\n" for key, rec in keyed_records).encode("utf-8")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with part.open("ab") as fh:
+        fh.write(data)
+    return len(data)
+
+
+def merge_parts(trace_path: str | Path, parts: Sequence[tuple[Path, int]]) -> tuple[int, list[Path]]:
+    """Append the records of every rank's part file to the trace, in one process's order, streaming
+    (one line per part in memory), and delete the parts. ``parts``: (path, bytes its rank wrote).
+
+    Returns (records written, parts that this process cannot see whole: left where they are)."""
+    readable, missing = [], []
+    for path, size in parts:
+        if path.is_file() and path.stat().st_size >= size:
+            readable.append(path)
+        else:
+            missing.append(path)
+    handles = [p.open("rb") for p in readable]
+    written = 0
+    try:
+        out_path = Path(trace_path)
+        write_records(out_path, [])  # makes the file and cuts a torn last line a killed run left
+        # keyed lines sort by their prefix; each part is already in its rank's order
+        merged = heapq.merge(*(iter(h) for h in handles))
+        with out_path.open("ab") as out:
+            for line in merged:
+                if not line.endswith(b"\n"):  # a torn line of a killed writer: its record is not kept
+                    continue
+                out.write(line.split(b"\t", 1)[1])
+                written += 1
+    finally:
+        for h in handles:
+            h.close()
+    for p in readable:
+        p.unlink()
+    return written, missing

@@ -36,15 +36,24 @@ logger = logging.getLogger(__name__)
 
 # "TAND" in the SQLite header (PRAGMA application_id): tells a store from any other SQLite file.
 APPLICATION_ID = 0x54414E44
-# PRAGMA user_version: bump when the table layout changes (an old store is then refused, not misread).
-SCHEMA_VERSION = 1
+# PRAGMA user_version: bump when the table layout changes (a newer store is then refused, not misread;
+# an older one is migrated when opened, see _migrate_v1).
+SCHEMA_VERSION = 2
 KINDS = ("generation", "scores")
 # SQLite's limit on host parameters per statement is 32766 (>= 3.32); stay far below it.
 _BATCH = 500
 
+# SQLite's largest page: rows (a few hundred bytes to tens of KB) stay in their page and pack densely
+# (appended in rowid order, pages fill up); only rows past ~64 KB spill to overflow pages.
+PAGE_SIZE = 65536
+# Version 2 keeps rows in a rowid table: version 1's WITHOUT ROWID table stored each row in an index
+# b-tree, which keeps at most ~1 KB of a row in its page and spills the rest to an overflow page of its
+# own, so a 1.4 KB entry took two 4 KB pages (the file was 1.9x to 3.4x the values it held, measured). A rowid
+# table fills pages with whole rows and spills only past ~4 KB.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY,       -- sha256 hex of everything that determines the value
+    id INTEGER PRIMARY KEY,     -- the rowid
+    key TEXT NOT NULL UNIQUE,   -- sha256 hex of everything that determines the value
     kind TEXT NOT NULL,         -- 'generation' | 'scores'
     role TEXT NOT NULL,         -- 'mentor' | 'intern'
     model TEXT NOT NULL,        -- the model's name as the run gave it (for people: stats, prune)
@@ -54,7 +63,7 @@ CREATE TABLE IF NOT EXISTS entries (
     size INTEGER NOT NULL,      -- len(value)
     checksum TEXT NOT NULL,     -- sha256 hex of value, checked on every read
     created REAL NOT NULL       -- unix time (prune --older-than-days)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS entries_model ON entries (role, kind, fingerprint);
 """
 
@@ -76,6 +85,15 @@ class StoreEntry:
     value: bytes
     meta: dict[str, Any] = field(default_factory=dict)
     created: float | None = None  # set on read; put_many stamps the current time
+
+
+@dataclass
+class MergeCounts:
+    """What ``RunStore.merge_from`` did: sound entries read from the source, added, already held."""
+
+    read: int = 0
+    added: int = 0
+    already_held: int = 0
 
 
 def default_store_path() -> Path:
@@ -124,6 +142,9 @@ class RunStore:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            # takes effect only on a new (empty) file, before its first table: large pages pack rows of
+            # a few KB with little slack; an existing store keeps its page size
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._check_or_init(conn)
         except BaseException:
             conn.close()
@@ -168,6 +189,9 @@ class RunStore:
                 f"{self.path} is an SQLite database but not a tandem-lm-eval run store "
                 f"(application id {app:#x}); give another store= path"
             )
+        if version == 1:
+            self._sql(lambda: _migrate_v1(conn), "migrate to schema version 2")
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"run store {self.path} has schema version {version}; this tandem-lm-eval reads version "
@@ -285,7 +309,7 @@ class RunStore:
             return 0
         now = time.time()
         rows = []
-        for e in entries:
+        for e in entries:  # an entry read from another store (merge) keeps the time it was made
             if e.kind not in KINDS:
                 raise ValueError(f"store entry kind must be one of {KINDS}, got {e.kind!r}")
             value = bytes(e.value)
@@ -300,13 +324,13 @@ class RunStore:
                     value,
                     len(value),
                     checksum(value),
-                    now,
+                    now if e.created is None else float(e.created),
                 )
             )
 
         def insert(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany(f"INSERT OR IGNORE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             return conn.total_changes - before
 
         return self._write(insert, "write entries")
@@ -344,6 +368,27 @@ class RunStore:
                 yield StoreEntry(key, k, r, model, fp, bytes(value), meta_dict, created)
         for key, digest, problem in bad:
             self._drop(key, digest, problem)
+
+    def merge_from(self, source: RunStore) -> MergeCounts:
+        """Copy every sound entry of ``source`` that this store lacks (streaming, one transaction per
+        batch, so several processes may keep using both files). An entry this store already holds is
+        kept as it is: same key, same inputs; for a deterministic engine the same value."""
+        counts = MergeCounts()
+        batch: list[StoreEntry] = []
+
+        def flush() -> None:
+            added = self.put_many(batch)
+            counts.added += added
+            counts.already_held += len(batch) - added
+            batch.clear()
+
+        for entry in source.iter_entries():
+            counts.read += 1
+            batch.append(entry)
+            if len(batch) >= _BATCH:
+                flush()
+        flush()
+        return counts
 
     # --- housekeeping ---------------------------------------------------------------------------
     def count(self) -> int:
@@ -451,6 +496,32 @@ class RunStore:
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
+
+
+_COLUMNS = "key, kind, role, model, fingerprint, meta, value, size, checksum, created"
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """A version-1 store (WITHOUT ROWID) becomes version 2 in one transaction, every entry kept; several
+    processes may open it at once: the version is checked again inside the write lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 1:
+            conn.execute("ALTER TABLE entries RENAME TO entries_v1")
+            conn.execute("DROP INDEX IF EXISTS entries_model")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"INSERT INTO entries ({_COLUMNS}) SELECT {_COLUMNS} FROM entries_v1")
+            conn.execute("DROP TABLE entries_v1")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    logger.info(
+        "run store: migrated to schema version %d (the file shrinks at the next vacuum)", SCHEMA_VERSION
+    )
 
 
 def _problem(value: bytes | None, size: int, digest: str) -> str | None:

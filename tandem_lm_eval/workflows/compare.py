@@ -33,6 +33,14 @@ ran, as the collect recorded them for that question (calibration/replay.py). So 
 shares of calls of the same size, the collect answers stage by stage and the live rows run with
 ``chunk_size`` = the config's ``chunk`` (unless their model_args set one). ``chunk = 1``: one
 question at a time, the paper's per-sample latency (docs/cost-reporting.md).
+
+Before any model loads, ``preflight`` checks every value of the config as the run would meet it (each
+row's model_args as ``TandemLM`` reads them, the classifiers' files and budgets, the tasks and their
+questions against each classifier's training questions, the output folder, matplotlib for the plots):
+a bad one is one line, never an error after the work. Nothing generated is lost: every model writes
+into a run store, ``<output>/store.sqlite`` (unless the shared model_args name ``store=``; ``none``:
+off), so a rerun after a failure (a broken filter in a task YAML, an interrupted run) computes nothing
+twice.
 """
 
 from __future__ import annotations
@@ -46,12 +54,15 @@ from typing import Any
 
 import numpy as np
 
-from tandem_lm_eval.common.options import parse_model_args
+from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
 from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
 
 logger = logging.getLogger(__name__)
 
 REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle")
+#: what a replayed row's own model_args may set (what replay reads); everything else is the shared collect's
+REPLAYED_ROW_KEYS = ("classifier", "thresholds")
+STORE_FILE = "store.sqlite"
 
 
 class CompareError(ValueError):
@@ -126,6 +137,24 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
     tasks = data["tasks"]
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
+        raise CompareError(f"tasks must be a list of task names, got {data['tasks']!r}")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise CompareError("rows must be a list of [[rows]] entries, each with a mode")
+    try:  # the numbers and switches of the config, each named when it is wrong
+        limit = None if data.get("limit") is None else as_int("limit", data["limit"], minimum=1)
+        max_gen_toks = (
+            None
+            if data.get("max_gen_toks") is None
+            else as_int("max_gen_toks", data["max_gen_toks"], minimum=1)
+        )
+        chunk = as_int("chunk", data.get("chunk", 32), minimum=1)
+        unsafe = as_bool("confirm_run_unsafe_code", data.get("confirm_run_unsafe_code", False))
+        include_path = (
+            None if data.get("include_path") is None else as_str("include_path", data["include_path"])
+        )
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
     rows = []
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict) or "mode" not in row:
@@ -139,15 +168,15 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
                 check_mode(mode)
             except ValueError as exc:
                 raise CompareError(f"rows[{i}]: {exc}") from None
-        if mode == "oracle" and row.get("live"):
+        if mode == "oracle" and row.get("live") is True:
             raise CompareError(
                 f"rows[{i}]: the oracle is a reference computed from records, it cannot run live"
             )
-        rows.append(
-            CompareRow(
-                str(row.get("name", mode)), mode, _args(row.get("model_args")), bool(row.get("live", False))
-            )
-        )
+        try:
+            live = as_bool(f"rows[{i}].live", row.get("live", False))
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+        rows.append(CompareRow(str(row.get("name", mode)), mode, _args(row.get("model_args")), live))
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise CompareError(f"row names must be unique: {names}")
@@ -160,11 +189,11 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         tasks=list(tasks),
         rows=rows,
         model_args=shared,
-        limit=None if data.get("limit") is None else int(data["limit"]),
-        max_gen_toks=None if data.get("max_gen_toks") is None else int(data["max_gen_toks"]),
-        include_path=data.get("include_path"),
-        confirm_run_unsafe_code=bool(data.get("confirm_run_unsafe_code", False)),
-        chunk=int(data.get("chunk", 32)),
+        limit=limit,
+        max_gen_toks=max_gen_toks,
+        include_path=include_path,
+        confirm_run_unsafe_code=unsafe,
+        chunk=chunk,
     )
 
 
@@ -188,30 +217,11 @@ def _key(*parts: Any) -> str:
 
 
 # --- the two ways a row is computed -------------------------------------------------------------------
-def task_source(config: CompareConfig, task: str):
-    """The task's TaskSource (its metric and filter), without building its questions."""
+def task_questions(config: CompareConfig, task: str):
+    """The first ``limit`` documents of ``task`` as lm-eval asks them, and the task's source (no model)."""
     from tandem_lm_eval.harness.task_questions import load_task_questions
 
-    _, source = load_task_questions(
-        [task],
-        include_path=config.include_path,
-        limit=1,
-        sampling="first",
-        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
-    )
-    return source
-
-
-def records_for_task(config: CompareConfig, task: str):
-    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), and
-    the task's source."""
-    from tandem_lm_eval.data.records import load_records
-    from tandem_lm_eval.harness.task_questions import load_task_questions
-    from tandem_lm_eval.workflows.collect import collect, make_explorer
-
-    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
-    path = config.output / "records" / f"{task}-{key}.jsonl"
-    questions, source = load_task_questions(
+    return load_task_questions(
         [task],
         include_path=config.include_path,
         limit=config.limit,
@@ -219,18 +229,89 @@ def records_for_task(config: CompareConfig, task: str):
         max_gen_toks=config.max_gen_toks,
         confirm_run_unsafe_code=config.confirm_run_unsafe_code,
     )
+
+
+def store_args(config: CompareConfig) -> dict[str, str]:
+    """The run store every model of the comparison writes to: ``<output>/store.sqlite``, unless the
+    shared model_args name one (``store=none`` turns it off). Not part of any cache key: where work is
+    kept does not change what it is."""
+    if "store" in config.model_args:
+        return {}
+    return {"store": str(config.output / STORE_FILE)}
+
+
+def records_for_task(config: CompareConfig, task: str, loaded=None):
+    """The collect records of the first ``limit`` documents of ``task`` (collected if missing), the
+    task's source, and the questions (with their documents) the records answer, in the same order.
+    ``loaded``: ``task_questions``' result, when the caller has it already."""
+    from tandem_lm_eval.data.records import load_records
+    from tandem_lm_eval.workflows.collect import collect, make_explorer
+
+    path = records_path(config, task)
+    questions, source = loaded if loaded is not None else task_questions(config, task)
     wanted = {(q.task, q.doc_hash) for q in questions}
     have = {(r.task, r.doc_hash) for r in load_records([path])} if path.is_file() else set()
+    needs = hidden_needs(config)
     if not wanted <= have:
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
-        explorer = make_explorer(config.model_args)
+        layers = ",".join(sorted({str(h.layer) for _, h in needs})) or None
+        explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
         try:
             # answers stage by stage: each answer's time is a share of a call as large as a live run's
             collect(explorer, questions, source, path, chunk=config.chunk, answers_by_stage=True)
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
-    return [by_key[(q.task, q.doc_hash)] for q in questions], source
+    records = [by_key[(q.task, q.doc_hash)] for q in questions]
+    complete_for_judges(config, records, questions, path, needs)
+    return records, source, questions
+
+
+def records_path(config: CompareConfig, task: str) -> Path:
+    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
+    return config.output / "records" / f"{task}-{key}.jsonl"
+
+
+def hidden_needs(config: CompareConfig) -> list[tuple[Path, object]]:
+    """(classifier folder, hidden reading) of each replayed row whose judge reads hidden vectors."""
+    from tandem_lm_eval.judgment.loading import load_classifier_folder
+
+    out = []
+    for row in config.rows:
+        if row.replayed and row.mode.split(":")[0] in ("tandem", "route"):
+            folder = _classifier_path(row, config)
+            hidden = load_classifier_folder(folder).card.hidden
+            if hidden is not None:
+                out.append((folder, hidden))
+    return out
+
+
+def complete_for_judges(config: CompareConfig, records, questions, path: Path, needs) -> None:
+    """Add the hidden vectors a judge reads but the records' side file lacks (a collect made before, or
+    a LoRA-adapted intern's): intern forward passes only."""
+    from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
+    from tandem_lm_eval.judgment.loading import adapter_of
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for
+
+    side = hidden_path_for(path)
+    have = {}
+    if side.is_file():
+        with HiddenFile(side) as f:
+            have = f.keys()
+    usable = sum(s.usable for r in records for s in r.stages)
+    todo = [(folder, h) for folder, h in needs if have.get(h.key, 0) < usable]
+    if not todo:
+        return
+    by_key = {(q.task, q.doc_hash): q for q in questions}
+    intern, identity, thinking = intern_for(config.model_args)
+    try:
+        for folder, h in todo:
+            adapter = adapter_of(folder, h) if h.adapter is not None else None
+            complete_hidden(
+                records, by_key, path, intern, identity, str(h.layer), thinking=thinking, adapter=adapter
+            )
+    finally:
+        _close(intern)
 
 
 def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
@@ -256,6 +337,7 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
         **{
             "progress": "true",
             **config.model_args,
+            **store_args(config),
             **row.model_args,
             "chunk_size": chunk_size,
             "mode": row.mode,
@@ -295,11 +377,14 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     return samples
 
 
-def replayed_entry(row: CompareRow, task: str, records, metric: str, config: CompareConfig) -> BoardEntry:
-    """A row computed from collect records: no model call."""
+def replayed_entry(
+    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None
+) -> BoardEntry:
+    """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
+    in order) let a per-group classifier find each question's group by its own rule, as a live run does."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-    from tandem_lm_eval.calibration.tables import row_table, stage_table
+    from tandem_lm_eval.calibration.tables import hidden_vectors, row_table, stage_table
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.judgment.loading import load_classifier_folder
 
@@ -307,11 +392,29 @@ def replayed_entry(row: CompareRow, task: str, records, metric: str, config: Com
     if kind in ("tandem", "route"):
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
-        rows = row_table(records, clf.card.feature_span)
-        # scored inside stage_table, which times the classifier as part of each stage's judgment
-        table = stage_table(records, lambda r: scores_of(clf, r, records), rows)
+        records = _grouped_as_live(clf, records, questions)
+        hidden = None
+        if clf.card.hidden is not None:
+            hidden, _ = hidden_vectors([records_path(config, task)], clf.card.hidden.key)
+        rows = row_table(records, clf.card.feature_span, clf.card.spec, hidden)
+        scored: list[np.ndarray] = []
+
+        def scores(r):  # scored inside stage_table, which times the classifier as part of each judgment
+            scored.append(scores_of(clf, r, records))
+            return scored[-1]
+
+        table = stage_table(records, scores, rows)
+        judged = {
+            "feature_set": clf.card.feature_set,
+            "y": rows.y.tolist(),
+            "stage": rows.stage.tolist(),
+            "s": [float(x) for x in scored[-1]],
+        }
         thresholds = _thresholds(row, clf, records)
-        result = route(table, thresholds[0][0]) if kind == "route" else replay_each(table, thresholds)
+        if kind == "route":  # each question's own τ_0: a per-group router has one per group
+            result = route(table, np.array([t[0] for t in thresholds]))
+        else:
+            result = replay_each(table, thresholds)
     else:
         rows = row_table(records, "prompt")
         table = stage_table(records, lambda r: np.zeros(len(r)), rows)
@@ -320,7 +423,8 @@ def replayed_entry(row: CompareRow, task: str, records, metric: str, config: Com
         else:
             policy = make_policy(row.mode)
             result = fixed_stage(table, policy.last_stage(table.num_stages))
-    return BoardEntry(
+        judged = None
+    entry = BoardEntry(
         name=row.name,
         mode=row.mode,
         task=task,
@@ -334,6 +438,13 @@ def replayed_entry(row: CompareRow, task: str, records, metric: str, config: Com
         mean_latency_s=result.mean_latency_s,
         mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
     )
+    if judged is not None:
+        JUDGED[(row.name, task)] = judged
+    return entry
+
+
+# The judged rows of the last replay of each (row, task): labels, stages and scores, for Table 8's AUCs.
+JUDGED: dict[tuple[str, str], dict] = {}
 
 
 def live_entry(
@@ -404,6 +515,20 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
         )
 
 
+def _grouped_as_live(clf, records, questions):
+    """The records with each question's group by the classifier's own rule (``group_by``), as
+    ``TandemLM`` finds it at run time; compare's collect groups by task, a per-group classifier may
+    group by a document field (MATH's subject)."""
+    group_by = getattr(clf, "group_by", None)
+    if group_by is None or questions is None:
+        return records
+    from dataclasses import replace
+
+    from tandem_lm_eval.judgment.grouped import group_of
+
+    return [replace(r, group=group_of(group_by, q.task, q.doc)) for r, q in zip(records, questions)]
+
+
 def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
     from tandem_lm_eval.calibration.analysis import question_thresholds
 
@@ -416,26 +541,169 @@ def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
     return question_thresholds(clf, records)
 
 
+# --- before any model loads ---------------------------------------------------------------------------
+def row_config(config: CompareConfig, row: CompareRow | None):
+    """The TandemConfig a row runs with (``None``: the shared collect's), checked as TandemLM checks it."""
+    from tandem_lm_eval.harness.config import TandemConfig
+
+    if row is None:  # the collect runs every stage
+        return TandemConfig.from_model_args({**config.model_args, "mode": "fixed:1"})
+    mode = "fixed:1" if row.mode == "oracle" else row.mode  # the oracle is a reference, not a mode
+    return TandemConfig.from_model_args({**config.model_args, **row.model_args, "mode": mode})
+
+
+def preflight(config: CompareConfig) -> dict[str, tuple]:
+    """Check every value of ``config`` before any model loads: one CompareError line naming the row or
+    key and what to do. Returns each task's ``task_questions`` (loaded without a model) for the run."""
+    import importlib.util
+
+    from tandem_lm_eval.common.paths import output_dir
+    from tandem_lm_eval.harness.assembly import load_classifier
+
+    try:
+        output_dir("output", config.output)
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CompareError(
+            "compare draws <task>.png with matplotlib, which is not installed: "
+            "pip install 'tandem-lm-eval[plot]' (or matplotlib), then run compare again"
+        )
+    replayed = [r for r in config.rows if r.replayed]
+    try:
+        collect_budgets = list(row_config(config, None).budgets) if replayed else None
+    except ValueError as exc:
+        raise CompareError(f"model_args: {exc}") from None
+    classifiers = {}  # row name -> (classifier, what to do about training questions)
+    for i, row in enumerate(config.rows):
+        where = f"rows[{i}] {row.name!r}"
+        try:
+            if row.replayed:
+                extra = sorted(set(row.model_args) - set(REPLAYED_ROW_KEYS))
+                if extra:
+                    raise CompareError(
+                        f"{where} is replayed from the shared collect, so its model_args may set only "
+                        f"{', '.join(REPLAYED_ROW_KEYS)} (got {', '.join(extra)}): put the others in the "
+                        "shared model_args, or give the row live = true"
+                    )
+            cfg = row_config(config, row)
+            if row.mode.split(":")[0] not in ("tandem", "route"):
+                continue
+            if row.replayed:
+                from tandem_lm_eval.judgment.loading import load_classifier_folder
+
+                path = _classifier_path(row, config)
+                clf = load_classifier_folder(path)
+                if clf.card.budgets and list(clf.card.budgets) != collect_budgets:
+                    raise CompareError(
+                        f"{where}: classifier {path} was made for budgets {list(clf.card.budgets)}, the "
+                        f"collect runs {collect_budgets} (the shared model_args' budgets): give "
+                        f"budgets={list(clf.card.budgets)} in the shared model_args, or a classifier made "
+                        "for these budgets"
+                    )
+            else:
+                clf, _ = load_classifier(cfg)  # its files, thresholds and budgets, as TandemLM reads them
+            overlap_ok = (
+                None
+                if cfg.allow_training_overlap
+                else (
+                    "give the row live = true with allow_training_overlap=true in its model_args"
+                    if row.replayed
+                    else "give allow_training_overlap=true in the row's model_args"
+                )
+            )
+            classifiers[row.name] = (clf, overlap_ok)
+        except CompareError:
+            raise
+        except ValueError as exc:  # ConfigError, ClassifierError: the message names the key or file
+            raise CompareError(f"{where}: {exc}") from None
+    loaded = {}
+    for task in config.tasks:
+        questions, source = loaded[task] = task_questions(config, task)
+        keys = {q.question.key for q in questions}
+        for name, (clf, remedy) in classifiers.items():
+            overlap = len(keys & clf.card.training_questions)
+            if overlap and remedy is not None:
+                raise CompareError(
+                    f"row {name!r}: {overlap} of {len(keys)} questions of {task} are among its classifier's "
+                    f"training questions (scores on them would be inflated): choose other questions, or {remedy}"
+                )
+        source.check()  # a task without a metric or filter fails here, not after its collect
+    return loaded
+
+
+# --- Table 8 ------------------------------------------------------------------------------------------
+def judges_by_task(config: CompareConfig, entries: list[BoardEntry]) -> dict:
+    """Paper Table 8 from the leaderboard: each row's accuracy per task (the group) and overall, mean
+    TFLOPs, and for every judge (a replayed tandem/route row) its AUC over all rows and per stage."""
+    from tandem_lm_eval.calibration.analysis import bootstrap_auc
+
+    rows = {}
+    for row in config.rows:
+        mine = [e for e in entries if e.name == row.name]
+        if not mine:
+            continue
+        judged = next((JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED), None)
+        rows[row.name] = {
+            "mode": row.mode,
+            "judge_input": judged["feature_set"] if judged else "",
+            "accuracy": {**{e.task: e.accuracy for e in mine}, "all": _weighted(mine, "accuracy")},
+            "mean_tflops": _weighted(mine, "mean_tflops"),
+        }
+    aucs = {}
+    for row in config.rows:
+        judged = [JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED]
+        if not judged:
+            continue
+        y = np.concatenate([np.array(j["y"]) for j in judged])
+        stage = np.concatenate([np.array(j["stage"]) for j in judged])
+        s = np.concatenate([np.array(j["s"]) for j in judged])
+        per = {"all": bootstrap_auc(y, s)}
+        for t in sorted(set(stage.tolist())):
+            per[str(t)] = bootstrap_auc(y[stage == t], s[stage == t])
+        aucs[row.name] = per
+    return {"groups": list(config.tasks), "rows": rows, "auc": aucs}
+
+
+def _weighted(entries: list[BoardEntry], field_name: str) -> float:
+    n = sum(e.questions for e in entries)
+    return float(sum(getattr(e, field_name) * e.questions for e in entries) / max(n, 1))
+
+
+def table8_markdown(table8: dict) -> str:
+    from tandem_lm_eval.calibration.judges_table import judges_markdown
+
+    rows = {name: {"kind": v["judge_input"] or "baseline", **v} for name, v in table8["rows"].items()}
+    text = judges_markdown({**table8, "rows": rows})
+    return text.replace(
+        "\nMentor only: not in collect records (the mentor never answers there); `compare` adds it.\n", "\n"
+    )
+
+
 # --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
+    loaded = preflight(config)
     entries = []
     for task in config.tasks:
         if any(r.replayed for r in config.rows):
-            records, source = records_for_task(config, task)
+            records, source, questions = records_for_task(config, task, loaded[task])
         else:
-            records, source = None, task_source(config, task)
+            (_, source), records, questions = loaded[task], None, None
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entries.append(replayed_entry(row, task, records, metric, config))
+                entries.append(replayed_entry(row, task, records, metric, config, questions))
             else:
                 samples = live_samples(config, row, task, source)
                 entries.append(live_entry(row, task, samples, metric, source.threshold))
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(to_markdown(entries))
+    table8 = judges_by_task(config, entries)
+    (out / "leaderboard.md").write_text(to_markdown(entries) + "\n" + table8_markdown(table8))
     (out / "leaderboard.csv").write_text(to_csv(entries))
-    (out / "leaderboard.json").write_text(to_json(entries, {"tasks": config.tasks, "limit": config.limit}))
+    (out / "leaderboard.json").write_text(
+        to_json(entries, {"tasks": config.tasks, "limit": config.limit, "table8": table8})
+    )
     for task in config.tasks:
         plot_task([e for e in entries if e.task == task], out / f"{task}.png")
     return entries

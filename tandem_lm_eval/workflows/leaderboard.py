@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 REFERENCE_MODE = "mentor_only"
 # Rows that are references, not methods one can run (the oracle knows which stage is right): drawn,
 # but never on the Pareto front, which they would dominate.
@@ -234,6 +236,7 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
         label="reference (not a method)",
     )
     placed: list[tuple[float, float]] = []
+    labels = []
     span_y = (max(ys) - min(ys)) or 1.0
     for e, x, y in zip(entries, xs, ys):
         # a label near an earlier point's goes below it, then further down: nearly equal points
@@ -244,7 +247,9 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
             if abs(py - y) < 0.04 * span_y and (abs(px - x) <= 0.15 * max(abs(x), 1e-12))
         )
         placed.append((x, y))
-        ax.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
+        labels.append(
+            ax.annotate(e.name, (x, y), textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
+        )
     front = pareto(entries)
     ax.step(
         [e.mean_tflops for e in front],
@@ -261,16 +266,87 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    placement = _place_legend(fig, ax, xs, ys, labels, front)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
-    # the plotted points, beside the picture: what was drawn can be checked against the table
-    points = [{"name": e.name, "mean_tflops": x, "accuracy_pct": y} for e, x, y in zip(entries, xs, ys)]
+    # the plotted points, beside the picture: what was drawn can be checked against the table, and
+    # where (in pixels of the PNG, origin bottom left) each point, label and the legend landed
+    renderer = fig.canvas.get_renderer()
+    pixels = ax.transData.transform(np.column_stack([xs, ys]))
+    points = [
+        {
+            "name": e.name,
+            "mean_tflops": x,
+            "accuracy_pct": y,
+            "pixel": [float(px), float(py)],
+            "label_box": _box(label.get_window_extent(renderer)),
+        }
+        for e, x, y, (px, py), label in zip(entries, xs, ys, pixels, labels)
+    ]
+    legend = {"placement": placement, "box": _box(ax.get_legend().get_window_extent(renderer))}
     front_names = [e.name for e in front]
+    plt.close(fig)
     path.with_suffix(".points.json").write_text(
-        json.dumps({"points": points, "pareto": front_names}, indent=2) + "\n"
+        json.dumps(
+            {"points": points, "pareto": front_names, "legend": legend, "marker_radius": MARKER_RADIUS_PX},
+            indent=2,
+        )
+        + "\n"
     )
     return path
+
+
+#: where the legend may go, in order of preference; when every spot covers data it goes outside
+LEGEND_SPOTS = (
+    "lower right",
+    "upper left",
+    "lower left",
+    "upper right",
+    "center right",
+    "center left",
+    "lower center",
+    "upper center",
+)
+MARKER_RADIUS_PX = 6.0  # a scatter marker (size 36 pt², radius 3 pt) at 120 dpi is 5 px; one spare
+
+
+def _box(bbox) -> list[float]:
+    return [float(bbox.x0), float(bbox.y0), float(bbox.x1), float(bbox.y1)]
+
+
+def _place_legend(fig, ax, xs, ys, labels, front) -> str:
+    """Put the legend where it covers no point, no label and no stretch of the Pareto front: the first
+    free spot of ``LEGEND_SPOTS``, else outside the axes on the right. Returns where it went."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    r = MARKER_RADIUS_PX
+    obstacles = [
+        Bbox.from_extents(px - r, py - r, px + r, py + r)
+        for px, py in ax.transData.transform(np.column_stack([xs, ys]))
+    ]
+    obstacles += [label.get_window_extent(renderer) for label in labels]
+    # the front is a step line (where="post"): horizontal to the next point, then up
+    corners = []
+    for a, b in zip(front, front[1:]):
+        corners += [(a.mean_tflops, 100 * a.accuracy), (b.mean_tflops, 100 * a.accuracy)]
+    if front:
+        corners.append((front[-1].mean_tflops, 100 * front[-1].accuracy))
+    path = ax.transData.transform(np.array(corners)) if corners else np.zeros((0, 2))
+    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+        for t in np.linspace(0.0, 1.0, 25):
+            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            obstacles.append(Bbox.from_extents(x - 1, y - 1, x + 1, y + 1))
+    for spot in LEGEND_SPOTS:
+        legend = ax.legend(loc=spot, fontsize=8)
+        fig.canvas.draw()
+        box = legend.get_window_extent(renderer)
+        if not any(box.overlaps(o) for o in obstacles):
+            return spot
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    fig.tight_layout()  # makes room on the right
+    fig.canvas.draw()
+    return "outside right"

@@ -10,7 +10,8 @@ What the server can do decides how each operation is carried out, never the call
 * ``server="openai"`` (any other OpenAI-compatible API): only standard fields are sent. The
   completions endpoint continues by resending ``prompt + previous text``; the chat endpoint of an
   API without assistant prefill cannot continue a message, so a continuation regenerates the whole
-  answer with the larger budget (a warning says so; the whole output is billed again and counted).
+  answer with the larger budget (a warning says so): the regenerated part is ``regenerated_tokens``,
+  billed in ``tandem_usd`` and counted in ``tandem_tflops``, not in L_L (cost/flops.py).
   Scoring uses ``echo`` + ``logprobs`` on the completions endpoint where the API still offers it.
 
 Entropies from a server are top-k estimates: the exact entropy needs the full distribution, which no
@@ -38,6 +39,7 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
 )
@@ -52,11 +54,24 @@ from tandem_lm_eval.backends.openai.messages import (
     unchanged_generation,
     usage_of,
 )
-from tandem_lm_eval.backends.openai.transport import ServerClient, ServerKind, Usage, check_base_url
+from tandem_lm_eval.backends.openai.transport import (
+    ServerClient,
+    ServerFleet,
+    ServerKind,
+    Usage,
+    parse_base_urls,
+)
+from tandem_lm_eval.backends.question_hash import prompt_question_hash
 from tandem_lm_eval.backends.rendering import render_prompt_ids, resolve_model_path, segment_spans
 from tandem_lm_eval.common.options import as_choice, as_count, as_float, as_int, converted
 
 logger = logging.getLogger(__name__)
+
+# A server's completions and chat endpoints return tokens and log-probabilities, never hidden states.
+HIDDEN_REFUSAL = (
+    "an OpenAI-compatible server gives no hidden states, which this judge reads: run the intern locally "
+    "(intern_backend=hf or vllm, hidden states from the same weights), or use a tandem-v2 classifier"
+)
 
 Endpoint = Literal["completions", "chat"]
 
@@ -70,7 +85,9 @@ class OpenAIBackend(Backend):
 
     ``model`` is the served model id. Options (strings from ``model_args`` are accepted):
 
-    ``base_url``        the API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
+    ``base_url``        the API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``; several
+                        servers of the same model (a fleet): ``[url1,url2,...]`` or ``url1|url2``, each
+                        question's requests on one of them, ``concurrency`` in flight per server.
     ``api_key_env``     name of the environment variable that holds the key. Unset on a loopback
                         ``base_url``: a placeholder key is used; unset elsewhere: an error.
     ``endpoint``        ``completions`` (default; token-exact continuation on vLLM) or ``chat``.
@@ -115,7 +132,8 @@ class OpenAIBackend(Backend):
         if not isinstance(model, str) or not model.strip():
             raise BackendError("the openai backend needs a model name (the id the server serves)")
         self._model = model.strip()
-        self._base_url = check_base_url(base_url)
+        self._base_urls = parse_base_urls(base_url)
+        self._base_url = self._base_urls[0] if len(self._base_urls) == 1 else "|".join(self._base_urls)
         self._endpoint: Endpoint = _option(as_choice, "endpoint", endpoint, ("completions", "chat"))  # type: ignore[assignment]
         self._server_option = _option(as_choice, "server", server, ("auto", "vllm", "openai"))
         self._concurrency = _option(as_int, "concurrency", concurrency, minimum=1)
@@ -136,16 +154,20 @@ class OpenAIBackend(Backend):
         else:
             self._vocab_size = len(self._tokenizer) if self._tokenizer is not None else None
 
-        self.server = ServerClient(
-            self._model,
-            self._base_url,
-            api_key_env,
-            server=self._server_option,
-            concurrency=self._concurrency,
-            timeout=self._timeout,
-            max_retries=self._max_retries,
-            retry_backoff=self._retry_backoff,
-        )
+        clients = [
+            ServerClient(
+                self._model,
+                url,
+                api_key_env,
+                server=self._server_option,
+                concurrency=self._concurrency,
+                timeout=self._timeout,
+                max_retries=self._max_retries,
+                retry_backoff=self._retry_backoff,
+            )
+            for url in self._base_urls
+        ]
+        self.server = clients[0] if len(clients) == 1 else ServerFleet(clients, self._concurrency)
         self._lock = threading.Lock()  # the render cache
         self._render_cache: OrderedDict[Prompt, list[int]] = OrderedDict()
 
@@ -205,7 +227,7 @@ class OpenAIBackend(Backend):
     # --- generation ---------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         one = self._generate_chat if self._endpoint == "chat" else self._generate_completion
-        return self.server.run_all(one, requests)
+        return self.server.run_all(one, requests, key=lambda r: _affinity(r.prompt))
 
     def _generate_completion(self, req: GenerationRequest, abort: threading.Event | None) -> Generation:
         if req.max_new_tokens == 0:
@@ -302,7 +324,8 @@ class OpenAIBackend(Backend):
             forced_ids = (self._text_ids(req.forced_text, abort) or ()) if req.forced_text else ()
             return self._generation(prefix, text, new_ids, new_text, finish, usage, forced_ids)
         # The whole answer came again. Keep the Generation's contract (prefix tokens + new tokens) by
-        # counting as new only what goes beyond the earlier length; the billed total is in ``usage``.
+        # counting as new only what goes beyond the earlier length; the rest was generated again:
+        # ``regenerated_tokens``, which the ledger bills and counts in TFLOPs (cost/flops.py).
         assert prefix is not None
         whole = join_reasoning("", reasoning, content, closed=closed)
         fresh = self._generation(None, whole, new_ids, whole, finish, usage)
@@ -315,6 +338,7 @@ class OpenAIBackend(Backend):
             fresh,
             token_ids=prefix.token_ids + fresh.token_ids[before:],
             new_tokens=max(0, len(fresh.token_ids) - before),
+            regenerated_tokens=min(before, len(fresh.token_ids)),
         )
 
     def _generation(
@@ -353,8 +377,10 @@ class OpenAIBackend(Backend):
         )
 
     # --- scoring ------------------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
-        return self.server.run_all(self._score_one, prompts)
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        if hidden is not None:
+            raise BackendError(HIDDEN_REFUSAL)
+        return self.server.run_all(self._score_one, prompts, key=_affinity)
 
     def _score_one(self, prompt: Prompt, abort: threading.Event | None) -> PromptScores:
         info = self.server.server_info(abort)
@@ -496,3 +522,13 @@ def _load_tokenizer(spec: str):
 
 # the shared converters (common/options.py), reporting as this backend
 _option = functools.partial(converted, BackendError, "openai backend: ")
+
+
+def _affinity(prompt: Prompt) -> str:
+    """Which server of a fleet gets a request: the question it is about (the ``question`` segment of an
+    intern prompt, else the prompt's question), so a question's stages and its answer meet one server's
+    prefix cache."""
+    for seg in prompt.segments:
+        if seg.name == "question":
+            return prompt.segment_source(seg)[seg.start : seg.end]
+    return prompt_question_hash(prompt)

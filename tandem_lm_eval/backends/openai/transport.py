@@ -9,6 +9,7 @@ error message."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -192,8 +193,16 @@ class ServerClient:
             self._warned.add(key)
         logger.warning(message)
 
-    def run_all(self, one: Callable[[Any, threading.Event | None], T], items: Sequence[Any]) -> list[T]:
-        """``one(item)`` for every item, ``concurrency`` at a time; results in item order.
+    def run_all(
+        self,
+        one: Callable[[Any, threading.Event | None], T],
+        items: Sequence[Any],
+        key: Callable[[Any], str] | None = None,
+        *,
+        workers: int | None = None,
+    ) -> list[T]:
+        """``one(item)`` for every item, ``concurrency`` at a time (or ``workers``); results in item order.
+        ``key`` (the affinity of an item) matters to a fleet only.
 
         The first request that fails for good aborts the others (no further retries) and is the one
         error raised: a batch ends with every answer or with exactly one BackendError.
@@ -201,7 +210,7 @@ class ServerClient:
         if not items:
             return []
         abort = threading.Event()
-        workers = min(self._concurrency, len(items))
+        workers = min(workers or self._concurrency, len(items))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-backend") as pool:
             futures = [pool.submit(one, item, abort) for item in items]
             _, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -342,3 +351,103 @@ class ServerClient:
         """Totals of the ``usage`` fields of every answered call, for pricing a whole run."""
         with self._lock:
             return self._usage
+
+
+def parse_base_urls(value: Any) -> list[str]:
+    """One base URL, or several for a fleet of servers of the same model: ``[url1,url2]`` (the CLI keeps
+    bracketed commas together), ``url1|url2`` or a list. Each is checked; duplicates are refused."""
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        text = str(value or "").strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        items = [part for chunk in text.split("|") for part in chunk.split(",")]
+    urls = [check_base_url(u) for u in items if u.strip()]
+    if not urls:
+        raise BackendError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}")
+    if len(set(urls)) != len(urls):
+        raise BackendError(f"base_url lists a server twice: {', '.join(urls)}")
+    return urls
+
+
+class ServerFleet:
+    """Several servers of the same model behind one ``ServerClient`` face: each item of ``run_all`` goes
+    to one member (chosen by its affinity key, so every request of one question meets the same server
+    and its prefix cache), at most ``concurrency`` in flight per server; calls outside ``run_all``
+    (probes, tokenizing a prompt to count it) go to the first server. Usage adds up over the members.
+    A member that fails for good ends the batch with its one error, as a single server does."""
+
+    def __init__(self, members: Sequence[ServerClient], concurrency: int) -> None:
+        self.members = list(members)
+        self._concurrency = concurrency
+        self._local = threading.local()
+        self._slots = [threading.BoundedSemaphore(concurrency) for _ in self.members]
+        self.base_url = self.members[0].base_url
+
+    def _member(self) -> ServerClient:
+        return self.members[getattr(self._local, "index", 0)]
+
+    @property
+    def where(self) -> str:
+        return self._member().where
+
+    @property
+    def root(self) -> str:
+        """The server root (for /tokenize) of the member this thread works for."""
+        return self._member().root
+
+    @property
+    def info(self) -> ServerInfo | None:
+        return self.members[0].info
+
+    def warn_once(self, key: str, message: str) -> None:
+        self.members[0].warn_once(key, message)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self._member().request(*args, **kwargs)
+
+    def server_info(self, abort: threading.Event | None) -> ServerInfo:
+        return self._member().server_info(abort)
+
+    def scrub(self, text: str) -> str:
+        return self.members[0].scrub(text)
+
+    @property
+    def usage(self) -> Usage:
+        parts = [m.usage for m in self.members]
+        return Usage(
+            calls=sum(u.calls for u in parts),
+            prompt_tokens=sum(u.prompt_tokens for u in parts),
+            completion_tokens=sum(u.completion_tokens for u in parts),
+            cached_prompt_tokens=sum(u.cached_prompt_tokens for u in parts),
+        )
+
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
+
+    def run_all(
+        self,
+        one: Callable[[Any, threading.Event | None], T],
+        items: Sequence[Any],
+        key: Callable[[Any], str] | None = None,
+    ) -> list[T]:
+        """As ``ServerClient.run_all``, over every member: item i goes to member hash(key(item)) mod N
+        (round robin without a key)."""
+        if not items:
+            return []
+        n = len(self.members)
+        homes = [
+            (int(hashlib.sha256(key(item).encode()).hexdigest()[:8], 16) % n) if key else i % n
+            for i, item in enumerate(items)
+        ]
+
+        def on_member(pair: tuple[int, Any], abort: threading.Event | None) -> T:
+            index, item = pair
+            self._local.index = index
+            with self._slots[index]:
+                return one(item, abort)
+
+        # the pool is the members' concurrency together; each member's own slots cap it per server
+        return self.members[0].run_all(on_member, list(zip(homes, items)), workers=self._concurrency * n)
