@@ -9,8 +9,8 @@ Mechanism (lm-eval 0.4.13 has no callbacks):
 3. ``doc_iterator`` (patched) notes the ``doc_id`` it hands the evaluator, so ``process_results``
    (patched), called for that document, adds that request's cost metrics to the task's own metrics;
    ``aggregation``/``higher_is_better`` declare them (mean; lower is better for the costs: TFLOPs,
-   tokens, seconds; no direction for the early-stop rate). So they appear per task in the printed table
-   and results JSON, and per sample under ``--log_samples``.
+   tokens, seconds, $; no direction for the stop stage and the early-stop rate, which describe the run).
+   So they appear per task in the printed table and results JSON, and per sample under ``--log_samples``.
 
 Tasks never answered by tandem are untouched: without a ledger entry nothing is added.
 """
@@ -40,11 +40,14 @@ COST_METRICS = (
     "tandem_judgment_s",
 )
 USD_METRIC = "tandem_usd"
-#: lm-eval's ``higher_is_better`` per metric: the costs are lower-is-better; the share of documents the
-#: classifier stopped early is a rate that describes the run, neither better high nor low (None: no arrow).
+#: lm-eval's ``higher_is_better`` per metric (it only draws the ↑/↓ arrow of the printed table): the costs
+#: (tokens, TFLOPs, seconds, $) are lower-is-better. The stop stage and the share of documents the
+#: classifier stopped early describe where the cascade stopped: a later stop buys more mentor, which is
+#: better or worse only beside the accuracy (and its cost is already in the TFLOPs), so neither claims a
+#: direction (None: no arrow).
+DESCRIPTIVE_METRICS = ("tandem_stop_stage", "tandem_early_stop")
 HIGHER_IS_BETTER: dict[str, bool | None] = {
-    **{metric: False for metric in (*COST_METRICS, USD_METRIC)},
-    "tandem_early_stop": None,
+    metric: None if metric in DESCRIPTIVE_METRICS else False for metric in (*COST_METRICS, USD_METRIC)
 }
 #: where the patched ``doc_iterator`` notes the doc_id it is handing out, on the task object
 CURRENT_DOC_ID = "tandem_current_doc_id"
