@@ -225,6 +225,36 @@ def test_each_request_and_stage_carries_its_share_of_every_call(ticking):
         assert r.stages[r.cost.stop_stage].times.intern_generate == GENERATE_TICK
 
 
+def test_features_recorded_for_analysis_are_outside_the_judgment(ticking, monkeypatch):
+    """A trace or collect records f_t over every span; only the classifier's is part of the judgment
+    (a run that records nothing computes no other), so recording never inflates a latency."""
+    from tandem_lm_eval.cascade import stages
+
+    real = stages.features_of
+
+    def ticking_features(scores, span):
+        ticking.tick(1, 0.01)
+        return real(scores, span)
+
+    monkeypatch.setattr(stages, "features_of", ticking_features)
+
+    def run(all_spans):
+        ticking.now = 0.0  # both runs from the same start: the same float sums
+        mentor = TickingBackend(ticking, params=32, script_len={"short": 30})
+        intern = TickingBackend(ticking, default_len=7, params=7)
+        policy = TandemPolicy([0.5, 0.9, 0.5, 0.5])
+        cascade = Cascade(
+            mentor, intern, policy, (100, 500, 1000), LengthClassifier(200), 32, 7, progress=False
+        )
+        cascade.all_feature_spans = all_spans
+        return cascade.run([q("a b c")])[0]
+
+    plain, recorded = run(False), run(True)
+    assert len(plain.stages[1].features_by_span) == 1 < len(recorded.stages[1].features_by_span)
+    assert recorded.cost.times == plain.cost.times
+    assert plain.cost.times.classify == pytest.approx(0.01 * plain.cost.scored_stages)
+
+
 def test_explore_answers_by_stage_in_calls_of_a_live_runs_size(ticking):
     mentor = TickingBackend(ticking, params=32)
     intern = TickingBackend(ticking, default_len=7, params=7)
@@ -296,6 +326,60 @@ def test_replayed_latency_equals_the_live_run_with_scripted_backends(ticking):
         assert replayed[name].stage.tolist() == [r.cost.stop_stage for r in results], name
         assert replayed[name].latency.tolist() == [r.cost.latency_s for r in results], name
         assert replayed[name].judgment.tolist() == [r.cost.times.judgment for r in results], name
+
+
+# --- a run store: served outputs bring the seconds they took ------------------------------------------
+def stored_cascade(ticking, store_path):
+    from tandem_lm_eval.backends.store_backed import StoredBackend
+    from tandem_lm_eval.store.run_store import RunStore
+
+    store = RunStore(store_path)
+    mentor = StoredBackend(TickingBackend(ticking, params=32, script_len={"short": 30}), store, "mentor", {})
+    intern = StoredBackend(TickingBackend(ticking, default_len=7, params=7), store, "intern", {})
+    policy = TandemPolicy([0.5, 0.9, 0.5, 0.5])
+    return Cascade(mentor, intern, policy, (100, 500, 1000), LengthClassifier(200), 32, 7, progress=False)
+
+
+def phase_times(result):
+    return result.cost.times, [st.times for st in result.stages]
+
+
+def test_outputs_served_by_the_run_store_bring_the_seconds_they_took(ticking, tmp_path):
+    """A rerun over the same store computes nothing, and every request reports the seconds its outputs
+    took when they were computed (as it reports their tokens), not the time to read them back; in a
+    call with both, the computed requests share the inner call's time and the served ones bring theirs."""
+    store = tmp_path / "store.sqlite"
+    first = stored_cascade(ticking, store).run([q("a b c"), q("short")])
+    assert all(r.cost.latency_s > 0 for r in first)
+    before = ticking.now
+    cascade = stored_cascade(ticking, store)
+    again = cascade.run([q("a b c"), q("short")])
+    assert ticking.now == before  # nothing computed
+    assert cascade.mentor.counts.computed == cascade.intern.counts.computed == 0
+    assert [phase_times(r) for r in again] == [phase_times(r) for r in first]
+
+    cascade = stored_cascade(ticking, store)
+    mixed = cascade.run([q("a b c"), q("x y z"), q("short")])  # one new question among the stored ones
+    assert cascade.mentor.counts.generations_computed == 2  # its stages 1 and 2
+    assert [phase_times(r) for r in (mixed[0], mixed[2])] == [phase_times(r) for r in first]
+    new = mixed[1].cost.times
+    assert (new.mentor_generate, new.intern_score, new.intern_generate) == (
+        2 * GENERATE_TICK,
+        3 * SCORE_TICK,
+        GENERATE_TICK,
+    )
+
+
+def test_outputs_stored_without_seconds_count_the_read_and_say_so(ticking, tmp_path, caplog):
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    stored_cascade(ticking, store).run([q("a b c")])
+    with sqlite3.connect(store) as conn:  # as an earlier version wrote them: meta without seconds
+        conn.execute("UPDATE entries SET meta = '{}'")
+    again = stored_cascade(ticking, store).run([q("a b c")])
+    assert again[0].cost.latency_s == 0.0  # the ticking clock stands still while the store is read
+    assert "stored without the seconds they took" in caplog.text
 
 
 # --- the leaderboard ----------------------------------------------------------------------------------

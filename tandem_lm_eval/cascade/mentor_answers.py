@@ -169,8 +169,8 @@ def _generate(
     """One batched mentor call; each item's generation replaced, its cost and time added."""
     t0 = ledger.clock()
     gens = mentor.generate([req for _, req in batch])
-    share = (ledger.clock() - t0) / len(batch)
-    for (it, req), gen in zip(batch, gens):
+    shares = ledger.call_seconds(ledger.clock() - t0, len(batch), getattr(mentor, "last_seconds", None))
+    for (it, req), gen, share in zip(batch, gens, shares):
         if gen.new_tokens > req.max_new_tokens or gen.new_tokens < 0:
             raise BackendError(
                 f"mentor backend returned {gen.new_tokens} new tokens for a budget of {req.max_new_tokens}"

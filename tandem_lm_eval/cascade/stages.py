@@ -16,7 +16,9 @@ Backend interface: no engine-specific code here.
 
 Time: each phase is one batched call; its wall time is shared equally by the requests in it and
 added to each request's ``RequestCost.times`` and to the stage's own ``StageRecord.times``
-(cost/ledger.py). ``explore`` answers every stage of the chunk in one call, or, with
+(cost/ledger.py); an output a run store served brings the seconds it took when computed
+(``ledger.call_seconds``). Features over spans the classifier does not read, computed only to be
+recorded (a trace, ``explore``), are outside every phase: a run that records none computes none. ``explore`` answers every stage of the chunk in one call, or, with
 ``answers_by_stage``, one call per stage, as a live run answers (so the recorded answer times are
 shares of calls of the same size as a live run's).
 """
@@ -37,6 +39,7 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
+from tandem_lm_eval.backends.store_backed import StoredBackend
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -115,6 +118,9 @@ class Cascade:
         self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
         # features over every span (for records), or only over the classifier's (the run needs no more)
         self.all_feature_spans = all_feature_spans
+        for backend in (mentor, intern):  # a run store times the calls it sends on with the phase clock
+            if isinstance(backend, StoredBackend):
+                backend.clock = _phase_clock
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
@@ -197,8 +203,8 @@ class Cascade:
                 continue
             t0 = ledger.clock()
             gens = self.intern.generate([self._answer_request(states[i], t) for i, t in call])
-            share = (ledger.clock() - t0) / len(call)
-            answers.update({pair: (gen, share) for pair, gen in zip(call, gens)})
+            seconds = _call_seconds(self.intern, t0, len(call))
+            answers.update({pair: (gen, sec) for pair, gen, sec in zip(call, gens, seconds)})
         bar.update(len(states))
         bar.close()
         out = []
@@ -251,8 +257,8 @@ class Cascade:
             ]
             t0 = ledger.clock()
             gens = self.mentor.generate(requests)
-            share = (ledger.clock() - t0) / len(todo)
-            for (i, n_new), gen in zip(todo, gens):
+            shares = _call_seconds(self.mentor, t0, len(todo))
+            for (i, n_new), gen, share in zip(todo, gens, shares):
                 st = states[i]
                 before = len(st.mentor.token_ids) if st.mentor else 0
                 if len(gen.token_ids) - before != gen.new_tokens or gen.new_tokens > n_new:
@@ -327,13 +333,13 @@ class Cascade:
         scores = (
             self.intern.score(prompts) if self.hidden is None else self.intern.score(prompts, self.hidden)
         )
+        score_seconds = _call_seconds(self.intern, t0, len(todo))
         t1 = ledger.clock()
         reads_statistics = self.judge is None or needs_statistics(self.judge.feature_set)
         for i, sc in zip(todo, scores):
             rec = states[i].stages[stage]
             rec.spans = sc.spans
-            spans = None if (all_spans or self.all_feature_spans) else (self.feature_span,)
-            rec.features_by_span = _features_by_span(sc, spans)
+            rec.features_by_span = _features_by_span(sc, (self.feature_span,))  # what the judgment reads
             rec.hidden = dict(sc.hidden or {})
             if reads_statistics and self.feature_span not in rec.features_by_span:
                 raise BackendError(
@@ -357,13 +363,17 @@ class Cascade:
             for i, value in zip(todo, s):
                 states[i].stages[stage].score = float(value)
         t2 = ledger.clock()
-        for i, sc in zip(todo, scores):
+        if all_spans or self.all_feature_spans:  # the other spans, for the records only: untimed
+            for i, sc in zip(todo, scores):
+                rec = states[i].stages[stage]
+                rec.features_by_span = _features_by_span(sc, None, rec.features_by_span)
+        for i, sc, scored in zip(todo, scores, score_seconds):
             st = states[i]
             st.cost.intern_scored_tokens += sc.num_tokens
             st.cost.scored_stages += 1
             st.cost.bill(self.intern_prices, sc.num_tokens, 0)
             times = st.stages[stage].times
-            times.intern_score, times.classify = (t1 - t0) / len(todo), (t2 - t1) / len(todo)
+            times.intern_score, times.classify = scored, (t2 - t1) / len(todo)
             st.cost.times.intern_score += times.intern_score
             st.cost.times.classify += times.classify
 
@@ -391,9 +401,9 @@ class Cascade:
         requests = [self._answer_request(st, st.chosen) for st in states]
         t0 = ledger.clock()
         gens = self.intern.generate(requests)
-        share = (ledger.clock() - t0) / len(states)
+        shares = _call_seconds(self.intern, t0, len(states))
         results = []
-        for st, gen in zip(states, gens):
+        for st, gen, share in zip(states, gens, shares):
             cost = st.cost
             cost.intern_tokens = gen.new_tokens
             cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
@@ -407,11 +417,27 @@ class Cascade:
         return results
 
 
-def _features_by_span(scores, wanted: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def _features_by_span(
+    scores, wanted: Sequence[str] | None = None, have: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """f_t over each span of ``wanted`` (None: every span) that this prompt's scores allow (``prompt``
-    always; the others need spans)."""
+    always; the others need spans), in FEATURE_SPANS order; spans in ``have`` are not computed again."""
     spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
-    return {span: features_of(scores, span) for span in spans if wanted is None or span in wanted}
+    have = have or {}
+    return {
+        span: have[span] if span in have else features_of(scores, span)
+        for span in spans
+        if wanted is None or span in wanted
+    }
+
+
+def _phase_clock() -> float:
+    return ledger.clock()  # looked up at each call: the clock a test puts in place is the one used
+
+
+def _call_seconds(backend, t0: float, n: int) -> list[float]:
+    """Each of a batched call's ``n`` requests' seconds, the call having started at ``t0``."""
+    return ledger.call_seconds(ledger.clock() - t0, n, getattr(backend, "last_seconds", None))
 
 
 def _same_as_previous(st: _State, stage: int) -> bool:

@@ -10,7 +10,9 @@ answer); its wall time, read with :func:`clock`, is shared equally by the reques
 request's latency is the sum of its shares (:attr:`RequestCost.latency_s`). With one request per
 call (``chunk_size=1``) that is the time the question took, phase by phase; with many, it is the
 run's time per question (the inverse throughput), not what a single user would wait
-(docs/cost-reporting.md).
+(docs/cost-reporting.md). An output a run store serves counts the seconds it took when it was
+computed (:func:`call_seconds`), as it counts its tokens: latency, like TFLOPs, describes the method,
+not the cache.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ from tandem_lm_eval.cost.pricing import TokenPrices
 def clock() -> float:
     """The clock every phase is timed with (one place, so a test can replace it)."""
     return time.perf_counter()
+
+
+def call_seconds(elapsed: float, n: int, reported: Sequence[float | None] | None = None) -> list[float]:
+    """Each of the ``n`` requests' seconds of one batched call that took ``elapsed``: an equal share,
+    except where the backend reported a request's own (``reported``, one per request, None where it
+    has none): a run store's served output brings the seconds it took when it was computed
+    (backends/store_backed.py), so reading it back is never mistaken for computing it."""
+    if reported is None or len(reported) != n:
+        return [elapsed / n] * n
+    return [elapsed / n if s is None else float(s) for s in reported]
 
 
 #: The phases a request's time is split into (``PhaseTimes`` fields), in the order they run.
