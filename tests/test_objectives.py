@@ -182,6 +182,15 @@ def test_cv_rows_choose_thresholds_on_every_training_question(records):
     assert tuple(clf.card.thresholds) == choose_thresholds(table, Objective("one_se")).thresholds
 
 
+def test_cv_rows_refused_for_a_judge_whose_adapter_learnt_the_training_labels(records):
+    from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec
+
+    reading = HiddenReading(layer=2, num_layers=2, hidden_size=4, adapter={"sha256": "0" * 64})
+    lora = settings("logistic", threshold_rows="cv", judge=JudgeSpec("hidden_lora", hidden=reading))
+    with pytest.raises(TableError, match="does not suit a hidden_lora judge"):
+        fit_records(records, lora)
+
+
 def test_cross_validated_rows_are_the_default(tmp_path, capsys):
     """The default decided in docs/judgment-study.md: max_accuracy over out-of-fold scores."""
     assert FitSettings().threshold_rows == "cv" and FitSettings().objective == Objective("max_accuracy")
@@ -212,6 +221,8 @@ def test_fit_subcommand_one_se_cv_and_its_refusals(tmp_path, capsys):
         (["--se-multiplier", "2"], "se_multiplier is for the one_se objective"),
         (["--threshold-rows", "validation", "--cv-folds", "3"], "--cv-folds is for --threshold-rows cv"),
         (["--threshold-rows", "cv", "--cv-folds", "1"], "--cv-folds must be at least 2"),
+        # refused before the adapter is trained (hours on a CPU): it learns the training questions' labels
+        (["--features", "hidden_lora", "--threshold-rows", "cv"], "--threshold-rows cv does not suit"),
     ):
         rc = run_subcommand(["fit", "--records", str(path), "--out", str(tmp_path / "bad"), *bad])
         err = capsys.readouterr().err

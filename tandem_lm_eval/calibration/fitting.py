@@ -50,7 +50,7 @@ from tandem_lm_eval.calibration.threshold_grid import threshold_grid
 from tandem_lm_eval.data.records import QuestionRecord
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.grouped import GroupedClassifier
-from tandem_lm_eval.judgment.judges import JudgeSpec
+from tandem_lm_eval.judgment.judges import JudgeSpec, needs_adapter
 from tandem_lm_eval.judgment.loading import make_classifier
 
 logger = logging.getLogger(__name__)
@@ -227,6 +227,12 @@ def fit_records(records: Sequence[QuestionRecord], settings: FitSettings, allow_
     if settings.threshold_rows not in THRESHOLD_ROWS:
         raise TableError(
             f"unknown threshold rows {settings.threshold_rows!r}; valid: {', '.join(THRESHOLD_ROWS)}"
+        )
+    if settings.threshold_rows == "cv" and needs_adapter(settings.spec.feature_set):
+        raise TableError(
+            "--threshold-rows cv does not suit a hidden_lora judge: its adapter learnt from the training "
+            "questions' labels, so their vectors are not out of sample in any fold; use validation (its "
+            "default) or train"
         )
     test_rows = sorted({r.task for r in records if (r.split or "").lower() == "test"})
     if test_rows and not allow_test_rows:

@@ -103,10 +103,11 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threshold-rows",
-        default="cv",
+        default=None,
         choices=THRESHOLD_ROWS,
         help="rows thresholds are chosen on: every training question scored out of fold (cv, default: it "
-        "transfers best, docs/judgment-study.md), the held-out validation part (§2.3) or the training part (§3.1)",
+        "transfers best, docs/judgment-study.md), the held-out validation part (§2.3; the default for "
+        "hidden_lora, whose adapter learnt from the training part) or the training part (§3.1)",
     )
     p.add_argument(
         "--cv-folds", type=int, default=None, help="--threshold-rows cv: folds of the training questions (5)"
@@ -154,7 +155,7 @@ def settings_from_args(args) -> FitSettings:
         objective=objective,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
-        threshold_rows=args.threshold_rows,
+        threshold_rows=threshold_rows(args),
         cv_folds=_cv_folds(args),
         per_group=args.per_group,
         policy=args.policy,
@@ -164,10 +165,25 @@ def settings_from_args(args) -> FitSettings:
     )
 
 
+def threshold_rows(args) -> str:
+    """``--threshold-rows``, default ``cv``; ``validation`` for a hidden_lora judge, whose adapter learnt
+    from the training part's labels: their out-of-fold scores would not be out of sample."""
+    lora = needs_adapter(getattr(args, "features", STATISTICS))
+    if args.threshold_rows == "cv" and lora:  # refused here, before the adapter's training
+        raise ValueError(
+            "--threshold-rows cv does not suit --features hidden_lora: the adapter learns from the training "
+            "questions' labels, so their vectors are not out of sample in any fold; use validation (the "
+            "default for hidden_lora) or train"
+        )
+    if args.threshold_rows is not None:
+        return args.threshold_rows
+    return "validation" if lora else "cv"
+
+
 def _cv_folds(args) -> int:
     if args.cv_folds is None:
         return 5
-    if args.threshold_rows != "cv":
+    if threshold_rows(args) != "cv":
         raise ValueError("--cv-folds is for --threshold-rows cv")
     if args.cv_folds < 2:
         raise ValueError(f"--cv-folds must be at least 2, got {args.cv_folds}")
