@@ -267,7 +267,7 @@ def main() -> None:
     study: dict = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "records": {"train": [str(p) for p in args.train], "test": [str(p) for p in args.test]},
+        "records": {"train": [shown(p) for p in args.train], "test": [shown(p) for p in args.test]},
         "questions": {"train": len(train), "validation": len(val), "test": len(test)},
         "label_rate": {
             "train": label_rates(train),
@@ -433,6 +433,17 @@ def _ci(a: dict) -> str:
     return f"{a['auc']:.3f} [{a['low']:.2f}, {a['high']:.2f}]"
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shown(path: Path) -> str:
+    """A record file as the study names it: relative to the repository (never a path of this machine)."""
+    resolved = path.resolve()
+    if resolved.is_relative_to(REPO):
+        return str(resolved.relative_to(REPO))
+    return str(path) if not path.is_absolute() else path.name
+
+
 def markdown(study: dict) -> str:
     q = study["questions"]
     lines = [
@@ -440,7 +451,10 @@ def markdown(study: dict) -> str:
         "",
         f"{study['date']}, {study['machine']}. Records: {', '.join(study['records']['train'])} (train split) and "
         f"{', '.join(study['records']['test'])} (test split). Questions: {q['train']} train / {q['validation']} "
-        f"validation (train split, by question, stratified, seed 42) / {q['test']} test.",
+        f"validation (train split, by question, stratified, seed 42) / {q['test']} test. The test records "
+        "are a `collect` of the first test-split questions with the training records' setup (oracle mentor, "
+        "demo intern, budgets, 256-token answers), as classifiers/smollm2-135m-gsm8k/README.md describes, "
+        "written to the git-ignored `runs/` folder.",
         "",
         "Sufficient (label 1) rate by stage: "
         + "; ".join(
