@@ -83,13 +83,15 @@ class SufficiencyClassifier:
         import torch
         from torch import nn
 
+        # Seeded before the layers exist: their initial weights come from the global generator, so a
+        # seed set afterwards would leave the fit depending on whatever ran before it.
+        torch.manual_seed(self.random_state)
         layers: list[nn.Module] = []
         width = self.num_features or NUM_FEATURES
         for h in self.hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(self.dropout)]
             width = h
         layers.append(nn.Linear(width, 1))
-        torch.manual_seed(self.random_state)
         return nn.Sequential(*layers)
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
