@@ -28,7 +28,8 @@ recomputes only what it touches. Outputs: ``leaderboard.md``, ``.csv``, ``.json`
 ``<task>.png`` of accuracy against TFLOPs with the Pareto front.
 
 Latency (paper Table 13): a live row's is measured, each question's share of the run's batched
-calls (``tandem_latency_s``); a replayed row's is the sum of exactly the phases its policy's path
+calls (``tandem_latency_s``; an output the run store already held, e.g. the collect's, brings the
+seconds it took when it was computed); a replayed row's is the sum of exactly the phases its policy's path
 ran, as the collect recorded them for that question (calibration/replay.py). So that both are
 shares of calls of the same size, the collect answers stage by stage and the live rows run with
 ``chunk_size`` = the config's ``chunk`` (unless their model_args set one). ``chunk = 1``: one
