@@ -263,3 +263,37 @@ def test_replicas_through_lm_eval_stop_cleanly_and_resume(tmp_path, tiny_model_d
     assert cfg["summary"]["requests"] == limit
     assert {len(v) for v in trace_by_doc(tmp_path / "trace.jsonl").values()} == {1}
     assert len(trace_by_doc(tmp_path / "trace.jsonl")) == limit
+
+
+@pytest.mark.slow
+def test_replicas_under_a_launcher_give_one_process_results(tmp_path, tiny_model_dir, tiny_classifier_dir):
+    """torchrun with 2 ranks, each running 2 replicas over its share of the documents: 4 replicas in all
+    give one process's samples and trace, and the summary and store counts cover every replica."""
+    from test_ranks import finished
+    from test_ranks import launch as launch_ranks
+
+    base = (
+        f"mentor={tiny_model_dir},intern={tiny_model_dir},classifier={tiny_classifier_dir},"
+        "budgets=[8,16],mentor_num_params=2e9,dtype=float32,mentor_batch_size=1,intern_batch_size=1,"
+        "chunk_size=1,progress=false,thresholds=[0.99,0.99,0.99]"
+    )
+    limit = 5  # odd: the evaluator pads rank 1 with a copy of its last request
+    one_cfg, one = finished(
+        launch_ranks(tmp_path, "one", f"{base},trace_path={tmp_path / 'one.jsonl'}", 1, limit),
+        tmp_path,
+        "one",
+    )
+    args = (
+        f"{base},data_parallel_size=2,store={tmp_path / 'store.sqlite'},trace_path={tmp_path / 'four.jsonl'}"
+    )
+    cfg, four = finished(launch_ranks(tmp_path, "four", args, 2, limit), tmp_path, "four")
+
+    assert four == one  # answers, metrics and costs per document
+    assert trace_by_doc(tmp_path / "four.jsonl") == trace_by_doc(tmp_path / "one.jsonl")
+    assert not list(tmp_path.glob("four.jsonl.*"))  # every rank's replica parts merged and removed
+    for key in ("requests", "mentor_tokens", "intern_tokens", "stage_counts", "early_stops"):
+        assert cfg["summary"][key] == one_cfg["summary"][key], key
+    assert cfg["replicas"]["data_parallel_size"] == 2 and cfg["replicas"]["total"] == 4
+    by_replica = cfg["store"]["counts_by_replica"]
+    assert len(by_replica) == 4 and all(c["intern"]["generations_computed"] >= 1 for c in by_replica)
+    assert cfg["store"]["counts"]["intern"]["generations_computed"] == limit  # padding computed nothing
