@@ -56,6 +56,9 @@ def test_each_replica_gets_an_equal_share_of_the_gpus():
     assert replica_gpu_groups(config(data_parallel_size=2), {"CUDA_VISIBLE_DEVICES": "4,5"}) == [["4"], ["5"]]
     # no GPU: nothing to pin, every replica on the CPU
     assert replica_gpu_groups(config(data_parallel_size=3), {"CUDA_VISIBLE_DEVICES": ""}) == [None] * 3
+    # both roles behind servers: no GPU of this machine is theirs, any N
+    served = config(data_parallel_size=16, mentor_backend="openai", intern_backend="openai")
+    assert replica_gpu_groups(served, eight) == [None] * 16
     with pytest.raises(RankError, match="data_parallel_size=16 and 8 visible GPUs"):
         replica_gpu_groups(config(data_parallel_size=16), eight)
     with pytest.raises(RankError, match="a divisor of 8"):

@@ -56,6 +56,10 @@ POLL_S = 30.0
 STOP_GRACE_S = 30.0
 
 
+# The backends that run a model on this machine's GPUs (the others reach a server or read records).
+GPU_BACKENDS = ("hf", "vllm")
+
+
 class ReplicaError(RuntimeError):
     """A replica failed or died; the message is one line naming it."""
 
@@ -74,13 +78,14 @@ class ReplicaInfo:
 
 # --- placement ---------------------------------------------------------------------------------------------
 def replica_gpu_groups(cfg: TandemConfig, environ: Mapping[str, str] | None = None) -> list[list[str] | None]:
-    """Each replica's GPUs (``None`` for every replica on a machine without GPUs: nothing to pin),
+    """Each replica's GPUs (``None`` for every replica on a machine without GPUs, or when no role runs a
+    model here: nothing to pin),
     checked before any worker starts: N larger than the GPUs, GPUs that do not split evenly, or a role's
     tensor parallelism wider than a replica's share is one line."""
     n = cfg.data_parallel_size
     visible = visible_gpus(environ)
-    if not visible:
-        return [None] * n
+    if not visible or not any(getattr(cfg, role).backend in GPU_BACKENDS for role in ("mentor", "intern")):
+        return [None] * n  # nothing to pin: no GPU here, or both roles behind servers / recorded outputs
     if len(visible) % n:
         raise RankError(
             f"data_parallel_size={n} and {len(visible)} visible GPUs ({','.join(visible)}): each replica "
