@@ -207,8 +207,8 @@ def test_a_failed_judging_step_loses_nothing(oracle_file, tiny_model_dir, tmp_pa
     explorers = []  # a spy, so the rerun's store counts can be read
     real_make, real_judge = collect_module.make_explorer, TaskSource.judge
 
-    def spy(model_args):
-        explorers.append(real_make(model_args))
+    def spy(model_args, **kwargs):
+        explorers.append(real_make(model_args, **kwargs))
         return explorers[-1]
 
     def broken(self, items, answers):  # fault injection: the task's filter raises

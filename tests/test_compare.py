@@ -223,8 +223,8 @@ def test_compare_keeps_what_it_generates(tmp_path, tiny_model_dir, monkeypatch, 
     explorers, lms = [], []
     real_make, real_judge, real_lm = collect_module.make_explorer, TaskSource.judge, lm_module.TandemLM
 
-    def spy(model_args):
-        explorers.append(real_make(model_args))
+    def spy(model_args, **kwargs):
+        explorers.append(real_make(model_args, **kwargs))
         return explorers[-1]
 
     class SpiedLM(real_lm):

@@ -259,7 +259,7 @@ class CraftedRouter:
 
     def __init__(self, scores, thresholds):
         self.scores = list(scores)
-        self.card = types.SimpleNamespace(thresholds=list(thresholds), feature_span=DEFAULT_SPAN)
+        self.card = types.SimpleNamespace(thresholds=list(thresholds), feature_span=DEFAULT_SPAN, spec=None)
         self.calls = 0
 
     def sufficiency(self, X):

@@ -127,6 +127,9 @@ def test_a_rank_without_a_rendezvous_address_is_one_line(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
+    # vLLM's CPU platform writes LOCAL_WORLD_SIZE into os.environ when an engine starts in this process
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     with pytest.raises(RankError, match="MASTER_ADDR and MASTER_PORT not set"):
         RankGroup.from_env()
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tandem_lm_eval.data.resources import classifiers_dir, tasks_dir
 
@@ -65,3 +66,13 @@ def test_results_folder_is_named_after_the_pair():
         "    t = T(); t.log_experiment_args(source, args, None, None, False); print(t.model_name_sanitized)"
     )
     assert out.splitlines() == ["tandem__org__big+org__small", "tandem__demo+demo", "tandem__a+b", "org__m"]
+
+
+def test_the_console_script_runs():
+    """The installed ``tandem-lm-eval`` command (pyproject's [project.scripts]) reaches the subcommands'
+    parser (it once pointed at a module that had become a package)."""
+    script = Path(sys.executable).with_name("tandem-lm-eval")
+    assert script.is_file(), f"{script} is not installed: run scripts/setup.sh"
+    out = subprocess.run([str(script), "collect", "--help"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: tandem-lm-eval collect")

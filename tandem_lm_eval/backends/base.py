@@ -21,6 +21,8 @@ from typing import Literal
 
 import numpy as np
 
+from tandem_lm_eval.common.hidden_keys import hidden_key
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
@@ -172,6 +174,43 @@ EntropyMethod = Literal["exact", "topk"]
 
 
 @dataclass(frozen=True)
+class HiddenRequest:
+    """Ask ``Backend.score`` for the intern's hidden states too, from the same forward pass.
+
+    ``layers`` index the model's hidden states (0 = the embeddings, ``num_layers`` = the last layer's
+    output after the final norm). For every layer the backend returns the vector at both positions of
+    ``common.hidden_keys.HIDDEN_POSITIONS`` (``question_insights_end`` only when it located the spans). ``adapter`` is a
+    LoRA adapter folder (peft format) applied for this pass only; ``adapter_id`` names it in the keys.
+    """
+
+    layers: tuple[int, ...]
+    adapter: str | None = None
+    adapter_id: str | None = None
+    # False: only the hidden vectors are wanted (complete-hidden): a backend may skip the per-token
+    # log-probabilities and entropies (the scores' arrays are then empty) and the LM head.
+    statistics: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.layers or any(int(x) < 0 for x in self.layers):
+            raise ValueError(f"hidden layers must be non-negative indices, got {self.layers}")
+        if (self.adapter is None) != (self.adapter_id is None):
+            raise ValueError("an adapter needs its adapter_id (and only an adapter has one)")
+
+    def key(self, layer: int, position: str) -> str:
+        return hidden_key(layer, position, self.adapter_id)
+
+
+def hidden_positions(num_tokens: int, spans: dict | None) -> dict[str, int]:
+    """Token index of each hidden position of a rendered prompt of ``num_tokens`` tokens."""
+    out = {"prompt_end": num_tokens - 1}
+    if spans:
+        ends = [b for name in ("question", "insights") for a, b in spans.get(name, ()) if b > a]
+        if ends:
+            out["question_insights_end"] = max(ends) - 1
+    return out
+
+
+@dataclass(frozen=True)
 class PromptScores:
     """The intern's view of a prompt: one value per predicted prompt token (positions 2..n).
 
@@ -189,6 +228,8 @@ class PromptScores:
     entropy_method: EntropyMethod = "exact"
     entropy_bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
     spans: dict[str, tuple[tuple[int, int], ...]] | None = field(default=None, compare=False)
+    # Hidden vectors asked for with a ``HiddenRequest``, by ``HiddenRequest.key`` (float32, one per unit).
+    hidden: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.token_logprobs.shape != self.entropies.shape:
@@ -227,8 +268,14 @@ class Backend(abc.ABC):
         """Generate for all requests as one batch; results in request order."""
 
     @abc.abstractmethod
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
-        """Per-token log-probabilities and entropies of each rendered prompt; one batch."""
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        """Per-token log-probabilities and entropies of each rendered prompt; one batch. With
+        ``hidden``, also the hidden vectors it asks for (``PromptScores.hidden``), or a BackendError
+        when this backend cannot give them."""
+
+    def hidden_shape(self) -> tuple[int, int]:
+        """(number of layers, hidden size) of the model, for hidden-state judges."""
+        raise BackendError(f"the {self.name} backend gives no hidden states")
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """lm-eval's loglikelihood on raw text: (sum log P(continuation | context), is_greedy)."""

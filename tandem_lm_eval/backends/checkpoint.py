@@ -1,4 +1,5 @@
-"""A model's parameter count |θ| (Eq. 12) from its checkpoint's safetensors headers, without loading it."""
+"""A model's parameter count |θ| (Eq. 12) from its checkpoint's safetensors headers, and its hidden-state
+shape from its config.json, without loading it."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ def safetensors_parameter_count(folder: Path) -> int:
             header = json.loads(fh.read(size))
         total += sum(math.prod(v["shape"]) for key, v in header.items() if key != "__metadata__")
     return total
+
+
+def configured_hidden_shape(model: str, revision: str | None = None) -> tuple[int, int] | None:
+    """(number of layers, hidden size) from a model's config.json, without loading it: a local folder,
+    the converted demo, or a hub id already in the cache; None when it cannot be known yet."""
+    if model == "demo":
+        from tandem_lm_eval.data.demo_model import DEMO_FOLDER, cache_dir
+
+        folder: Path | None = cache_dir() / DEMO_FOLDER
+    else:
+        folder = local_model_folder(str(Path(model).expanduser()), revision)
+    config = folder / "config.json" if folder is not None else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+        data = data.get("text_config", data)  # multimodal configs nest the language model's
+        return int(data["num_hidden_layers"]), int(data["hidden_size"])
+    except (ValueError, KeyError, TypeError):
+        return None

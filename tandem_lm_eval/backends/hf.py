@@ -16,8 +16,10 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
+    hidden_positions,
 )
 from tandem_lm_eval.backends.rendering import (
     cut_at_stop,
@@ -74,6 +76,8 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._num_parameters = sum(p.numel() for p in self.model.parameters())
+        self._peft = None  # the model wrapped by peft once a LoRA adapter is loaded (hidden_lora judges)
+        self._adapters: dict[str, str] = {}  # adapter_id -> peft adapter name
         config_max = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._max_context = int(max_length) if max_length else int(config_max)
         self._torch = torch
@@ -96,6 +100,49 @@ class HFBackend(Backend):
 
     def _render(self, prompt: Prompt) -> list[int]:
         return render_prompt_ids(self.tokenizer, prompt)
+
+    def hidden_shape(self) -> tuple[int, int]:
+        config = self.model.config
+        config = getattr(config, "get_text_config", lambda: config)()
+        return int(config.num_hidden_layers), int(config.hidden_size)
+
+    # --- LoRA adapters (hidden_lora judges): applied for scoring passes that ask, never for answers ----
+    def _with_adapter(self, hidden: HiddenRequest | None):
+        """A context in which forward passes run with ``hidden.adapter`` (or the base model)."""
+        import contextlib
+
+        if hidden is None or hidden.adapter is None:
+            return self._base_model()
+        name = self._load_adapter(hidden.adapter, hidden.adapter_id)
+        self._peft.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def _base_model(self):
+        """Forward passes of the model without any loaded adapter (answers, statistics-only scoring)."""
+        import contextlib
+
+        return self._peft.disable_adapter() if self._peft is not None else contextlib.nullcontext()
+
+    def _load_adapter(self, folder: str, adapter_id: str) -> str:
+        name = self._adapters.get(adapter_id)
+        if name is not None:
+            return name
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise BackendError(f"a hidden_lora judge needs the peft package ({exc})") from exc
+        name = f"judge_{adapter_id[:12]}"
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+                self._peft.eval()
+            else:
+                self._peft.load_adapter(folder, adapter_name=name)
+        except Exception as exc:  # noqa: BLE001 - a shape mismatch, a missing file, a peft error
+            first = (str(exc).splitlines() or [""])[0]
+            raise BackendError(f"{self._name}: cannot load the LoRA adapter {folder}: {first}") from exc
+        self._adapters[adapter_id] = name
+        return name
 
     # --- generation ---------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -185,7 +232,7 @@ class HFBackend(Backend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._base_model():
             out = self.model.generate(
                 input_ids=input_ids.to(self._device), attention_mask=attention.to(self._device), **kwargs
             )
@@ -204,8 +251,16 @@ class HFBackend(Backend):
         return results
 
     # --- scoring ------------------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        """Log-probabilities and entropies; with ``hidden``, the hidden vectors of the SAME forward pass
+        (``output_hidden_states``), read at each prompt's positions before the batch is freed."""
         torch = self._torch
+        if hidden is not None:
+            num_layers, _ = self.hidden_shape()
+            if max(hidden.layers) > num_layers:
+                raise BackendError(
+                    f"{self._name}: hidden layer {max(hidden.layers)} asked, the model has {num_layers}"
+                )
         rendered = [self._render(p) for p in prompts]
         results: list[PromptScores | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(rendered[i]))
@@ -224,19 +279,41 @@ class HFBackend(Backend):
             for row, seq in enumerate(seqs):  # right padding: positions stay aligned with the tokens
                 input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 attention[row, : len(seq)] = 1
-            with torch.inference_mode():
-                logits = self.model(
-                    input_ids=input_ids.to(self._device), attention_mask=attention.to(self._device)
-                ).logits
+            statistics = hidden is None or hidden.statistics
+            extra = {} if statistics else {"logits_to_keep": 1}  # hidden vectors only: no vocabulary pass
+            with torch.inference_mode(), self._with_adapter(hidden):
+                out = self.model(
+                    input_ids=input_ids.to(self._device),
+                    attention_mask=attention.to(self._device),
+                    output_hidden_states=hidden is not None,
+                    **extra,
+                )
+                logits = out.logits
                 for row, (i, seq) in enumerate(zip(batch, seqs)):
-                    logprobs, entropies = _token_logprobs_and_entropy(torch, logits[row, : len(seq)], seq)
+                    if statistics:
+                        logprobs, entropies = _token_logprobs_and_entropy(torch, logits[row, : len(seq)], seq)
+                    else:
+                        logprobs, entropies = np.zeros(0), np.zeros(0)
+                    spans = segment_spans(self._render, prompts[i], seq) if prompts[i].segments else None
+                    vectors = None
+                    if hidden is not None:
+                        vectors = {
+                            hidden.key(layer, position): out.hidden_states[layer][row, index]
+                            .float()
+                            .cpu()
+                            .numpy()
+                            for layer in hidden.layers
+                            for position, index in hidden_positions(len(seq), spans).items()
+                        }
                     results[i] = PromptScores(
                         token_logprobs=logprobs,
                         entropies=entropies,
                         num_tokens=len(seq),
                         entropy_method="exact",
-                        spans=segment_spans(self._render, prompts[i], seq) if prompts[i].segments else None,
+                        spans=spans,
+                        hidden=vectors,
                     )
+                del out, logits
         return results  # type: ignore[return-value]
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -244,7 +321,7 @@ class HFBackend(Backend):
         out = []
         for context, continuation in pairs:
             whole, n_ctx = loglikelihood_ids(self.tokenizer, context, continuation, self._max_context)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._base_model():
                 logits = self.model(input_ids=torch.tensor([whole], device=self._device)).logits[0]
             logp = torch.log_softmax(logits[n_ctx - 1 : -1].float(), dim=-1)
             target = torch.tensor(whole[n_ctx:], device=logp.device)
@@ -255,6 +332,7 @@ class HFBackend(Backend):
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        self._peft = None
 
 
 def _token_logprobs_and_entropy(torch, logits, seq: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
 )
@@ -136,7 +137,7 @@ class RecordedBackend(Backend):
             )
         return out
 
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
         raise BackendError("a recorded mentor cannot score prompts: it can only be the mentor")
 
     def _token_ids(self, key: str, output: MentorOutput) -> tuple[int, ...]:

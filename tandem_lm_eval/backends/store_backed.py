@@ -26,6 +26,7 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
 )
@@ -111,6 +112,9 @@ class StoredBackend(Backend):
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self.inner.loglikelihood(pairs)
 
+    def hidden_shape(self) -> tuple[int, int]:
+        return self.inner.hidden_shape()
+
     def close(self) -> None:
         self.inner.close()
         self.store.close()
@@ -149,9 +153,9 @@ class StoredBackend(Backend):
         self.counts.generations_served += len(requests) - len(todo)
         return [known[k] for k in keys]
 
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
         prompts = list(prompts)
-        keys = [scores_key(self.fingerprint_digest, self.role, p) for p in prompts]
+        keys = [scores_key(self.fingerprint_digest, self.role, p, hidden) for p in prompts]
         known = self._lookup(keys, decode_scores)
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
@@ -159,7 +163,7 @@ class StoredBackend(Backend):
                 todo.setdefault(key, i)
         if todo:
             sent = [prompts[i] for i in todo.values()]
-            scores = self.inner.score(sent)
+            scores = self.inner.score(sent) if hidden is None else self.inner.score(sent, hidden)
             if len(scores) != len(sent):
                 raise BackendError(f"{self.name} backend returned {len(scores)} scores for {len(sent)}")
             entries = []

@@ -33,6 +33,7 @@ def encode_generation(gen: Generation) -> bytes:
             "finish_reason": gen.finish_reason,
             "new_tokens": gen.new_tokens,
             "prompt_tokens": gen.prompt_tokens,
+            "regenerated_tokens": gen.regenerated_tokens,
             "text": gen.text,
             "token_ids": ids,
         }
@@ -77,6 +78,7 @@ def encode_scores(sc: PromptScores) -> bytes:
     if sc.entropy_bounds is not None:
         arrays += list(sc.entropy_bounds)
     arrays = [_le(a) for a in arrays]
+    hidden = sorted((sc.hidden or {}).items())
     header = {
         "num_tokens": int(sc.num_tokens),
         "entropy_method": sc.entropy_method,
@@ -85,6 +87,10 @@ def encode_scores(sc: PromptScores) -> bytes:
         else {k: [[int(a), int(b)] for a, b in v] for k, v in sc.spans.items()},
         "arrays": [[a.dtype.str, int(a.size)] for a in arrays],
     }
+    if hidden:  # hidden vectors after the arrays, named (old entries have none)
+        header["hidden"] = [k for k, _ in hidden]
+        arrays += [_le(np.asarray(v)) for _, v in hidden]
+        header["arrays"] += [[a.dtype.str, int(a.size)] for a in arrays[-len(hidden) :]]
     head = canonical_json(header)
     return b"".join([_SCORES_MAGIC, struct.pack("<I", len(head)), head, *(a.tobytes() for a in arrays)])
 
@@ -106,6 +112,9 @@ def decode_scores(blob: bytes) -> PromptScores:
                 raise ValueError("truncated arrays")
             arrays.append(np.frombuffer(blob[offset:end], dtype=dt).astype(dt.newbyteorder("="), copy=True))
             offset = end
+        names = header.get("hidden") or []
+        vectors = arrays[len(arrays) - len(names) :] if names else []
+        arrays = arrays[: len(arrays) - len(names)]
         if offset != len(blob) or len(arrays) not in (2, 4):
             raise ValueError("trailing bytes or wrong array count")
         spans = header["spans"]
@@ -118,6 +127,7 @@ def decode_scores(blob: bytes) -> PromptScores:
             spans=None
             if spans is None
             else {k: tuple((int(a), int(b)) for a, b in v) for k, v in spans.items()},
+            hidden=dict(zip(names, vectors)) if names else None,
         )
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise ValueError(f"undecodable scores: {exc}") from None

@@ -15,6 +15,7 @@ from typing import Any
 from tandem_lm_eval.backends.base import (
     Backend,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
 )
 from tandem_lm_eval.backends.store_codec import canonical_json
@@ -203,7 +204,7 @@ def generation_key(model_digest: str, role: str, req: GenerationRequest) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
-def scores_key(model_digest: str, role: str, prompt: Prompt) -> str:
+def scores_key(model_digest: str, role: str, prompt: Prompt, hidden: HiddenRequest | None = None) -> str:
     payload = {
         "v": KEY_VERSION,
         "kind": "scores",
@@ -211,4 +212,10 @@ def scores_key(model_digest: str, role: str, prompt: Prompt) -> str:
         "model": model_digest,
         "prompt": _prompt_dict(prompt, True),
     }
+    if hidden is not None:  # scores with hidden vectors are other entries (old keys unchanged)
+        payload["hidden"] = {
+            "layers": sorted(int(x) for x in hidden.layers),
+            "adapter": hidden.adapter_id,
+            "statistics": hidden.statistics,
+        }
     return hashlib.sha256(canonical_json(payload)).hexdigest()

@@ -52,8 +52,10 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
+    hidden_positions,
 )
 from tandem_lm_eval.backends.checkpoint import local_model_folder, safetensors_parameter_count
 from tandem_lm_eval.backends.entropy import full_entropy, topk_entropy
@@ -121,6 +123,7 @@ class VLLMBackend(Backend):
         revision: str | None = None,
         chat_template: str | None = None,
         reuse_scores: bool | str = True,
+        hidden_states: str = "auto",
         **engine_kwargs: Any,
     ) -> None:
         # Before vllm is imported: vllm.envs reads it when the first engine starts.
@@ -137,6 +140,11 @@ class VLLMBackend(Backend):
             as_choice, "exact_entropy", exact_entropy, ("vllm", "transformers")
         )  # type: ignore[assignment]
         self.topk = _option(as_int, "topk", topk, minimum=1)
+        # Where hidden-state judges get their vectors (the generate runner has none): a transformers
+        # forward pass on the same weights, or a vLLM pooling engine (last layer only, no adapter).
+        self.hidden_states = _option(
+            as_choice, "hidden_states", hidden_states, ("auto", "transformers", "pooling")
+        )
         path, gguf_file = resolve_model_path(model)
         if gguf_file:
             path = str(Path(path) / gguf_file)  # vLLM reads a GGUF file by its own path
@@ -203,6 +211,7 @@ class VLLMBackend(Backend):
         self._warned_cache = False
         self._num_parameters: int | None = None
         self._torch_scorer: Backend | None = None
+        self._pooler = None  # the pooling engine of hidden_states=pooling, started on first use
         self._hf_chat_template: str | None = None
         self._warned_slow = False
         self._flat = supports_flat_logprobs()
@@ -232,6 +241,10 @@ class VLLMBackend(Backend):
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self._render(prompt))
+
+    def hidden_shape(self) -> tuple[int, int]:
+        config = self.llm.llm_engine.model_config.hf_text_config
+        return int(config.num_hidden_layers), int(config.hidden_size)
 
     # --- generation ---------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -304,9 +317,34 @@ class VLLMBackend(Backend):
         return results  # type: ignore[return-value]
 
     # --- scoring ------------------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
-        if self.entropy_method == "exact" and self.exact_entropy == "transformers":
-            return self._score_with_transformers(prompts)
+    def hidden_route(self, hidden: HiddenRequest) -> str:
+        """``transformers`` or ``pooling`` for this request. ``auto`` (measured in docs/bench-hidden.md):
+        the transformers pass when it runs anyway for exact entropies (one pass gives both), else the
+        pooling runner where it can (the last layer, no adapter: it was the faster), else transformers."""
+        if self.hidden_states != "auto":
+            return self.hidden_states
+        if hidden.statistics and self.entropy_method == "exact" and self.exact_entropy == "transformers":
+            return "transformers"
+        last = self.hidden_shape()[0]
+        return "pooling" if hidden.adapter is None and set(hidden.layers) == {last} else "transformers"
+
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        route = self.hidden_route(hidden) if hidden is not None else None
+        if self.entropy_method == "exact" and self.exact_entropy == "transformers" and route != "pooling":
+            return self._score_with_transformers(prompts, hidden)  # one pass gives everything
+        if hidden is not None and not hidden.statistics and route == "pooling":
+            scores = [self._spans_only(p) for p in prompts]  # hidden vectors only: no prompt logprobs
+        else:
+            scores = self._score_with_vllm(prompts)
+        if hidden is None:
+            return scores
+        if route == "pooling":
+            vectors = self._pooled_hidden(prompts, scores, hidden)
+        else:
+            vectors = [s.hidden for s in self._score_with_transformers(prompts, hidden)]
+        return [dataclasses.replace(s, hidden=v) for s, v in zip(scores, vectors)]
+
+    def _score_with_vllm(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
         rendered = [self._render(p) for p in prompts]
         for ids in rendered:
             if len(ids) >= self._max_context:  # vLLM generates one token after the prompt
@@ -411,8 +449,68 @@ class VLLMBackend(Backend):
             self.positions_reused += max(0, start - 1)
         return out
 
-    def _score_with_transformers(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
-        """Exact entropy from a separate torch forward pass on the same weights and token ids."""
+    def _spans_only(self, prompt: Prompt) -> PromptScores:
+        ids = self._render(prompt)
+        spans = segment_spans(self._render, prompt, ids) if prompt.segments else None
+        return PromptScores(np.zeros(0), np.zeros(0), num_tokens=len(ids), spans=spans)
+
+    def _pooled_hidden(
+        self, prompts: Sequence[Prompt], scores: Sequence[PromptScores], hidden: HiddenRequest
+    ) -> list[dict[str, np.ndarray]]:
+        """Last-layer vectors from vLLM's pooling runner (LAST token, no normalisation) on the same
+        weights: one pooled request per position (a causal model's state at a token does not depend
+        on what follows, so Q ⊕ I_t's last token is the last token of the prompt cut there)."""
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        num_layers, _ = self.hidden_shape()
+        if hidden.adapter is not None or set(hidden.layers) != {num_layers}:
+            raise BackendError(
+                f"{self._name}: hidden_states=pooling gives the last layer of the base model only; this judge "
+                "reads another layer or a LoRA adapter: use hidden_states=transformers"
+            )
+        jobs: list[tuple[int, str, list[int]]] = []
+        for i, (prompt, sc) in enumerate(zip(prompts, scores)):
+            ids = self._render(prompt)
+            for position, index in hidden_positions(len(ids), sc.spans).items():
+                jobs.append((i, position, ids[: index + 1]))
+        outs = self._pooling_engine().embed(
+            [TokensPrompt(prompt_token_ids=ids) for _, _, ids in jobs],
+            pooling_params=PoolingParams(use_activation=False),
+            use_tqdm=False,
+        )
+        vectors: list[dict[str, np.ndarray]] = [{} for _ in prompts]
+        for (i, position, _), out in zip(jobs, outs):
+            vectors[i][hidden.key(num_layers, position)] = np.asarray(out.outputs.embedding, dtype=np.float32)
+        return vectors
+
+    def _pooling_engine(self):
+        if self._pooler is None:
+            import vllm
+            from vllm.config import PoolerConfig
+
+            args = {k: v for k, v in self._engine_args.items() if k not in ("max_logprobs",)}
+            logger.info("%s: starting a vLLM pooling engine for hidden states", self._name)
+            try:
+                self._pooler = vllm.LLM(
+                    self._path,
+                    runner="pooling",
+                    convert="embed",
+                    pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False),
+                    **args,
+                )
+            except Exception as exc:
+                message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise BackendError(
+                    f"vLLM could not start a pooling engine for {self._name!r}: {message}"
+                ) from exc
+        return self._pooler
+
+    def _score_with_transformers(
+        self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None
+    ) -> list[PromptScores]:
+        """Exact entropy (and hidden vectors) from a separate torch forward pass on the same weights and
+        token ids."""
         scorer = self._transformers_scorer()
         for prompt in prompts:
             mine, theirs = self._render(prompt), render_prompt_ids(scorer.tokenizer, prompt)  # type: ignore[attr-defined]
@@ -421,7 +519,7 @@ class VLLMBackend(Backend):
                     f"{self._name}: transformers renders a prompt to other token ids than vLLM "
                     f"({len(theirs)} vs {len(mine)} tokens); use exact_entropy=vllm or entropy=topk"
                 )
-        return scorer.score(prompts)
+        return scorer.score(prompts, hidden)
 
     def _transformers_scorer(self) -> Backend:
         if self._torch_scorer is None:
@@ -480,10 +578,11 @@ class VLLMBackend(Backend):
         if self._torch_scorer is not None:
             self._torch_scorer.close()
             self._torch_scorer = None
-        if llm is not None:
-            core = getattr(llm.llm_engine, "engine_core", None)
+        for engine in (llm, self._pooler):
+            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
             if core is not None and hasattr(core, "shutdown"):
                 core.shutdown()
+        self._pooler = None
 
     # --- helpers ------------------------------------------------------------------------------------
     def _render(self, prompt: Prompt) -> list[int]:

@@ -34,9 +34,8 @@ from tandem_lm_eval.calibration.replay import (
     oracle,
     replay,
 )
-from tandem_lm_eval.calibration.tables import RowTable, row_table, stage_table
+from tandem_lm_eval.calibration.tables import HiddenVectors, RowTable, row_table, stage_table
 from tandem_lm_eval.data.records import QuestionRecord
-from tandem_lm_eval.judgment.features import FEATURE_NAMES
 
 
 class _Scorer:
@@ -106,14 +105,16 @@ def analyze_records(
     importance_repeats: int = 10,
     mentor_params: float | None = None,
     intern_params: float | None = None,
+    hidden: HiddenVectors | None = None,
 ) -> dict:
-    """The held-out report of ``clf`` on labelled records (see the module docstring)."""
+    """The held-out report of ``clf`` on labelled records (see the module docstring); a hidden-state
+    judge reads its vectors from ``hidden`` (tables.hidden_vectors)."""
     from sklearn.calibration import calibration_curve
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import brier_score_loss, precision_recall_fscore_support, roc_auc_score
 
     card = clf.card
-    rows = row_table(records, card.feature_span)
+    rows = row_table(records, card.feature_span, card.spec, hidden)
     s = scores_of(clf, rows, records)
     table = stage_table(records, lambda r: s, rows, mentor_params, intern_params)
     thresholds = question_thresholds(clf, records)
@@ -134,15 +135,19 @@ def analyze_records(
             **{f"auc_{k}": v for k, v in bootstrap_auc(rows.y[m], s[m], resamples, seed).items()},
         }
     frac_pos, mean_pred = calibration_curve(rows.y, s, n_bins=10, strategy="quantile")
-    importance = permutation_importance(
-        _Scorer(lambda X: _rescore(clf, X, rows, records)),
-        rows.X,
-        rows.y,
-        scoring=lambda est, X, y: roc_auc_score(y, est.score_rows(X)) if len(np.unique(y)) == 2 else 0.5,
-        n_repeats=importance_repeats,
-        random_state=seed,
-    )
-    order = np.argsort(-importance.importances_mean)
+    # Importance of each named statistic; hidden units one by one mean nothing, so they are left out.
+    names = card.spec.statistics_names()
+    importance = None
+    if names:
+        importance = permutation_importance(
+            _Scorer(lambda X: _rescore(clf, _with_columns(rows.X, X), rows, records)),
+            rows.X[:, : len(names)],
+            rows.y,
+            scoring=lambda est, X, y: roc_auc_score(y, est.score_rows(X)) if len(np.unique(y)) == 2 else 0.5,
+            n_repeats=importance_repeats,
+            random_state=seed,
+        )
+    order = np.argsort(-importance.importances_mean) if importance is not None else []
     policies = {
         "intern_only": intern_only(table),
         **{f"fixed:{t}": fixed_stage(table, t) for t in range(1, table.num_stages)},
@@ -154,6 +159,7 @@ def analyze_records(
             "kind": getattr(clf, "kind", "mlp"),
             "feature_set": card.feature_set,
             "feature_span": card.feature_span,
+            "hidden": None if card.hidden is None else card.hidden.to_dict(),
             # one vector, or one per group of a per-group classifier
             "thresholds": list(thresholds[0])
             if len(set(thresholds)) == 1
@@ -176,7 +182,7 @@ def analyze_records(
         "policies": {name: result.summary() for name, result in policies.items()},
         "permutation_importance": [
             {
-                "feature": FEATURE_NAMES[i],
+                "feature": names[i],
                 "auc_drop": float(importance.importances_mean[i]),
                 "std": float(importance.importances_std[i]),
             }
@@ -217,6 +223,13 @@ def replay_each(table: StageTable, thresholds: Sequence[tuple[float, ...]]) -> R
             out[idx] = getattr(result, name)
         merged[name] = out
     return ReplayResult(**merged, num_stages=table.num_stages)
+
+
+def _with_columns(X_all: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The full input with its first columns (the statistics) replaced by ``first``."""
+    if first.shape[1] == X_all.shape[1]:
+        return first
+    return np.hstack([first, X_all[:, first.shape[1] :]])
 
 
 def _rescore(clf, X, rows: RowTable, records) -> np.ndarray:
@@ -291,9 +304,14 @@ def to_markdown(report: dict, title: str = "Classifier analysis") -> str:
             f"| {name} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | {v['mean_intern_tokens']:.1f} | "
             f"{v['mean_tflops']:.3f} | {format_distribution(v)} |"
         )
-    lines += ["", "## Permutation importance (AUC drop)", "", "| feature | drop | std |", "|---|---|---|"]
-    for v in report["permutation_importance"][:10]:
-        lines.append(f"| {v['feature']} | {v['auc_drop']:.4f} | {v['std']:.4f} |")
+    if report["permutation_importance"]:
+        lines += ["", "## Permutation importance (AUC drop)", "", "| feature | drop | std |", "|---|---|---|"]
+        for v in report["permutation_importance"][:10]:
+            lines.append(f"| {v['feature']} | {v['auc_drop']:.4f} | {v['std']:.4f} |")
+    if "judges" in report:
+        from tandem_lm_eval.calibration.judges_table import judges_markdown
+
+        lines += ["", judges_markdown(report["judges"])]
     return "\n".join(lines) + "\n"
 
 

@@ -39,11 +39,12 @@ from tandem_lm_eval.calibration.objectives import (
     choose_thresholds,
 )
 from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-from tandem_lm_eval.calibration.tables import RowTable, TableError, row_table, stage_table
+from tandem_lm_eval.calibration.tables import HiddenVectors, RowTable, TableError, row_table, stage_table
 from tandem_lm_eval.calibration.threshold_grid import threshold_grid
 from tandem_lm_eval.data.records import QuestionRecord
-from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SET, FEATURE_SPANS
+from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.judges import JudgeSpec
 from tandem_lm_eval.judgment.loading import make_classifier
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ class FitSettings:
     min_group_questions: int = 30
     mentor_params: float | None = None
     intern_params: float | None = None
+    # What the classifier reads (judges.py; default tandem-v2 over ``span``) and, for a hidden-state
+    # judge, the vectors of the records by (question hash, stage) (tables.hidden_vectors).
+    judge: JudgeSpec | None = None
+    hidden: HiddenVectors | None = None
+
+    @property
+    def spec(self) -> JudgeSpec:
+        return self.judge or JudgeSpec(span=self.span)
+
+    def rows(self, records: Sequence[QuestionRecord]) -> RowTable:
+        return row_table(records, self.span, self.spec, self.hidden)
 
 
 def split_questions(records: Sequence[QuestionRecord], fraction: float, seed: int) -> np.ndarray:
@@ -94,7 +106,7 @@ def fit_member(rows_train: RowTable, rows_val: RowTable, settings: FitSettings):
             f"the training rows have one label only ({int(rows_train.y.sum())} sufficient of {len(rows_train)}): "
             "nothing to learn; collect more questions"
         )
-    clf = make_classifier(settings.kind, **(settings.params or {}))
+    clf = make_classifier(settings.kind, settings.spec, **(settings.params or {}))
     clf.fit(rows_train.X, rows_train.y, rows_val.X, rows_val.y)
     return clf
 
@@ -206,8 +218,8 @@ def _group_by(records: Sequence[QuestionRecord]) -> str:
 
 
 def _fit_one(train_records, val_records, settings: FitSettings):
-    rows_train = row_table(train_records, settings.span)
-    rows_val = row_table(val_records, settings.span)
+    rows_train = settings.rows(train_records)
+    rows_val = settings.rows(val_records)
     if settings.policy == "route":  # a router judges the question alone: stage-0 rows only
         clf = fit_member(
             rows_train.subset(rows_train.stage == 0), rows_val.subset(rows_val.stage == 0), settings
@@ -220,8 +232,9 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     choice, front, baselines = choose_for(clf, tune_records, tune_rows, settings)
     first = (train_records or val_records)[0]
     card = clf.card
-    card.feature_set = FEATURE_SET
+    card.feature_set = settings.spec.feature_set
     card.feature_span = settings.span
+    card.hidden = settings.spec.hidden
     card.intern_model = first.intern_model
     card.entropy_method = first.entropy_method
     card.budgets = list(first.budgets)
@@ -234,7 +247,9 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     report = {
         "kind": settings.kind,
         "policy": settings.policy,
+        "feature_set": settings.spec.feature_set,
         "span": settings.span,
+        **({"hidden": settings.spec.hidden.to_dict()} if settings.spec.hidden is not None else {}),
         "questions": {"train": len(train_records), "validation": len(val_records)},
         "rows": {"train": len(rows_train), "validation": len(rows_val)},
         "positive_rate": {"train": _rate(rows_train.y), "validation": _rate(rows_val.y)},

@@ -11,11 +11,19 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
     """A README for the classifier folder: how it was made and how it did on held-out rows."""
     card = clf.card
     choice = report["threshold_choice"]
+    reads = f"`{card.feature_set}` features (span `{card.feature_span}`)"
+    if card.hidden is not None:
+        h = card.hidden
+        reads = (
+            f"`{card.feature_set}`: the intern's hidden state, layer {h.layer} of {h.num_layers} at `{h.position}` "
+            f"({h.hidden_size} units)"
+            + (f", with the LoRA adapter in `adapter/` (sha256 {h.adapter_id[:16]}...)" if h.adapter else "")
+        )
     lines = [
         f"# Sufficiency classifier `{name}`",
         "",
-        f"{report['kind']} over `{card.feature_set}` features (span `{card.feature_span}`), intern "
-        f"`{card.intern_model}`, entropy `{card.entropy_method}`, budgets {card.budgets}.",
+        f"{report['kind']} over {reads}, intern `{card.intern_model}`, entropy `{card.entropy_method}`, "
+        f"budgets {card.budgets}.",
         "",
         "## How it was made",
         f"- {provenance['date']} on {provenance['machine']}: `{provenance['command']}`",
@@ -53,9 +61,9 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
     lines += [
         "",
         "## Limits",
-        "Trained for this intern, entropy method and feature span only: the loader refuses another intern or "
-        "entropy method, and lm_eval refuses to evaluate it on its own training questions. Held-out test "
-        "results: `tandem-lm-eval analyze` (docs/classifier.md).",
+        "Trained for this intern, entropy method and feature span (or hidden layer and size) only: the loader "
+        "refuses another intern, entropy method or hidden size, and lm_eval refuses to evaluate it on its own "
+        "training questions. Held-out test results: `tandem-lm-eval analyze` (docs/classifier.md).",
         "",
     ]
     return "\n".join(lines)

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from tandem_lm_eval.calibration.replay import StageTable
+from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord
 from tandem_lm_eval.judgment.features import NUM_FEATURES, check_span
+from tandem_lm_eval.judgment.judges import JudgeError, JudgeSpec, judge_input, needs_statistics
+
+# Hidden vectors of records by (question hash, stage), as read from their side files.
+HiddenVectors = dict[tuple[str, int], np.ndarray]
 
 
 class TableError(ValueError):
@@ -25,7 +31,7 @@ class RowTable:
     question: np.ndarray  # index into the record list
     stage: np.ndarray
     group: np.ndarray  # object array of str | None
-    X: np.ndarray  # (n, NUM_FEATURES)
+    X: np.ndarray  # (n, width of the judge's input): 17 statistics and/or the hidden units
     y: np.ndarray  # 0/1
 
     def subset(self, mask: np.ndarray) -> RowTable:
@@ -59,24 +65,46 @@ def check_records(records: Sequence[QuestionRecord], need_labels: bool = True) -
     return counts.pop()
 
 
-def row_table(records: Sequence[QuestionRecord], span: str) -> RowTable:
+def row_table(
+    records: Sequence[QuestionRecord],
+    span: str,
+    judge: JudgeSpec | None = None,
+    hidden: HiddenVectors | None = None,
+) -> RowTable:
+    """Rows of the judge's input (default: ``tandem-v2`` over ``span``); a hidden-state judge reads its
+    vectors from ``hidden`` (``hidden_vectors``)."""
     check_span(span)
     check_records(records)
+    judge = judge or JudgeSpec(span=span)
+    reads_statistics = needs_statistics(judge.feature_set)
+    if judge.hidden is not None and hidden is None:
+        raise TableError(f"the judge reads hidden vectors ({judge.hidden.key}): none were given")
     question, stage, group, X, y = [], [], [], [], []
     for i, rec in enumerate(records):
         for s in rec.stages:
             if not s.usable:
                 continue
             vector = s.features.get(span)
-            if vector is None:
+            if vector is None and reads_statistics:
                 raise TableError(
                     f"record {rec.task} doc {rec.doc_id} stage {s.stage} has no features over span {span!r} "
                     f"(it has {sorted(s.features)})"
                 )
-            if len(vector) != NUM_FEATURES:
+            if reads_statistics and len(vector) != NUM_FEATURES:
                 raise TableError(
                     f"record {rec.task} doc {rec.doc_id}: {len(vector)} features, not {NUM_FEATURES}"
                 )
+            if judge.hidden is not None:
+                h = hidden.get((rec.question_hash, s.stage))
+                if h is None:
+                    raise TableError(
+                        f"record {rec.task} doc {rec.doc_id} stage {s.stage} has no hidden vector "
+                        f"{judge.hidden.key!r}: add it with `tandem-lm-eval complete-hidden`"
+                    )
+                try:
+                    vector = judge_input(judge, vector, {judge.hidden.key: h})
+                except JudgeError as exc:
+                    raise TableError(f"record {rec.task} doc {rec.doc_id} stage {s.stage}: {exc}") from None
             question.append(i)
             stage.append(s.stage)
             group.append(rec.group)
@@ -86,9 +114,38 @@ def row_table(records: Sequence[QuestionRecord], span: str) -> RowTable:
         np.array(question, dtype=int),
         np.array(stage, dtype=int),
         np.array(group, dtype=object),
-        np.array(X, dtype=np.float64).reshape(-1, NUM_FEATURES),
+        np.array(X, dtype=np.float64).reshape(-1, judge.width),
         np.array(y, dtype=int),
     )
+
+
+def hidden_file_meta(records_paths: Sequence[str | Path]) -> dict:
+    """The intern, layer count and hidden size the records' side file was written with."""
+    with HiddenFile(hidden_path_for(records_paths[0])) as side:
+        meta = side.meta()
+    if "hidden_size" not in meta:
+        raise TableError(f"{hidden_path_for(records_paths[0])} holds no hidden vectors yet")
+    return meta
+
+
+def hidden_vectors(records_paths: Sequence[str | Path], key: str) -> tuple[HiddenVectors, dict]:
+    """The vectors named ``key`` from the side files of these record files, and the files' meta
+    (intern, layers, hidden size), which must agree."""
+    vectors: HiddenVectors = {}
+    metas = []
+    for path in records_paths:
+        with HiddenFile(hidden_path_for(path)) as side:
+            metas.append(side.meta())
+            vectors.update(side.read_key(key))
+    shapes = {(m.get("num_layers"), m.get("hidden_size")) for m in metas}
+    if len(shapes) != 1:
+        raise TableError(f"the hidden side files come from different interns: {sorted(map(str, shapes))}")
+    if not vectors:
+        raise TableError(
+            f"no hidden vectors named {key!r} next to {', '.join(map(str, records_paths))}: add them with "
+            "`tandem-lm-eval complete-hidden` (layers/adapter as the judge reads)"
+        )
+    return vectors, metas[0]
 
 
 def stage_table(

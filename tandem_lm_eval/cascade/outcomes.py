@@ -24,6 +24,10 @@ class StageRecord:
     features_by_span: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     spans: dict[str, tuple[tuple[int, int], ...]] | None = None
     prompt_tokens: int = 0  # length of the rendered intern prompt
+    # the intern's hidden vectors read in the scoring pass (common/hidden_keys.py names them)
+    hidden: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # what the classifier read: ``features`` for tandem-v2, else the hidden vector (and features)
+    judge_input: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         """A JSON-safe dict (features as lists of floats): one stage of a trace or collect record."""
@@ -36,7 +40,15 @@ class StageRecord:
             "prompt_tokens": self.prompt_tokens,
             "spans": None if self.spans is None else {k: [list(r) for r in v] for k, v in self.spans.items()},
             "features": {k: [float(x) for x in v] for k, v in self.features_by_span.items()},
+            "hidden": {k: float32_list(v) for k, v in self.hidden.items()} or None,
         }
+
+
+def float32_list(vector: np.ndarray) -> list[float]:
+    """A float32 vector as JSON numbers: each the shortest decimal that reads back as the same float32."""
+    return [
+        float(np.format_float_positional(x, unique=True, trim="-")) for x in np.asarray(vector, np.float32)
+    ]
 
 
 @dataclass

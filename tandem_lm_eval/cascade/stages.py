@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tandem_lm_eval.backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
+from tandem_lm_eval.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    HiddenRequest,
+    Prompt,
+)
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -32,6 +39,7 @@ from tandem_lm_eval.cascade.prompts import Question, insights_text, intern_promp
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.pricing import TokenPrices
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
+from tandem_lm_eval.judgment.judges import JudgeError, judge_input, needs_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +79,12 @@ class Cascade:
         intern_prices: TokenPrices | None = None,
         group_policies: dict[str, StopPolicy] | None = None,
         all_feature_spans: bool = False,
+        hidden: HiddenRequest | None = None,
     ) -> None:
         """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
         (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
-        group), ``policy`` for every other request."""
+        group), ``policy`` for every other request; ``hidden``: the intern's hidden vectors to read in
+        the scoring pass (a hidden-state judge's, or a collect's)."""
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
@@ -88,6 +98,10 @@ class Cascade:
         self.group_policies = dict(group_policies or {})
         card = getattr(classifier, "card", None)
         self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
+        self.judge = card.spec if card is not None else None  # what the classifier reads (judges.py)
+        if self.judge is not None and self.judge.hidden is not None and hidden is None:
+            raise ValueError(f"the classifier reads hidden vectors ({self.judge.hidden.key}): give hidden=")
+        self.hidden = hidden
         self.budgets = budgets
         self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
         self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
@@ -275,26 +289,38 @@ class Cascade:
                 prev = st.stages[stage - 1]
                 rec.score, rec.features = prev.score, prev.features
                 rec.features_by_span, rec.spans = prev.features_by_span, prev.spans
+                rec.hidden, rec.judge_input = prev.hidden, prev.judge_input
                 continue
             todo.append(i)
         if not todo:
             return
         t0 = time.perf_counter()
-        scores = self.intern.score([states[i].prompts[stage] for i in todo])
+        prompts = [states[i].prompts[stage] for i in todo]
+        scores = (
+            self.intern.score(prompts) if self.hidden is None else self.intern.score(prompts, self.hidden)
+        )
         t1 = time.perf_counter()
+        reads_statistics = self.judge is None or needs_statistics(self.judge.feature_set)
         for i, sc in zip(todo, scores):
             rec = states[i].stages[stage]
             rec.spans = sc.spans
             spans = None if (all_spans or self.all_feature_spans) else (self.feature_span,)
             rec.features_by_span = _features_by_span(sc, spans)
-            if self.feature_span not in rec.features_by_span:
+            rec.hidden = dict(sc.hidden or {})
+            if reads_statistics and self.feature_span not in rec.features_by_span:
                 raise BackendError(
                     f"the classifier reads features over span {self.feature_span!r}, which the intern "
                     f"backend {self.intern.name!r} could not locate (no token spans of Q and I_t)"
                 )
-            rec.features = rec.features_by_span[self.feature_span]
+            rec.features = rec.features_by_span.get(self.feature_span)
+            rec.judge_input = rec.features
+            if self.judge is not None and self.judge.hidden is not None:
+                try:
+                    rec.judge_input = judge_input(self.judge, rec.features, rec.hidden)
+                except JudgeError as exc:
+                    raise BackendError(f"intern backend {self.intern.name!r}: {exc}") from None
         if self.classifier is not None:
-            X = np.stack([states[i].stages[stage].features for i in todo])
+            X = np.stack([states[i].stages[stage].judge_input for i in todo])
             groups = [states[i].question.group for i in todo]
             if hasattr(self.classifier, "for_group"):
                 s = self.classifier.sufficiency(X, groups)

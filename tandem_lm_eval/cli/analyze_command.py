@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tandem_lm_eval.calibration.analysis import analyze_records, to_markdown, trace_summary
-from tandem_lm_eval.calibration.tables import TableError
+from tandem_lm_eval.calibration.tables import TableError, hidden_vectors
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.loading import load_classifier_folder
 
@@ -15,7 +15,12 @@ from tandem_lm_eval.judgment.loading import load_classifier_folder
 # --- command line ----------------------------------------------------------------------------------
 def add_analyze_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", type=Path, nargs="+", required=True, help="collect (or trace) records")
-    p.add_argument("--classifier", help="classifier folder (needed for labelled records)")
+    p.add_argument(
+        "--classifier",
+        nargs="+",
+        help="classifier folder (needed for labelled records); several: Table 8 compares them as judges, "
+        "the first gets the full report",
+    )
     p.add_argument("--out", type=Path, help="write <out>.md and <out>.json (default: print Markdown)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for AUC intervals")
     p.add_argument("--seed", type=int, default=0)
@@ -35,14 +40,19 @@ def run_analyze(args) -> int:
     else:
         if not args.classifier:
             raise TableError("labelled records need --classifier to analyze")
-        clf = load_classifier_folder(_classifier_path(args.classifier))
-        seen = clf.card.training_questions
-        overlap = sum(r.question_hash in seen for r in records)
-        if overlap and not args.allow_training_overlap:
-            raise TableError(
-                f"{overlap} of {len(records)} questions are among the classifier's training questions: a "
-                "held-out report needs questions it never saw (--allow-training-overlap to analyze anyway)"
-            )
+        judges = {}
+        for name in args.classifier:
+            clf = load_classifier_folder(classifier_folder(name))
+            seen = clf.card.training_questions
+            overlap = sum(r.question_hash in seen for r in records)
+            if overlap and not args.allow_training_overlap:
+                raise TableError(
+                    f"{overlap} of {len(records)} questions are among the classifier's training questions "
+                    f"({name}): a held-out report needs questions it never saw (--allow-training-overlap to "
+                    "analyze anyway)"
+                )
+            judges[Path(name).name] = (clf, judge_vectors(clf, args.records))
+        first, (clf, hidden) = next(iter(judges.items()))
         report = analyze_records(
             records,
             clf,
@@ -50,7 +60,9 @@ def run_analyze(args) -> int:
             seed=args.seed,
             mentor_params=args.mentor_num_params,
             intern_params=args.intern_num_params,
+            hidden=hidden,
         )
+        report["judges"] = compare_judges(records, judges, args)
     markdown = to_markdown(report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +74,30 @@ def run_analyze(args) -> int:
     return 0
 
 
-def _classifier_path(name: str) -> Path:
+def judge_vectors(clf, records_paths):
+    """The hidden vectors a classifier reads, from the records' side files (None for tandem-v2)."""
+    hidden = clf.card.hidden
+    return None if hidden is None else hidden_vectors(records_paths, hidden.key)[0]
+
+
+def compare_judges(records, judges: dict, args) -> dict:
+    """Table 8 over the classifiers given: each one's replayed cascade per group and AUC per stage."""
+    from tandem_lm_eval.calibration.analysis import bootstrap_auc, question_thresholds, replay_each, scores_of
+    from tandem_lm_eval.calibration.judges_table import JudgeRows, judges_table
+    from tandem_lm_eval.calibration.tables import row_table, stage_table
+
+    rows_of = []
+    table = None
+    for name, (clf, hidden) in judges.items():
+        rows = row_table(records, clf.card.feature_span, clf.card.spec, hidden)
+        s = scores_of(clf, rows, records)
+        table = stage_table(records, lambda r, s=s: s, rows, args.mentor_num_params, args.intern_num_params)
+        result = replay_each(table, question_thresholds(clf, records))
+        rows_of.append(JudgeRows(name, clf.card.feature_set, rows, s, result))
+    return judges_table(records, table, rows_of, lambda y, s: bootstrap_auc(y, s, args.resamples, args.seed))
+
+
+def classifier_folder(name: str) -> Path:
     from tandem_lm_eval.data.resources import classifiers_dir
 
     path = Path(name).expanduser()

@@ -124,7 +124,32 @@ def _parser() -> argparse.ArgumentParser:
         "--chunk", type=int, default=32, help="questions per batch (records are written per chunk)"
     )
     c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
+    c.add_argument(
+        "--hidden-layers",
+        default=None,
+        help="also keep the intern's hidden vectors of these layers ('last', an index, a fraction of the "
+        "depth such as 0.7; comma-separated) in <out>.hidden.sqlite, for hidden-state judges",
+    )
     c.set_defaults(func=_collect)
+
+    h = sub.add_parser(
+        "complete-hidden",
+        help="add the intern's hidden vectors to collected records (intern forward passes only)",
+    )
+    task_args(h)
+    h.add_argument("--records", type=Path, required=True, help="the collect's JSONL records")
+    h.add_argument(
+        "--model_args", default="", help="the intern as the collect named it: intern=...,<role>_..."
+    )
+    h.add_argument("--hidden-layers", default="last", help="layers to keep (as collect --hidden-layers)")
+    h.add_argument(
+        "--classifier",
+        default=None,
+        help="a hidden_lora classifier: the vectors of the intern with its adapter",
+    )
+    h.add_argument("--out", type=Path, default=None, help="the side file (default: <records>.hidden.sqlite)")
+    h.add_argument("--chunk", type=int, default=32, help="questions per batch (as the collect's --chunk)")
+    h.set_defaults(func=_complete_hidden)
 
     o = sub.add_parser("oracle-mentor", help="write a recorded mentor from a task's reference solutions")
     task_args(o)
@@ -243,13 +268,63 @@ def _collect(args) -> int:
         threshold=args.label_threshold,
     )
     source.check()  # --metric and --filter exist, before any model loads
-    stats = collect(make_explorer(model_args), questions, source, args.out, chunk=args.chunk)
+    explorer = make_explorer(model_args, hidden_layers=args.hidden_layers)
+    stats = collect(explorer, questions, source, args.out, chunk=args.chunk)
     kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "
         f"({stats.skipped} already there){kept}"
     )
     return 0
+
+
+def _complete_hidden(args) -> int:
+    from tandem_lm_eval.common.options import parse_model_args
+    from tandem_lm_eval.data.records import load_records
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_config, intern_for
+
+    records = load_records([args.records])  # the inputs first: a bad file is reported before any model loads
+    model_args = parse_model_args(args.model_args)
+    intern_config(model_args)
+    adapter, layers = None, args.hidden_layers
+    if args.classifier:
+        adapter, layers = _classifier_adapter(args.classifier)
+    questions, _ = _task_questions(args)
+    by_key = {(q.task, q.doc_hash): q for q in questions}
+    intern, identity, thinking = intern_for(model_args)
+    try:
+        stats = complete_hidden(
+            records,
+            by_key,
+            args.records,
+            intern,
+            identity,
+            layers,
+            thinking=thinking,
+            adapter=adapter,
+            out=args.out,
+            chunk=args.chunk,
+        )
+    finally:
+        intern.close()
+    print(
+        f"complete-hidden: {stats.questions} questions completed ({stats.prompts_scored} prompts scored, "
+        f"{stats.skipped} already complete) in {stats.seconds:.0f} s -> {stats.path}"
+    )
+    return 0
+
+
+def _classifier_adapter(name: str) -> tuple[tuple[str, str], str]:
+    """(adapter folder, adapter id) and the layer of a hidden_lora classifier."""
+    from tandem_lm_eval.cli.analyze_command import classifier_folder
+    from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
+
+    folder = classifier_folder(name)
+    clf = load_classifier_folder(folder)
+    hidden = clf.card.hidden
+    if hidden is None or hidden.adapter is None:
+        raise CommandError(f"classifier {name} has no LoRA adapter (it is not a hidden_lora classifier)")
+    return adapter_of(folder, hidden), str(hidden.layer)
 
 
 def _oracle(args) -> int:

@@ -14,8 +14,21 @@ from tandem_lm_eval.calibration.model_card import model_card
 from tandem_lm_eval.calibration.objectives import (
     Objective,
 )
+from tandem_lm_eval.calibration.tables import hidden_file_meta, hidden_vectors
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
+from tandem_lm_eval.judgment.judges import (
+    DEFAULT_LAYER,
+    DEFAULT_POSITION,
+    FEATURE_SETS,
+    HIDDEN_POSITIONS,
+    STATISTICS,
+    HiddenReading,
+    JudgeSpec,
+    layer_of,
+    needs_adapter,
+    needs_hidden,
+)
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -23,6 +36,36 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", type=Path, nargs="+", required=True, help="collect output (JSONL)")
     p.add_argument("--out", type=Path, required=True, help="classifier folder to write")
     p.add_argument("--span", default=DEFAULT_SPAN, choices=FEATURE_SPANS, help="features over which tokens")
+    p.add_argument(
+        "--features",
+        default=STATISTICS,
+        choices=FEATURE_SETS,
+        help="what the judge reads: Eq. 7 statistics (tandem-v2), the intern's hidden state (hidden), the "
+        "hidden state of the intern with a LoRA adapter trained here (hidden_lora), or statistics + hidden",
+    )
+    p.add_argument(
+        "--hidden-layer",
+        default=DEFAULT_LAYER,
+        help="hidden judges: 'last', an index, or a fraction of the depth",
+    )
+    p.add_argument("--hidden-position", default=DEFAULT_POSITION, choices=HIDDEN_POSITIONS)
+    p.add_argument(
+        "--model_args",
+        default="",
+        help="hidden_lora: the intern as the collect named it (intern=...); the adapter is trained on it",
+    )
+    p.add_argument("--lora-rank", type=int, default=8, help="hidden_lora: LoRA rank r")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="hidden_lora: LoRA alpha")
+    p.add_argument(
+        "--lora-targets", default="q_proj,v_proj", help="hidden_lora: module names the adapter wraps"
+    )
+    p.add_argument(
+        "--lora-epochs", type=float, default=2.0, help="hidden_lora: passes over the training rows"
+    )
+    p.add_argument("--lora-learning-rate", type=float, default=1e-4, help="hidden_lora: AdamW learning rate")
+    p.add_argument(
+        "--lora-max-rows", type=int, default=None, help="hidden_lora: train on at most this many rows (time)"
+    )
     p.add_argument("--kind", default="mlp", choices=KINDS, help="estimator (mlp = the paper's)")
     p.add_argument("--max-epochs", type=int, default=3, help="MLP: epochs (paper: 3)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="MLP: Adam learning rate (paper: 1e-4)")
@@ -111,11 +154,41 @@ def settings_from_args(args) -> FitSettings:
     )
 
 
+def judge_for(args, settings: FitSettings, adapter: dict | None = None) -> FitSettings:
+    """``settings`` with the judge of ``--features`` and, for hidden judges, the records' vectors."""
+    if not needs_hidden(args.features):
+        settings.judge = JudgeSpec(args.features, settings.span)
+        return settings
+    meta = hidden_file_meta(args.records)
+    num_layers, hidden_size = int(meta["num_layers"]), int(meta["hidden_size"])
+    reading = HiddenReading(
+        layer_of(args.hidden_layer, num_layers), num_layers, hidden_size, args.hidden_position, adapter
+    )
+    settings.judge = JudgeSpec(args.features, settings.span, reading)
+    settings.hidden, _ = hidden_vectors(args.records, reading.key)
+    return settings
+
+
 def run_fit(args) -> dict:
     records = load_records(args.records)
     settings = settings_from_args(args)
+    adapter_dir = None
+    if needs_adapter(args.features):
+        if len(args.records) != 1:
+            raise ValueError("--features hidden_lora trains on one record file: join them first")
+        # the LoRA adapter first (the intern fine-tuned on the training split), then its vectors
+        from tandem_lm_eval.workflows.lora_judge import train_adapter_for_fit
+
+        adapter_dir, adapter = train_adapter_for_fit(records, settings, args)
+        settings = judge_for(args, settings, adapter)
+    else:
+        settings = judge_for(args, settings)
     clf, report = fit_records(records, settings, allow_test_rows=args.allow_test_rows)
     clf.save(args.out)
+    if adapter_dir is not None:
+        from tandem_lm_eval.workflows.lora_judge import place_adapter
+
+        place_adapter(adapter_dir, args.out)
     provenance = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs",

@@ -4,6 +4,7 @@ With a subcommand, the classifier workflow (docs/classifier.md), each step one c
 
     tandem-lm-eval oracle-mentor  # write a recorded mentor from a task's reference solutions
     tandem-lm-eval collect        # run a pair over a task's questions, every stage, labelled
+    tandem-lm-eval complete-hidden  # add the intern's hidden vectors to collected records (intern only)
     tandem-lm-eval fit            # train a sufficiency classifier, choose thresholds by an objective
     tandem-lm-eval analyze        # held-out report: per-stage P/R/F1, AUC, routing, cost (no model calls)
     tandem-lm-eval compare CONFIG # Tandem against its baselines: leaderboard and Pareto plots
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("collect", "fit", "analyze", "oracle-mentor", "compare", "store")
+SUBCOMMANDS = ("collect", "complete-hidden", "fit", "analyze", "oracle-mentor", "compare", "store")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,9 @@ class StageEntry:
     prompt_tokens: int = 0
     spans: dict[str, list[list[int]]] | None = None
     features: dict[str, list[float]] = field(default_factory=dict)  # by feature span
+    # the intern's hidden vectors of this stage (trace records of hidden-state judges); collect keeps
+    # them compactly in a side file instead (data/hidden_file.py)
+    hidden: dict[str, list[float]] | None = None
     answer: str | None = None
     intern_tokens: int | None = None
     finish_reason: str | None = None

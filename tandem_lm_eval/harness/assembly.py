@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem_lm_eval.backends import Backend, make_backend
+from tandem_lm_eval.backends.base import HiddenRequest
+from tandem_lm_eval.backends.checkpoint import configured_hidden_shape
 from tandem_lm_eval.backends.store_backed import StoredBackend, store_of
 from tandem_lm_eval.backends.store_keys import fingerprint
 from tandem_lm_eval.cascade.policies import StopPolicy, answerer_of, make_policy
@@ -20,7 +22,8 @@ from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
 from tandem_lm_eval.judgment.card import normalize_model_name
 from tandem_lm_eval.judgment.errors import ClassifierError
-from tandem_lm_eval.judgment.loading import load_classifier_folder
+from tandem_lm_eval.judgment.judges import needs_statistics
+from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
 from tandem_lm_eval.store.run_store import RunStore
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ def build_replica(cfg: TandemConfig) -> Replica:
         intern_prices=cfg.intern.prices,
         group_policies=group_policies(cfg, classifier),
         all_feature_spans=bool(cfg.trace_path),  # a trace records every span; a run reads one
+        hidden=hidden_request_for(classifier, classifier_path(cfg)),
     )
     return Replica(cascade, mentor, intern, mentor_params, intern_params, classifier, thresholds)
 
@@ -138,6 +142,7 @@ def load_classifier(
         )
     clf = load_classifier_folder(path)
     card = clf.card
+    check_judge_before_load(cfg, card, path)
     if not cfg.budgets_given and card.budgets and tuple(card.budgets) != tuple(cfg.budgets):
         logger.info(
             "tandem: budgets %s from classifier %s (no budgets in model_args)", card.budgets, path.name
@@ -178,7 +183,48 @@ def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
     return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in members.items()}
 
 
+def check_judge_before_load(cfg: TandemConfig, card, path: Path) -> None:
+    """A hidden-state judge's needs that can be checked before any model loads: an intern backend that
+    has hidden states, the adapter's files, and the intern's hidden size where its config is at hand."""
+    if card.hidden is None:
+        return
+    if cfg.intern.backend == "openai":
+        raise ClassifierError(
+            f"classifier {path.name} reads the intern's hidden states ({card.feature_set}), which an "
+            "OpenAI-compatible server does not give: use intern_backend=hf or vllm"
+        )
+    if card.hidden.adapter is not None:
+        adapter_of(path, card.hidden)
+    shape = configured_hidden_shape(cfg.intern.model, cfg.intern.options.get("revision"))
+    if shape is not None:
+        check_hidden_shape(card, path, shape)
+
+
+def check_hidden_shape(card, path: Path, shape: tuple[int, int]) -> None:
+    """Refuse a hidden-state judge whose layer or hidden size is not the intern's (never overridable:
+    its input would not have the classifier's width)."""
+    num_layers, hidden_size = shape
+    h = card.hidden
+    if h.hidden_size != hidden_size or h.num_layers != num_layers:
+        raise ClassifierError(
+            f"classifier {path.name} reads {h.hidden_size}-unit hidden states of a {h.num_layers}-layer intern; "
+            f"this intern has {hidden_size} units and {num_layers} layers: train one for this intern"
+        )
+
+
+def hidden_request_for(classifier, path: Path) -> HiddenRequest | None:
+    """What the cascade asks the intern's scoring pass for: the judge's layer (with its adapter)."""
+    card = getattr(classifier, "card", None)
+    if card is None or card.hidden is None:
+        return None
+    h = card.hidden
+    folder, adapter_id = adapter_of(path, h) if h.adapter is not None else (None, None)
+    return HiddenRequest((h.layer,), adapter=folder, adapter_id=adapter_id)
+
+
 def check_classifier_fits_intern(cfg: TandemConfig, clf, path: Path, intern: Backend) -> None:
+    if clf.card.hidden is not None:
+        check_hidden_shape(clf.card, path, intern.hidden_shape())
     problems = []
     clf_budgets = tuple(clf.card.budgets)
     if clf_budgets and clf_budgets != tuple(cfg.budgets):
@@ -195,7 +241,7 @@ def check_classifier_fits_intern(cfg: TandemConfig, clf, path: Path, intern: Bac
             f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
         )
     method = getattr(intern, "entropy_method", "exact")
-    if clf.card.entropy_method != method:
+    if needs_statistics(clf.card.feature_set) and clf.card.entropy_method != method:
         problems.append(
             f"its features used {clf.card.entropy_method!r} entropy, the intern backend gives {method!r}"
         )

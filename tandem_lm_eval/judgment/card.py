@@ -10,11 +10,10 @@ from pathlib import Path
 
 from tandem_lm_eval.judgment.features import (
     DEFAULT_SPAN,
-    FEATURE_NAMES,
     FEATURE_SET,
     check_span,
 )
-from tandem_lm_eval.judgment.scaling import log_scaled_columns
+from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -23,6 +22,12 @@ META_FILE = "classifier.json"
 
 
 HASHES_FILE = "training_questions.txt"
+
+
+# A hidden_lora classifier's LoRA adapter (peft's folder format: safetensors weights + JSON config).
+ADAPTER_FOLDER = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 # 2: tandem-v2 features with a recorded span, estimator kinds, objective and front, per-group folders.
@@ -49,13 +54,24 @@ class ClassifierCard:
     training: dict = field(default_factory=dict)
     # Hashes (prompts.question_hash) of the questions the classifier and thresholds were fit on.
     training_questions: frozenset[str] = frozenset()
+    # What a hidden-state judge reads (layer, position, hidden size, adapter); None for ``tandem-v2``.
+    hidden: HiddenReading | None = None
+
+    @property
+    def spec(self) -> JudgeSpec:
+        """The classifier's input (judges.py): feature set, span, hidden reading."""
+        return JudgeSpec(self.feature_set, self.feature_span, self.hidden)
 
     def to_meta(self) -> dict:
+        spec = self.spec
+        names = spec.statistics_names()
+        hidden = {} if self.hidden is None else {"hidden": self.hidden.to_dict(), "num_features": spec.width}
         return {
             "feature_set": self.feature_set,
-            "feature_names": list(FEATURE_NAMES),
+            "feature_names": names,
+            **hidden,
             "feature_span": self.feature_span,
-            "log_scaled_features": [n for n, c in zip(FEATURE_NAMES, log_scaled_columns()) if c],
+            "log_scaled_features": [n for n, c in zip(names, spec.log_columns()) if c],
             "intern_model": self.intern_model,
             "entropy_method": self.entropy_method,
             "budgets": list(self.budgets),
@@ -69,8 +85,10 @@ class ClassifierCard:
     @classmethod
     def from_meta(cls, meta: dict, folder: Path) -> ClassifierCard:
         hashes = folder / HASHES_FILE
+        hidden = meta.get("hidden")
         return cls(
-            feature_set=meta["feature_set"],
+            feature_set=check_feature_set(meta["feature_set"]),
+            hidden=None if hidden is None else HiddenReading.from_dict(hidden),
             feature_span=check_span(meta.get("feature_span", DEFAULT_SPAN)),
             intern_model=meta.get("intern_model", ""),
             entropy_method=meta.get("entropy_method", "exact"),

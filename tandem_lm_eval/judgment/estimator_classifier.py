@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
+from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.scaling import check_width
 
 
@@ -21,13 +22,22 @@ class EstimatorClassifier:
         self.card = ClassifierCard()
 
     def fit(self, X, y, X_val=None, y_val=None) -> EstimatorClassifier:
-        X = check_width(X)
-        self.estimator.fit(X, y, None if X_val is None else check_width(X_val), y_val)
+        X = np.asarray(X, dtype=np.float64)
+        width = X.shape[1] if X.ndim == 2 else -1
+        X = check_width(X, width, self.card.feature_set)
+        self.estimator.fit(
+            X, y, None if X_val is None else check_width(X_val, width, self.card.feature_set), y_val
+        )
         self.card.training.update(getattr(self.estimator, "training_", {}))
         return self
 
+    @property
+    def num_features(self) -> int:
+        return int(self.estimator.num_features_ or self.card.spec.width)
+
     def sufficiency(self, X) -> np.ndarray:
-        return np.asarray(self.estimator.sufficiency(check_width(X)), dtype=np.float64)
+        X = check_width(X, self.num_features, self.card.feature_set)
+        return np.asarray(self.estimator.sufficiency(X), dtype=np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
         s = self.sufficiency(X)
@@ -50,4 +60,9 @@ class EstimatorClassifier:
         estimator = ESTIMATORS[meta["estimator"]].from_tensors(tensors, meta.get("estimator_params", {}))
         clf = cls(estimator)
         clf.card = card
+        if estimator.num_features_ != card.spec.width:
+            raise ClassifierError(
+                f"{folder}: the estimator reads {estimator.num_features_} features, its card's "
+                f"{card.feature_set} input has {card.spec.width}"
+            )
         return clf

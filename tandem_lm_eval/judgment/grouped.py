@@ -27,7 +27,7 @@ class GroupedClassifier:
         check_group_by(group_by)
         self.members, self.fallback, self.group_by = dict(members), fallback, group_by
         for name, member in self.members.items():
-            for key in ("feature_set", "feature_span", "intern_model", "entropy_method", "budgets"):
+            for key in ("feature_set", "feature_span", "hidden", "intern_model", "entropy_method", "budgets"):
                 if getattr(member.card, key) != getattr(fallback.card, key):
                     raise ClassifierError(
                         f"group {name!r} was trained with {key}={getattr(member.card, key)!r}, the fallback "

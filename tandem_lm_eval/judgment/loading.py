@@ -6,22 +6,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tandem_lm_eval.judgment.card import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, ClassifierCard
+from tandem_lm_eval.judgment.card import (
+    ADAPTER_CONFIG,
+    ADAPTER_FOLDER,
+    ADAPTER_WEIGHTS,
+    FORMAT_VERSION,
+    META_FILE,
+    WEIGHTS_FILE,
+    ClassifierCard,
+)
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.estimator_classifier import EstimatorClassifier
-from tandem_lm_eval.judgment.features import (
-    FEATURE_NAMES,
-    FEATURE_SET,
-)
+from tandem_lm_eval.judgment.features import FEATURE_SET
 from tandem_lm_eval.judgment.grouped import GroupedClassifier
+from tandem_lm_eval.judgment.judges import FEATURE_SETS, HiddenReading, JudgeError, JudgeSpec
 from tandem_lm_eval.judgment.mlp import SufficiencyClassifier
-from tandem_lm_eval.judgment.scaling import log_scaled_columns
 
 
-def make_classifier(kind: str, **params):
-    """A fresh classifier of ``kind``: ``mlp`` (the paper's), ``logistic`` or ``gradient_boosting``."""
+def make_classifier(kind: str, spec: JudgeSpec | None = None, **params):
+    """A fresh classifier of ``kind``: ``mlp`` (the paper's), ``logistic`` or ``gradient_boosting``,
+    for the input ``spec`` describes (default: ``tandem-v2`` over the default span)."""
+    spec = spec or JudgeSpec()
     if kind == "mlp":
-        return SufficiencyClassifier(**params)
+        params.setdefault("log_columns", list(spec.log_columns()))
+        clf = SufficiencyClassifier(**params)
+        clf.card = _card_for(spec)
+        return clf
     from tandem_lm_eval.judgment.estimators import ESTIMATORS, make_estimator
 
     if kind not in ESTIMATORS:
@@ -29,8 +39,14 @@ def make_classifier(kind: str, **params):
             f"unknown classifier kind {kind!r}; valid: mlp, {', '.join(sorted(ESTIMATORS))}"
         )
     if kind == "logistic":  # a linear model needs the heavy-tailed columns on a log scale; trees do not
-        params.setdefault("log_columns", list(log_scaled_columns()))
-    return EstimatorClassifier(make_estimator(kind, **params))
+        params.setdefault("log_columns", list(spec.log_columns()))
+    clf = EstimatorClassifier(make_estimator(kind, **params))
+    clf.card = _card_for(spec)
+    return clf
+
+
+def _card_for(spec: JudgeSpec) -> ClassifierCard:
+    return ClassifierCard(feature_set=spec.feature_set, feature_span=spec.span, hidden=spec.hidden)
 
 
 def load_classifier_folder(folder: str | Path):
@@ -45,10 +61,11 @@ def load_classifier_folder(folder: str | Path):
         raise ClassifierError(f"{meta_path}: invalid JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise ClassifierError(f"{meta_path}: expected a JSON object")
-    if meta.get("feature_set") != FEATURE_SET:
+    if meta.get("feature_set") not in FEATURE_SETS:
         raise ClassifierError(
             f"{folder} was trained on feature set {meta.get('feature_set')!r}; this version computes "
-            f"{FEATURE_SET!r} (features over Q ⊕ I_t, not the chat template): retrain it with "
+            f"{', '.join(map(repr, FEATURE_SETS))} ({FEATURE_SET} = features over Q ⊕ I_t, not the chat "
+            "template): retrain it with "
             "`tandem-lm-eval collect` and `tandem-lm-eval fit` (docs/classifier.md)"
         )
     if meta.get("format_version") != FORMAT_VERSION:
@@ -59,16 +76,23 @@ def load_classifier_folder(folder: str | Path):
             return GroupedClassifier(
                 members, load_classifier_folder(folder / meta["fallback"]), meta["group_by"]
             )
-        if meta.get("feature_names") != list(FEATURE_NAMES):
+        card = ClassifierCard.from_meta(meta, folder)
+        if meta.get("feature_names") != card.spec.statistics_names():
             raise ClassifierError(f"{folder}: feature names differ from {FEATURE_SET}'s: retrain it")
+        if "num_features" in meta and meta["num_features"] != card.spec.width:
+            raise ClassifierError(
+                f"{folder}: num_features {meta['num_features']} does not match its {card.feature_set} "
+                f"input ({card.spec.width})"
+            )
         if not (folder / WEIGHTS_FILE).is_file():
             raise ClassifierError(f"{folder} is not a classifier folder (no {WEIGHTS_FILE})")
-        card = ClassifierCard.from_meta(meta, folder)
         if meta.get("kind") == "mlp":
             return SufficiencyClassifier._from_folder(folder, meta, card)
         return EstimatorClassifier._from_folder(folder, meta, card)
     except ClassifierError:
         raise
+    except JudgeError as exc:
+        raise ClassifierError(f"{folder}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a missing key, a truncated safetensors file (SafetensorError), ...
         raise ClassifierError(f"{folder}: malformed classifier ({type(exc).__name__}: {exc})") from exc
 
@@ -79,3 +103,31 @@ def load_mlp(folder: str | Path) -> SufficiencyClassifier:
     if not isinstance(clf, SufficiencyClassifier):
         raise ClassifierError(f"{folder} holds a {clf.kind} classifier, not an MLP")
     return clf
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def adapter_of(folder: str | Path, hidden: HiddenReading) -> tuple[str, str]:
+    """(adapter folder, adapter id) of a ``hidden_lora`` classifier in ``folder``, its files checked
+    against the card (present, the same sha256) before any model loads."""
+    adapter = Path(folder) / ADAPTER_FOLDER
+    if hidden.adapter is None:
+        raise ClassifierError(f"{folder}: its judge reads no LoRA adapter")
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+        if not (adapter / name).is_file():
+            raise ClassifierError(f"{folder}: its LoRA adapter is missing ({adapter / name})")
+    digest = file_sha256(adapter / ADAPTER_WEIGHTS)
+    if digest != hidden.adapter_id:
+        raise ClassifierError(
+            f"{folder}: {ADAPTER_FOLDER}/{ADAPTER_WEIGHTS} is not the adapter its card names "
+            f"(sha256 {digest[:16]}..., the card says {str(hidden.adapter_id)[:16]}...)"
+        )
+    return str(adapter), digest

@@ -29,10 +29,7 @@ import numpy as np
 
 from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
 from tandem_lm_eval.judgment.errors import ClassifierError
-from tandem_lm_eval.judgment.features import (
-    FEATURE_SET,
-    NUM_FEATURES,
-)
+from tandem_lm_eval.judgment.features import NUM_FEATURES
 from tandem_lm_eval.judgment.scaling import log_scaled_columns, signed_log
 
 
@@ -48,6 +45,7 @@ class SufficiencyClassifier:
         validation_fraction: float = 0.3,
         random_state: int = 42,
         early_stopping: str = "accuracy",
+        log_columns: Sequence[bool] | None = None,
     ) -> None:
         if early_stopping not in ("accuracy", "loss"):
             raise ValueError(
@@ -70,6 +68,10 @@ class SufficiencyClassifier:
         # The paper stops on validation accuracy; with rare positives that plateaus at "never
         # sufficient" from the first epoch, so validation log-loss is offered as well.
         self.early_stopping = early_stopping
+        # Columns put on a signed log scale (JudgeSpec.log_columns); None: tandem-v2's for 17 columns,
+        # none for another width (hidden units).
+        self.log_columns = None if log_columns is None else np.array([bool(c) for c in log_columns])
+        self.num_features: int | None = None  # the input width, fixed by fit (or the card on load)
         self.card = ClassifierCard()
         self._net = None
         self._mean: np.ndarray | None = None
@@ -81,31 +83,46 @@ class SufficiencyClassifier:
         import torch
         from torch import nn
 
+        # Seeded before the layers exist: their initial weights come from the global generator, so a
+        # seed set afterwards would leave the fit depending on whatever ran before it.
+        torch.manual_seed(self.random_state)
         layers: list[nn.Module] = []
-        width = NUM_FEATURES
+        width = self.num_features or NUM_FEATURES
         for h in self.hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(self.dropout)]
             width = h
         layers.append(nn.Linear(width, 1))
-        torch.manual_seed(self.random_state)
         return nn.Sequential(*layers)
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != NUM_FEATURES:
+        width = self.num_features or NUM_FEATURES
+        if X.ndim != 2 or X.shape[1] != width:
             raise ClassifierError(
-                f"expected features of shape (n, {NUM_FEATURES}) ({FEATURE_SET}), got {tuple(X.shape)}"
+                f"expected features of shape (n, {width}) ({self.card.feature_set}), got {tuple(X.shape)}"
             )
         X = X.copy()
-        cols = log_scaled_columns()
+        cols = self._log_mask(width)
         X[:, cols] = signed_log(X[:, cols])
         return X
+
+    def _log_mask(self, width: int) -> np.ndarray:
+        if self.log_columns is not None:
+            if len(self.log_columns) != width:
+                raise ClassifierError(
+                    f"log_columns has {len(self.log_columns)} entries, the features {width}"
+                )
+            return self.log_columns
+        return log_scaled_columns() if width == NUM_FEATURES else np.zeros(width, dtype=bool)
 
     # --- estimator API ------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None) -> SufficiencyClassifier:
         """Train; without an explicit validation set, hold out a stratified ``validation_fraction``."""
         import torch
 
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 2:
+            self.num_features = X.shape[1]
         X = self._prepare(X)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(X) != len(y):
@@ -234,6 +251,8 @@ class SufficiencyClassifier:
         arch, hp = meta["architecture"], meta["hyperparameters"]
         clf = cls(hidden_sizes=arch["hidden_sizes"], dropout=arch["dropout"], **hp)
         clf.card = card
+        clf.num_features = card.spec.width
+        clf.log_columns = card.spec.log_columns()
         clf.history_ = meta.get("history", [])
         weights_path = folder / WEIGHTS_FILE
         tensors = load_file(str(weights_path))

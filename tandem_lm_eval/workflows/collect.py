@@ -7,7 +7,8 @@ One record per question (data/records.py) is appended as each chunk finishes, so
 resumes where it stopped: questions already in the file (same task and document) are skipped.
 
 These records train classifiers (``fit``), evaluate them (``analyze``), and can serve the mentor's
-outputs again (``mentor_backend=recorded``).
+outputs again (``mentor_backend=recorded``). With ``hidden_layers`` the intern's hidden vectors of the
+same scoring pass go to the records' side file (data/hidden_file.py), for hidden-state judges.
 
 Nothing generated is lost: the ``collect`` command runs its models behind a run store beside its
 records (``default_store``: ``runs/train.jsonl`` -> ``runs/train.store.sqlite``) unless model_args name
@@ -23,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tandem_lm_eval.backends.base import Backend, HiddenRequest
 from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
 from tandem_lm_eval.data.records import (
     MentorOutput,
     QuestionRecord,
@@ -45,10 +48,32 @@ class Explorer:
     mentor_model: str
     intern_model: str
     entropy_method: str
+    hidden_meta: dict | None = None  # the intern's name, layers and hidden size, when hidden vectors are kept
 
 
-def make_explorer(model_args: dict) -> Explorer:
-    """Backends and an all-stages cascade from ``--model tandem``-style model_args (no mode)."""
+def hidden_request(
+    intern: Backend, layers: str | None, adapter=None, statistics: bool = True
+) -> HiddenRequest | None:
+    """The layers of ``--hidden-layers`` (``last``, indices, fractions of the depth; comma-separated)
+    as a request to the intern backend; ``adapter``: (folder, id) of a LoRA adapter."""
+    from tandem_lm_eval.judgment.judges import layer_of
+
+    if not layers:
+        return None
+    num_layers, _ = intern.hidden_shape()
+    resolved = tuple(sorted({layer_of(x, num_layers) for x in str(layers).split(",") if x.strip()}))
+    folder, adapter_id = adapter if adapter else (None, None)
+    return HiddenRequest(resolved, adapter=folder, adapter_id=adapter_id, statistics=statistics)
+
+
+def hidden_meta_of(intern: Backend, intern_model: str) -> dict:
+    num_layers, hidden_size = intern.hidden_shape()
+    return {"intern_model": intern_model, "num_layers": num_layers, "hidden_size": hidden_size}
+
+
+def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explorer:
+    """Backends and an all-stages cascade from ``--model tandem``-style model_args (no mode);
+    ``hidden_layers``: also keep the intern's hidden vectors of these layers."""
     from tandem_lm_eval.cascade.policies import FixedStagePolicy
     from tandem_lm_eval.harness.assembly import build_backends, intern_identity
     from tandem_lm_eval.harness.config import TandemConfig
@@ -58,6 +83,8 @@ def make_explorer(model_args: dict) -> Explorer:
     cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
     refuse_replicas(cfg)
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    identity = intern_identity(cfg.intern, intern)
+    hidden = hidden_request(intern, hidden_layers)
     cascade = Cascade(
         mentor,
         intern,
@@ -68,12 +95,14 @@ def make_explorer(model_args: dict) -> Explorer:
         mentor_thinking=cfg.mentor.thinking,
         intern_thinking=cfg.intern.thinking,
         progress=cfg.progress,
+        hidden=hidden,
     )
     return Explorer(
         cascade,
         mentor.model_name if mentor is not None else "",
-        intern_identity(cfg.intern, intern),
+        identity,
         getattr(intern, "entropy_method", "exact"),
+        hidden_meta_of(intern, identity) if hidden is not None else None,
     )
 
 
@@ -128,6 +157,11 @@ def collect(
     t_start = time.perf_counter()
     from tqdm.auto import tqdm
 
+    side = None
+    if explorer.hidden_meta is not None:
+        side = HiddenFile(hidden_path_for(out_path), create=True)
+        side.set_meta(**explorer.hidden_meta)
+
     overall = tqdm(total=len(todo), desc="collect", unit="question", disable=not cascade.progress)
     for start in range(0, len(todo), max(1, chunk)):
         batch = todo[start : start + chunk]
@@ -140,7 +174,14 @@ def collect(
         except Exception as exc:  # the task's own code (its filters or metric): say where, and what was kept
             raise TaskDataError(_judging_failed(exc, batch, cascade)) from exc
         by_question: dict[int, list] = {}
+        vectors: list[HiddenRow] = []
         for (i, outcome), (value, label) in zip(flat, verdicts):
+            if side is not None and outcome.record.usable:
+                vectors += [
+                    HiddenRow(batch[i].question.key, outcome.stage, key, outcome.record.prompt_tokens, vector)
+                    for key, vector in outcome.record.hidden.items()
+                ]
+            outcome.record.hidden = {}  # in the side file, not in the JSONL line
             by_question.setdefault(i, []).append(
                 stage_entry(
                     outcome.record,
@@ -184,6 +225,8 @@ def collect(
                     mode="explore",
                 )
             )
+        if side is not None:  # vectors first: a record in the file always has its vectors
+            side.put_many(vectors)
         stats.questions += write_records(out_path, records)
         overall.update(len(batch))
         logger.info(
@@ -194,6 +237,8 @@ def collect(
             time.perf_counter() - t0,
         )
     overall.close()
+    if side is not None:
+        side.close()
     stats.seconds = time.perf_counter() - t_start
     return stats
 

@@ -240,20 +240,70 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
     from tandem_lm_eval.data.records import load_records
     from tandem_lm_eval.workflows.collect import collect, make_explorer
 
-    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
-    path = config.output / "records" / f"{task}-{key}.jsonl"
+    path = records_path(config, task)
     questions, source = loaded if loaded is not None else task_questions(config, task)
     wanted = {(q.task, q.doc_hash) for q in questions}
     have = {(r.task, r.doc_hash) for r in load_records([path])} if path.is_file() else set()
+    needs = hidden_needs(config)
     if not wanted <= have:
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
-        explorer = make_explorer({**config.model_args, **store_args(config)})
+        layers = ",".join(sorted({str(h.layer) for _, h in needs})) or None
+        explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
         try:
             collect(explorer, questions, source, path, chunk=config.chunk)
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
-    return [by_key[(q.task, q.doc_hash)] for q in questions], source, questions
+    records = [by_key[(q.task, q.doc_hash)] for q in questions]
+    complete_for_judges(config, records, questions, path, needs)
+    return records, source, questions
+
+
+def records_path(config: CompareConfig, task: str) -> Path:
+    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
+    return config.output / "records" / f"{task}-{key}.jsonl"
+
+
+def hidden_needs(config: CompareConfig) -> list[tuple[Path, object]]:
+    """(classifier folder, hidden reading) of each replayed row whose judge reads hidden vectors."""
+    from tandem_lm_eval.judgment.loading import load_classifier_folder
+
+    out = []
+    for row in config.rows:
+        if row.replayed and row.mode.split(":")[0] in ("tandem", "route"):
+            folder = _classifier_path(row, config)
+            hidden = load_classifier_folder(folder).card.hidden
+            if hidden is not None:
+                out.append((folder, hidden))
+    return out
+
+
+def complete_for_judges(config: CompareConfig, records, questions, path: Path, needs) -> None:
+    """Add the hidden vectors a judge reads but the records' side file lacks (a collect made before, or
+    a LoRA-adapted intern's): intern forward passes only."""
+    from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
+    from tandem_lm_eval.judgment.loading import adapter_of
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for
+
+    side = hidden_path_for(path)
+    have = {}
+    if side.is_file():
+        with HiddenFile(side) as f:
+            have = f.keys()
+    usable = sum(s.usable for r in records for s in r.stages)
+    todo = [(folder, h) for folder, h in needs if have.get(h.key, 0) < usable]
+    if not todo:
+        return
+    by_key = {(q.task, q.doc_hash): q for q in questions}
+    intern, identity, thinking = intern_for(config.model_args)
+    try:
+        for folder, h in todo:
+            adapter = adapter_of(folder, h) if h.adapter is not None else None
+            complete_hidden(
+                records, by_key, path, intern, identity, str(h.layer), thinking=thinking, adapter=adapter
+            )
+    finally:
+        _close(intern)
 
 
 def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
@@ -313,7 +363,7 @@ def replayed_entry(
     in order) let a per-group classifier find each question's group by its own rule, as a live run does."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-    from tandem_lm_eval.calibration.tables import row_table, stage_table
+    from tandem_lm_eval.calibration.tables import hidden_vectors, row_table, stage_table
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.judgment.loading import load_classifier_folder
 
@@ -322,8 +372,17 @@ def replayed_entry(
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
         records = _grouped_as_live(clf, records, questions)
-        rows = row_table(records, clf.card.feature_span)
+        hidden = None
+        if clf.card.hidden is not None:
+            hidden, _ = hidden_vectors([records_path(config, task)], clf.card.hidden.key)
+        rows = row_table(records, clf.card.feature_span, clf.card.spec, hidden)
         s = scores_of(clf, rows, records)
+        judged = {
+            "feature_set": clf.card.feature_set,
+            "y": rows.y.tolist(),
+            "stage": rows.stage.tolist(),
+            "s": [float(x) for x in s],
+        }
         table = stage_table(records, lambda r: s, rows)
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
@@ -338,7 +397,8 @@ def replayed_entry(
         else:
             policy = make_policy(row.mode)
             result = fixed_stage(table, policy.last_stage(table.num_stages))
-    return BoardEntry(
+        judged = None
+    entry = BoardEntry(
         name=row.name,
         mode=row.mode,
         task=task,
@@ -350,6 +410,13 @@ def replayed_entry(
         mean_tflops=result.mean_tflops,
         source="replay",
     )
+    if judged is not None:
+        JUDGED[(row.name, task)] = judged
+    return entry
+
+
+# The judged rows of the last replay of each (row, task): labels, stages and scores, for Table 8's AUCs.
+JUDGED: dict[tuple[str, str], dict] = {}
 
 
 def live_entry(
@@ -530,6 +597,54 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     return loaded
 
 
+# --- Table 8 ------------------------------------------------------------------------------------------
+def judges_by_task(config: CompareConfig, entries: list[BoardEntry]) -> dict:
+    """Paper Table 8 from the leaderboard: each row's accuracy per task (the group) and overall, mean
+    TFLOPs, and for every judge (a replayed tandem/route row) its AUC over all rows and per stage."""
+    from tandem_lm_eval.calibration.analysis import bootstrap_auc
+
+    rows = {}
+    for row in config.rows:
+        mine = [e for e in entries if e.name == row.name]
+        if not mine:
+            continue
+        judged = next((JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED), None)
+        rows[row.name] = {
+            "mode": row.mode,
+            "judge_input": judged["feature_set"] if judged else "",
+            "accuracy": {**{e.task: e.accuracy for e in mine}, "all": _weighted(mine, "accuracy")},
+            "mean_tflops": _weighted(mine, "mean_tflops"),
+        }
+    aucs = {}
+    for row in config.rows:
+        judged = [JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED]
+        if not judged:
+            continue
+        y = np.concatenate([np.array(j["y"]) for j in judged])
+        stage = np.concatenate([np.array(j["stage"]) for j in judged])
+        s = np.concatenate([np.array(j["s"]) for j in judged])
+        per = {"all": bootstrap_auc(y, s)}
+        for t in sorted(set(stage.tolist())):
+            per[str(t)] = bootstrap_auc(y[stage == t], s[stage == t])
+        aucs[row.name] = per
+    return {"groups": list(config.tasks), "rows": rows, "auc": aucs}
+
+
+def _weighted(entries: list[BoardEntry], field_name: str) -> float:
+    n = sum(e.questions for e in entries)
+    return float(sum(getattr(e, field_name) * e.questions for e in entries) / max(n, 1))
+
+
+def table8_markdown(table8: dict) -> str:
+    from tandem_lm_eval.calibration.judges_table import judges_markdown
+
+    rows = {name: {"kind": v["judge_input"] or "baseline", **v} for name, v in table8["rows"].items()}
+    text = judges_markdown({**table8, "rows": rows})
+    return text.replace(
+        "\nMentor only: not in collect records (the mentor never answers there); `compare` adds it.\n", "\n"
+    )
+
+
 # --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
     loaded = preflight(config)
@@ -548,9 +663,12 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
                 entries.append(live_entry(row, task, samples, metric, source.threshold))
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(to_markdown(entries))
+    table8 = judges_by_task(config, entries)
+    (out / "leaderboard.md").write_text(to_markdown(entries) + "\n" + table8_markdown(table8))
     (out / "leaderboard.csv").write_text(to_csv(entries))
-    (out / "leaderboard.json").write_text(to_json(entries, {"tasks": config.tasks, "limit": config.limit}))
+    (out / "leaderboard.json").write_text(
+        to_json(entries, {"tasks": config.tasks, "limit": config.limit, "table8": table8})
+    )
     for task in config.tasks:
         plot_task([e for e in entries if e.task == task], out / f"{task}.png")
     return entries

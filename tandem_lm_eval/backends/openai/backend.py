@@ -39,6 +39,7 @@ from tandem_lm_eval.backends.base import (
     BackendError,
     Generation,
     GenerationRequest,
+    HiddenRequest,
     Prompt,
     PromptScores,
 )
@@ -65,6 +66,12 @@ from tandem_lm_eval.backends.rendering import render_prompt_ids, resolve_model_p
 from tandem_lm_eval.common.options import as_choice, as_count, as_float, as_int, converted
 
 logger = logging.getLogger(__name__)
+
+# A server's completions and chat endpoints return tokens and log-probabilities, never hidden states.
+HIDDEN_REFUSAL = (
+    "an OpenAI-compatible server gives no hidden states, which this judge reads: run the intern locally "
+    "(intern_backend=hf or vllm, hidden states from the same weights), or use a tandem-v2 classifier"
+)
 
 Endpoint = Literal["completions", "chat"]
 
@@ -370,7 +377,9 @@ class OpenAIBackend(Backend):
         )
 
     # --- scoring ------------------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt]) -> list[PromptScores]:
+    def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        if hidden is not None:
+            raise BackendError(HIDDEN_REFUSAL)
         return self.server.run_all(self._score_one, prompts, key=_affinity)
 
     def _score_one(self, prompt: Prompt, abort: threading.Event | None) -> PromptScores:
