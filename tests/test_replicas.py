@@ -162,6 +162,26 @@ def test_two_replicas_give_one_process_results(tmp_path, tiny_model_dir, tiny_cl
     assert two.replicas.alive() == [False, False]  # the other one was stopped too
 
 
+def test_a_replica_that_cannot_load_is_one_line_and_leaves_no_worker(tiny_model_dir):
+    """An error while a replica loads (here the demo classifier does not fit the tiny intern, found only
+    once the intern is loaded) ends the start with one line naming the replica; no worker stays."""
+    from tandem_lm_eval.harness.lm import TandemLM
+
+    with pytest.raises(SystemExit) as exc:
+        TandemLM(
+            mentor=str(tiny_model_dir),
+            intern=str(tiny_model_dir),
+            dtype="float32",
+            progress=False,
+            classifier="smollm2-135m-gsm8k",  # the shipped demo classifier, trained for SmolLM2
+            data_parallel_size=2,
+        )
+    message = str(exc.value)
+    assert message.startswith("tandem: replica ") and " of 2: classifier " in message, message
+    assert "it was trained for intern" in message and "\n" not in message
+    assert replica_pids(os.getpid()) == {}
+
+
 # --- through the stock lm_eval command -------------------------------------------------------------------
 def launch(tmp_path: Path, name: str, model_args: str, limit: int) -> subprocess.Popen:
     out = tmp_path / name

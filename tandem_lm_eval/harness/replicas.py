@@ -30,7 +30,7 @@ import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -128,6 +128,9 @@ class ReplicaPool:
         self._closed = False
         atexit.register(self.close)
         ctx = get_context("spawn")  # never fork: a forked CUDA context is unusable
+        # spawn starts multiprocessing's resource tracker with the first worker; start it now, so it does
+        # not inherit the first worker's environment (its GPUs, TANDEM_REPLICA=0)
+        resource_tracker.ensure_running()
         level = logging.getLogger("tandem_lm_eval").getEffectiveLevel()
         try:
             for k, gpus in enumerate(self.gpu_groups):
