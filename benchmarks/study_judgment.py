@@ -15,8 +15,15 @@ test split the classifiers never saw) are only reported on. Compared, on the sam
 - baselines: logistic regression on the stage alone, and on the stage and log n of the Q ⊕ I_t
   span (length + stage): features are worth something only if they beat them, above all within a
   stage, which is what a per-stage threshold acts on;
-- thresholds of the selected classifier under each objective (chosen on validation), replayed on
-  the test questions beside intern-only, each fixed stage and the oracle.
+- thresholds of the selected classifier under each objective and on each set of tuning rows
+  (validation §2.3, training §3.1, every training question out of fold), replayed on the tuning
+  questions and on the test questions beside intern-only, each fixed stage and the oracle: the
+  validation -> test gap of each objective;
+- which objective should be ``fit``'s default, decided without the test questions: the training
+  questions are split again and again (``--repeats`` times, 1/3 held out), ``fit``'s whole procedure
+  runs on the other 2/3 (classifier on 70%, thresholds by each objective), and each objective is
+  scored on the held-out third. The rule, fixed before the runs: the highest mean held-out accuracy,
+  unless a cheaper objective is within one paired standard error of it (the one-SE rule once more).
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -37,7 +44,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tandem_lm_eval.calibration.analysis import analyze_records, bootstrap_auc  # noqa: E402
-from tandem_lm_eval.calibration.fitting import FitSettings, choose_for, fit_member, split_questions  # noqa: E402
+from tandem_lm_eval.calibration.fitting import (  # noqa: E402
+    FitSettings,
+    choose_for,
+    fit_member,
+    split_questions,
+    threshold_tuning,
+)
 from tandem_lm_eval.calibration.objectives import Objective  # noqa: E402
 from tandem_lm_eval.calibration.replay import fixed_stage, intern_only, oracle, replay
 from tandem_lm_eval.calibration.tables import row_table, stage_table  # noqa: E402
@@ -53,13 +66,39 @@ ESTIMATORS = {
     "logistic": ("logistic", {}),
     "gradient_boosting": ("gradient_boosting", {}),
 }
+# label -> (objective, rows the thresholds are chosen on)
 OBJECTIVES = {
-    "max_accuracy": Objective("max_accuracy"),
-    "max_accuracy, cost <= 60% of fixed:last": Objective("max_accuracy", max_cost_fraction=0.6),
-    "min_cost, accuracy >= 95% of fixed:last": Objective("min_cost", min_accuracy_fraction=0.95),
-    "max_accuracy, stage 0 fallback only": Objective("max_accuracy", stage0="fallback"),
-    "per_stage (v1 rule)": Objective("per_stage"),
+    "max_accuracy": (Objective("max_accuracy"), "validation"),
+    "one_se": (Objective("one_se"), "validation"),
+    "max_accuracy, cv": (Objective("max_accuracy"), "cv"),
+    "one_se, cv": (Objective("one_se"), "cv"),
+    "max_accuracy, train rows (§3.1)": (Objective("max_accuracy"), "train"),
+    "one_se, train rows (§3.1)": (Objective("one_se"), "train"),
+    "per_stage (v1 rule; τ_e per effort level on validation, §2.3)": (Objective("per_stage"), "validation"),
+    "per_stage, train rows (the paper's §3.1 reading)": (Objective("per_stage"), "train"),
+    "per_stage, cv": (Objective("per_stage"), "cv"),
+    "max_accuracy, cost <= 60% of fixed:last": (
+        Objective("max_accuracy", max_cost_fraction=0.6),
+        "validation",
+    ),
+    "min_cost, accuracy >= 95% of fixed:last": (
+        Objective("min_cost", min_accuracy_fraction=0.95),
+        "validation",
+    ),
+    "max_accuracy, stage 0 fallback only": (Objective("max_accuracy", stage0="fallback"), "validation"),
 }
+# the candidates for fit's default: the objectives that need no number from the user
+DEFAULT_CANDIDATES = (
+    "max_accuracy",
+    "one_se",
+    "max_accuracy, cv",
+    "one_se, cv",
+    "max_accuracy, train rows (§3.1)",
+    "one_se, train rows (§3.1)",
+    "per_stage (v1 rule; τ_e per effort level on validation, §2.3)",
+    "per_stage, train rows (the paper's §3.1 reading)",
+    "per_stage, cv",
+)
 LENGTH = FEATURE_NAMES.index("length")
 
 
@@ -122,12 +161,92 @@ def per_stage_diagnostic(train, test, resamples: int) -> dict:
     return out
 
 
+def repeated_splits(records, kind: str, params: dict, repeats: int, held_out: float = 1 / 3) -> dict:
+    """``fit``'s whole procedure under each candidate objective on 2/3 of the training questions,
+    scored on the other third, ``repeats`` times with fresh splits: which objective transfers.
+    Test questions take no part."""
+    from tqdm.auto import tqdm
+
+    per_split: dict[str, list[dict]] = {label: [] for label in DEFAULT_CANDIDATES}
+    fixed_last: list[tuple[float, float]] = []  # the reference: always the whole mentor budget
+    for seed in tqdm(range(repeats), desc="repeated splits"):
+        outer = split_questions(records, held_out, 1000 + seed)
+        inner = [r for r, o in zip(records, outer) if not o]
+        held = [r for r, o in zip(records, outer) if o]
+        mask = split_questions(inner, 0.3, 42)  # fit's own 70/30 split
+        fit_on = [r for r, v in zip(inner, mask) if not v]
+        val_on = [r for r, v in zip(inner, mask) if v]
+        base = FitSettings(span="question_insights", kind=kind, params=params)
+        clf = fit_member(row_table(fit_on, base.span), row_table(val_on, base.span), base)
+        held_rows = row_table(held, base.span)
+        held_table = stage_table(held, lambda r, c=clf: c.sufficiency(r.X), held_rows)
+        last = fixed_stage(held_table, held_table.num_stages - 1)
+        fixed_last.append((last.accuracy, last.mean_tflops))
+        tuning = {}  # rows name -> (records, rows, scores): the out-of-fold fits once per split
+        for label in DEFAULT_CANDIDATES:
+            objective, rows_name = OBJECTIVES[label]
+            settings = FitSettings(
+                span=base.span, kind=kind, params=params, objective=objective, threshold_rows=rows_name
+            )
+            if rows_name not in tuning:
+                tuning[rows_name] = threshold_tuning(fit_on, val_on, settings)
+            tune_records, tune_rows, scores = tuning[rows_name]
+            choice, _, _ = choose_for(clf, tune_records, tune_rows, settings, scores)
+            out = replay(held_table, choice.thresholds, objective.stage0)
+            per_split[label].append(
+                {
+                    "tuning_accuracy": choice.accuracy,
+                    "tuning_tflops": choice.mean_tflops,
+                    "accuracy": out.accuracy,
+                    "tflops": out.mean_tflops,
+                    "early_rate": out.stopped_before_last_rate,
+                }
+            )
+    summary = {}
+    for label, runs in per_split.items():
+        acc = np.array([r["accuracy"] for r in runs])
+        summary[label] = {
+            "tuning_accuracy": float(np.mean([r["tuning_accuracy"] for r in runs])),
+            "held_out_accuracy": float(acc.mean()),
+            "held_out_accuracy_se": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else None,
+            "tuning_tflops": float(np.mean([r["tuning_tflops"] for r in runs])),
+            "held_out_tflops": float(np.mean([r["tflops"] for r in runs])),
+            "held_out_early_rate": float(np.mean([r["early_rate"] for r in runs])),
+        }
+    best = max(summary, key=lambda k: summary[k]["held_out_accuracy"])
+    best_acc = np.array([r["accuracy"] for r in per_split[best]])
+    for label, runs in per_split.items():
+        diff = best_acc - np.array([r["accuracy"] for r in runs])
+        summary[label]["behind_best"] = float(diff.mean())
+        summary[label]["behind_best_se"] = (
+            float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        )
+    as_good = [k for k, v in summary.items() if v["behind_best"] <= (v["behind_best_se"] or 0.0) + 1e-12]
+    chosen = min(as_good, key=lambda k: (summary[k]["held_out_tflops"], -summary[k]["held_out_accuracy"]))
+    return {
+        "repeats": repeats,
+        "held_out_fraction": held_out,
+        "questions": len(records),
+        "estimator": kind,
+        "rule": "highest mean held-out accuracy; the cheapest objective within one paired standard error of it",
+        "best_accuracy": best,
+        "as_good": as_good,
+        "chosen": chosen,
+        "objectives": summary,
+        "fixed_last": {
+            "held_out_accuracy": float(np.mean([a for a, _ in fixed_last])),
+            "held_out_tflops": float(np.mean([c for _, c in fixed_last])),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=Path, nargs="+", required=True)
     parser.add_argument("--test", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, default=Path("docs/judgment-study"))
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=50, help="repeated splits of the training questions")
     args = parser.parse_args()
     t_start = time.perf_counter()
 
@@ -148,7 +267,7 @@ def main() -> None:
     study: dict = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "records": {"train": [str(p) for p in args.train], "test": [str(p) for p in args.test]},
+        "records": {"train": [shown(p) for p in args.train], "test": [shown(p) for p in args.test]},
         "questions": {"train": len(train), "validation": len(val), "test": len(test)},
         "label_rate": {
             "train": label_rates(train),
@@ -198,33 +317,51 @@ def main() -> None:
     best = fitted[("question_insights", candidates[best_key]["estimator"])]
     study["selected"] = {"variant": best_key, "by": "validation AUC (test never used for a choice)"}
 
-    # thresholds under each objective (chosen on validation), replayed on test
+    # thresholds under each objective (chosen on its tuning rows), replayed there and on test
     test_rows = row_table(test, "question_insights")
     test_table = stage_table(test, lambda r: best.sufficiency(r.X), test_rows)
-    val_rows = row_table(val, "question_insights")
+    best_kind, best_params = ESTIMATORS[candidates[best_key]["estimator"]]
     points = {
         "intern_only": intern_only(test_table).summary(),
         **{f"fixed:{t}": fixed_stage(test_table, t).summary() for t in range(1, test_table.num_stages)},
         "oracle": oracle(test_table).summary(),
     }
     choices = {}
-    for label, objective in OBJECTIVES.items():
-        settings = FitSettings(span="question_insights", objective=objective)
-        choice, front, _ = choose_for(best, val, val_rows, settings)
+    for label, (objective, rows_name) in OBJECTIVES.items():
+        settings = FitSettings(
+            span="question_insights",
+            kind=best_kind,
+            params=best_params,
+            objective=objective,
+            threshold_rows=rows_name,
+        )
+        tune_records, tune_rows, scores = threshold_tuning(train, val, settings)
+        choice, front, _ = choose_for(best, tune_records, tune_rows, settings, scores)
+        tested = replay(test_table, choice.thresholds, objective.stage0).summary()
         choices[label] = {
             "thresholds": list(choice.thresholds),
+            "rows": rows_name,
             "feasible": choice.feasible,
-            "validation": choice.result.summary(),
+            "tuning": choice.result.summary(),
+            "tuning_fixed_last": choice.reference,  # fixed:last on the same tuning questions
+            "test": tested,
         }
-        points[f"tandem: {label}"] = replay(test_table, choice.thresholds, objective.stage0).summary()
+        points[f"tandem: {label}"] = tested
         if label == "max_accuracy":
             study["front_points_validation"] = len(front)
     study["objectives"] = choices
     study["test_points"] = points
+    # the selected estimator's evidence, and that of fit's default estimator (the paper's MLP)
+    study["default_evidence"] = {
+        name: repeated_splits(train_all, *ESTIMATORS[name], args.repeats)
+        for name in dict.fromkeys([candidates[best_key]["estimator"], "mlp-paper"])
+    }
 
     # the selected classifier, max_accuracy thresholds: the standard analyze report on test
-    settings = FitSettings(span="question_insights", objective=OBJECTIVES["max_accuracy"])
-    choice, front, _ = choose_for(best, val, val_rows, settings)
+    settings = FitSettings(
+        span="question_insights", objective=OBJECTIVES["max_accuracy"][0], threshold_rows="validation"
+    )
+    choice, front, _ = choose_for(best, val, row_table(val, "question_insights"), settings)
     best.card.thresholds = list(choice.thresholds)
     best.card.feature_span = "question_insights"
     study["analyze_test"] = analyze_records(test, best, resamples=args.resamples)
@@ -236,10 +373,75 @@ def main() -> None:
     print(markdown(study))
 
 
+FIT_DEFAULT = "max_accuracy, cv"  # FitSettings() / fit's command-line defaults
+FORMER_DEFAULT = "max_accuracy"  # on the validation rows, before the default was decided here
+
+
+def decision(study: dict) -> str:
+    """The paragraph that states fit's default and what the evidence and the test say about it."""
+    verdicts = []
+    for name, ev in study["default_evidence"].items():
+        if ev["chosen"] == FIT_DEFAULT:
+            verdicts.append(f"the rule's choice for {name}")
+        elif FIT_DEFAULT in ev["as_good"]:
+            cheaper = (
+                ev["objectives"][FIT_DEFAULT]["held_out_tflops"]
+                - ev["objectives"][ev["chosen"]]["held_out_tflops"]
+            )
+            verdicts.append(
+                f"within one paired SE of the best for {name} (the rule's choice there, {ev['chosen']}, is "
+                f"{cheaper:.2g} TFLOPs per question cheaper, {100 * cheaper / ev['objectives'][FIT_DEFAULT]['held_out_tflops']:.3f}%)"
+            )
+        else:
+            verdicts.append(f"NOT among the best for {name} (the rule chose {ev['chosen']})")
+    new, old = study["objectives"][FIT_DEFAULT], study["objectives"][FORMER_DEFAULT]
+    last = max(
+        (k for k in study["test_points"] if k.startswith("fixed:")), key=lambda k: int(k.split(":")[1])
+    )
+    fixed_last = study["test_points"][last]
+
+    def gap(v):
+        return v["tuning"]["accuracy"] - v["test"]["accuracy"]
+
+    best_test = max(v["test"]["accuracy"] for v in study["objectives"].values())
+    se_cv = study["objectives"]["one_se, cv"]["test"]
+    one_se_note = (
+        f"`one_se` on the same rows is cheaper ({se_cv['mean_tflops']:.3f} TFLOPs) and less accurate "
+        f"({se_cv['accuracy']:.3f}): with this classifier the cheaper vectors within the noise stop early "
+        "on the wrong questions, and the held-out questions show it. "
+        if se_cv["accuracy"] < new["test"]["accuracy"]
+        else ""
+    )
+
+    return (
+        f"**`fit`'s default: `max_accuracy` on `cv` rows** — {'; '.join(verdicts)}. On the test questions, "
+        f"never used for the choice, it gives accuracy {new['test']['accuracy']:.3f} at "
+        f"{new['test']['mean_tflops']:.3f} TFLOPs against {old['test']['accuracy']:.3f} at "
+        f"{old['test']['mean_tflops']:.3f} for the former default (`max_accuracy` on the validation rows), with "
+        f"a tuning -> test gap of {gap(new):+.3f} against {gap(old):+.3f}. {one_se_note}"
+        f"{'No' if best_test < fixed_last['accuracy'] else 'A'} threshold rule "
+        f"{'beats' if best_test < fixed_last['accuracy'] else 'beats'} answering from the last stage "
+        f"({last}: {fixed_last['accuracy']:.3f} on test; the best objective {best_test:.3f}). "
+        "The paper's own readings stay available: `--objective per_stage --threshold-rows validation` "
+        "(§2.3) or `train` (§3.1)."
+    )
+
+
 def _ci(a: dict) -> str:
     if a.get("auc") is None:
         return "n/a"
     return f"{a['auc']:.3f} [{a['low']:.2f}, {a['high']:.2f}]"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shown(path: Path) -> str:
+    """A record file as the study names it: relative to the repository (never a path of this machine)."""
+    resolved = path.resolve()
+    if resolved.is_relative_to(REPO):
+        return str(resolved.relative_to(REPO))
+    return str(path) if not path.is_absolute() else path.name
 
 
 def markdown(study: dict) -> str:
@@ -249,7 +451,10 @@ def markdown(study: dict) -> str:
         "",
         f"{study['date']}, {study['machine']}. Records: {', '.join(study['records']['train'])} (train split) and "
         f"{', '.join(study['records']['test'])} (test split). Questions: {q['train']} train / {q['validation']} "
-        f"validation (train split, by question, stratified, seed 42) / {q['test']} test.",
+        f"validation (train split, by question, stratified, seed 42) / {q['test']} test. The test records "
+        "are a `collect` of the first test-split questions with the training records' setup (oracle mentor, "
+        "demo intern, budgets, 256-token answers), as classifiers/smollm2-135m-gsm8k/README.md describes, "
+        "written to the git-ignored `runs/` folder.",
         "",
         "Sufficient (label 1) rate by stage: "
         + "; ".join(
@@ -277,6 +482,8 @@ def markdown(study: dict) -> str:
     for key, a in diag["per_stage_logistic"].items():
         lines.append(f"| {key} | {_ci(a)} | {a['positives']} of {a['rows']} |")
     singles = sorted(diag["single_features_last_stage"].items(), key=lambda kv: -(kv[1]["auc"] or 0))
+    test_last = study["test_points"][f"fixed:{len(study['test_points']['oracle']['stage_distribution']) - 1}"]
+    train_last = next(iter(study["default_evidence"].values()))["fixed_last"]["held_out_accuracy"]
     lines += [
         "",
         "Single features within the last stage (lower value = sufficient), best first: "
@@ -284,18 +491,81 @@ def markdown(study: dict) -> str:
         "",
         f"Selected by validation AUC: **{study['selected']['variant']}**.",
         "",
-        "## Accuracy and cost on the test questions (replayed; thresholds chosen on validation)",
+        "## Thresholds by each objective: chosen on their tuning rows, replayed on the test questions",
         "",
-        "| policy | thresholds | accuracy | mean mentor tokens | mean TFLOPs | stage distribution |",
-        "|---|---|---|---|---|---|",
+        f"Rows: `validation` = the {q['validation']} held-out training questions (§2.3), `train` = the "
+        f"{q['train']} the classifier was fit on (§3.1), `cv` = all {q['train'] + q['validation']} training "
+        "questions scored out of fold (5 classifiers, each fit on the other folds; fit's default). Gap = tuning "
+        "accuracy - test accuracy; part of it is the test questions' own difficulty for this intern "
+        f"(fixed:last: {train_last:.3f} on held-out training questions, {test_last['accuracy']:.3f} on test). "
+        "vs fixed:last = the objective's accuracy minus always answering from the last stage on the "
+        "same questions, tuning / test, which takes that shift out. Stopped early = the classifier stopped the "
+        "mentor before its last stage (what saves mentor tokens).",
+        "",
+        "| objective | rows | thresholds | tuning accuracy | tuning TFLOPs | test accuracy | test TFLOPs "
+        "| accuracy gap | vs fixed:last, tuning / test | stopped early (test) | stage distribution (test) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, v in study["objectives"].items():
+        tune, tested = v["tuning"], v["test"]
+        lines.append(
+            f"| {label} | {v['rows']} | {[round(t, 2) for t in v['thresholds']]} | {tune['accuracy']:.3f} | "
+            f"{tune['mean_tflops']:.3f} | {tested['accuracy']:.3f} | {tested['mean_tflops']:.3f} | "
+            f"{tune['accuracy'] - tested['accuracy']:+.3f} | "
+            f"{tune['accuracy'] - v['tuning_fixed_last']['accuracy']:+.3f} / "
+            f"{tested['accuracy'] - test_last['accuracy']:+.3f} | {tested['stopped_before_last_rate']:.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in tested['stage_distribution'].values())} |"
+        )
+    lines += [
+        "",
+        "Baselines on the same test questions:",
+        "",
+        "| policy | accuracy | mean mentor tokens | mean TFLOPs | stage distribution |",
+        "|---|---|---|---|---|",
     ]
     for name, v in study["test_points"].items():
-        label = name.removeprefix("tandem: ")
-        thr = study["objectives"].get(label, {}).get("thresholds") if name.startswith("tandem") else None
+        if name.startswith("tandem: "):
+            continue
         lines.append(
-            f"| {name} | {thr if thr else ''} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | "
-            f"{v['mean_tflops']:.3f} | {', '.join(f'{x:.2f}' for x in v['stage_distribution'].values())} |"
+            f"| {name} | {v['accuracy']:.3f} | {v['mean_mentor_tokens']:.1f} | {v['mean_tflops']:.3f} | "
+            f"{', '.join(f'{x:.2f}' for x in v['stage_distribution'].values())} |"
         )
+    evidence = study["default_evidence"]
+    first = next(iter(evidence.values()))
+    lines += [
+        "",
+        "## Which objective is `fit`'s default (decided without the test questions)",
+        "",
+        f"The {first['questions']} training questions split {first['repeats']} times (a third held out, "
+        f"stratified, seeds 1000..{1000 + first['repeats'] - 1}); on the other two thirds `fit`'s procedure "
+        "(the estimator on 70%, thresholds by each objective), then each objective's thresholds replayed on "
+        f"the held-out third. Rule, fixed before the runs: {first['rule']}. The splits overlap, so the "
+        "standard errors are optimistic (they treat the repeats as independent).",
+    ]
+    for name, ev in evidence.items():
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            "| objective | rows | tuning accuracy | held-out accuracy ± SE | behind the best ± paired SE "
+            "| held-out TFLOPs | stopped early |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, v in ev["objectives"].items():
+            rows_name = study["objectives"][label]["rows"]
+            lines.append(
+                f"| {label} | {rows_name} | {v['tuning_accuracy']:.3f} | {v['held_out_accuracy']:.3f} ± "
+                f"{v['held_out_accuracy_se']:.3f} | {v['behind_best']:.3f} ± {v['behind_best_se']:.3f} | "
+                f"{v['held_out_tflops']:.3f} | {v['held_out_early_rate']:.2f} |"
+            )
+        lines += [
+            f"| reference: fixed:last (no judgment) | | | {ev['fixed_last']['held_out_accuracy']:.3f} | | "
+            f"{ev['fixed_last']['held_out_tflops']:.3f} | 0.00 |",
+            "",
+            f"Most accurate on the held-out thirds: **{ev['best_accuracy']}**; within one paired SE of it: "
+            f"{', '.join(ev['as_good'])}; the cheapest of those: **{ev['chosen']}**.",
+        ]
+    lines += ["", decision(study), ""]
     routing = study["analyze_test"]["routing"]
     lines += [
         "",

@@ -198,6 +198,41 @@ def test_mode_is_refused(oracle_file, tiny_model_dir, tmp_path, capsys):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_answers_by_stage_gives_the_same_records_with_each_stage_timed(
+    collected, oracle_file, tiny_model_dir, tmp_path, monkeypatch
+):
+    """``--answers-by-stage``: one answer call per stage (as a live run answers), the same answers
+    and labels, and every stage's seconds recorded."""
+    from tandem_lm_eval.backends.hf import HFBackend
+
+    calls = []
+    generate = HFBackend.generate
+
+    def counting(self, requests):
+        calls.append(len(requests))
+        return generate(self, requests)
+
+    monkeypatch.setattr(HFBackend, "generate", counting)
+    out = tmp_path / "by-stage.jsonl"
+    assert (
+        run_subcommand([*collect_argv(oracle_file, tiny_model_dir, out, limit=4), "--answers-by-stage"]) == 0
+    )
+    # 2 chunks of 2 questions, 4 stages each: at most 4 answer calls of at most 2 per chunk
+    assert calls and max(calls) <= 2 and len(calls) >= 4
+    by_stage, together = list(iter_records(out)), list(iter_records(collected))
+    strip = ("seconds",)
+    for a, b in zip(by_stage, together):
+        assert [{k: v for k, v in s.__dict__.items() if k not in strip} for s in a.stages] == [
+            {k: v for k, v in s.__dict__.items() if k not in strip} for s in b.stages
+        ]
+        for t, s in enumerate(a.stages):
+            assert set(s.seconds) == {"mentor_generate", "intern_score", "classify", "intern_generate"}
+            assert s.seconds["intern_generate"] > 0
+            # scored unless it adds nothing to the previous stage (then the previous score is reused)
+            new_insights = t == 0 or s.insights != a.stages[t - 1].insights
+            assert (s.seconds["intern_score"] > 0) == new_insights
+
+
 def test_a_failed_judging_step_loses_nothing(oracle_file, tiny_model_dir, tmp_path, capsys, monkeypatch):
     """A broken filter in the task (any error while judging) fails after the chunk's generations: they
     are in the run store beside --out, and the rerun after the fix computes nothing twice."""

@@ -1,11 +1,13 @@
 """``tandem-lm-eval compare`` end to end on the tiny model: every mode, replayed and live rows, the
-leaderboard recomputed from the per-sample records, replay == live, and a rerun without model calls."""
+leaderboard recomputed from the per-sample records, replay == live (accuracy, tokens, TFLOPs and, on a
+ticking clock, latency), and a rerun without model calls."""
 
 import json
 
 import numpy as np
 import pytest
 from test_e2e_cli import FIXTURE_TASKS
+from test_latency import GENERATE_TICK, SCORE_TICK, TickingClock
 
 from tandem_lm_eval.cli.commands import run_subcommand
 from tandem_lm_eval.cost.flops import tflops
@@ -73,10 +75,36 @@ mode = "oracle"
     return str(config)
 
 
+def ticking_hf_backend(monkeypatch) -> TickingClock:
+    """Phase times from a clock that advances a fixed amount per request inside the real backend's
+    calls (wall time is not reproducible; this makes every share exact)."""
+    from tandem_lm_eval.backends.hf import HFBackend
+
+    clock = TickingClock()
+    monkeypatch.setattr("tandem_lm_eval.cost.ledger.clock", clock)
+    generate, score = HFBackend.generate, HFBackend.score
+
+    def ticking_generate(self, requests):
+        out = generate(self, requests)
+        clock.tick(len(requests), GENERATE_TICK)
+        return out
+
+    def ticking_score(self, prompts):
+        out = score(self, prompts)
+        clock.tick(len(prompts), SCORE_TICK)
+        return out
+
+    monkeypatch.setattr(HFBackend, "generate", ticking_generate)
+    monkeypatch.setattr(HFBackend, "score", ticking_score)
+    return clock
+
+
 @pytest.mark.slow
 def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monkeypatch):
     config = write_config(tmp_path, tiny_model_dir, tiny_classifier_dir)
+    clock = ticking_hf_backend(monkeypatch)
     assert run_subcommand(["compare", config]) == 0
+    assert clock.now > 0  # the real backend ran under the ticking clock
     out = tmp_path / "out"
     board = {r["name"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
     assert list(board) == [
@@ -131,10 +159,32 @@ def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monke
     assert board["Forcing"]["mean_mentor_tokens"] <= 4 + 6  # reasoning cut at 4, then at most 6 answer tokens
     assert board["Mentor"]["delta_tflops_vs_mentor_pct"] == pytest.approx(0.0)
 
-    # replay and live agree on the same questions: same accuracy, tokens and cost
+    # replay and live agree on the same questions: same accuracy, tokens, cost and latency
     for replayed, live in (("High", "High (live)"), ("Tandem", "Tandem (live)")):
-        for key in ("accuracy", "mean_mentor_tokens", "mean_intern_tokens", "mean_tflops"):
+        for key in ("accuracy", "mean_mentor_tokens", "mean_intern_tokens", "mean_tflops", "mean_latency_s"):
             assert board[replayed][key] == pytest.approx(board[live][key], rel=1e-9), (replayed, key)
+    assert board["Tandem"]["mean_judgment_s"] == pytest.approx(board["Tandem (live)"]["mean_judgment_s"])
+
+    # every row has a latency per question and a speed-up against the mentor-only row
+    mentor_latency = board["Mentor"]["mean_latency_s"]
+    assert mentor_latency > 0 and board["Mentor"]["speedup_vs_mentor"] == 1.0
+    for name, row in board.items():
+        assert row["mean_latency_s"] > 0, name
+        assert row["speedup_vs_mentor"] == pytest.approx(mentor_latency / row["mean_latency_s"]), name
+    # on the ticking clock each phase a question ran is one tick: intern only = one answer; the
+    # mentor alone = one generation call; fixed:2 = two mentor stages and an answer, no judgment
+    assert board["Intern"]["mean_latency_s"] == GENERATE_TICK
+    assert board["Mentor"]["mean_latency_s"] == GENERATE_TICK
+    assert board["High"]["mean_latency_s"] <= 3 * GENERATE_TICK and board["High"]["mean_judgment_s"] is None
+    assert board["Tandem"]["judgment_share"] == pytest.approx(
+        board["Tandem"]["mean_judgment_s"] / board["Tandem"]["mean_latency_s"]
+    )
+    # the records carry each stage's own seconds
+    assert all(
+        set(s.seconds) == {"mentor_generate", "intern_score", "classify", "intern_generate"}
+        for r in records
+        for s in r.stages
+    )
 
     # the plot's points are the table's
     drawn = json.loads((out / f"{TASK}.points.json").read_text())

@@ -103,12 +103,19 @@ def test_repeats_add_up_per_document_under_every_filter(evaluate):
     assert res["tandem_mentor_tokens,first"] == res["tandem_mentor_tokens,regex"] == pytest.approx(51.0)
 
 
-def test_early_stop_is_a_rate_without_a_direction(evaluate):
+def test_early_stop_and_stop_stage_describe_the_run_without_a_direction(evaluate):
     out, _ = evaluate("tandem_test_dups")
     directions = out["higher_is_better"]["tandem_test_dups"]
     assert directions["tandem_early_stop"] is None  # a rate: no ↑/↓ in the table
+    # where the cascade stopped: a later stop buys more mentor, better or worse only beside the accuracy
+    assert directions["tandem_stop_stage"] is None and HIGHER_IS_BETTER["tandem_stop_stage"] is None
     assert directions["tandem_tflops"] is False and directions["tandem_mentor_tokens"] is False
-    assert HIGHER_IS_BETTER["tandem_stop_stage"] is False
+    assert directions["tandem_latency_s"] is False and directions["tandem_judgment_s"] is False
+    from lm_eval.utils import make_table  # the printed table: an arrow for the costs only
+
+    rows = {m: line for line in make_table(out).splitlines() for m in directions if f"|{m} " in line}
+    assert "↓" in rows["tandem_tflops"] and "↓" in rows["tandem_latency_s"]
+    assert not {"↑", "↓"} & set(rows["tandem_stop_stage"] + rows["tandem_early_stop"])
 
 
 class Inst:

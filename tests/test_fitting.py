@@ -162,6 +162,9 @@ def hashes(records) -> frozenset[str]:
 
 
 def settings(kind: str, **kw) -> FitSettings:
+    """Thresholds on the validation questions unless told (the tests here check that table; the
+    default, cross-validated rows, is tested in test_objectives.py)."""
+    kw.setdefault("threshold_rows", "validation")
     return FitSettings(kind=kind, params=dict(MLP_PARAMS) if kind == "mlp" else None, **kw)
 
 

@@ -268,6 +268,8 @@ def test_completed_collect_equals_collect_with_hidden_from_the_start(tmp_path, o
         and "sufficiency" in adapter["objective"]
     )
     assert (tmp_path / "l" / "adapter" / "adapter_model.safetensors").is_file()
+    # thresholds on the validation part: the adapter learnt from the training part's labels
+    assert card["threshold_objective"]["rows"] == "validation"
     with HiddenFile(hidden_path_for(labelled)) as side:
         assert any(k.endswith(adapter["sha256"][:16]) for k in side.keys())
     assert run_subcommand([*argv, str(tmp_path / "l"), "--allow-training-overlap", "--resamples", "5"]) == 0

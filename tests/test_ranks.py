@@ -181,11 +181,10 @@ def trace_by_doc(path: Path) -> dict[int, list]:
     out: dict[int, list] = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        r["cost"].pop("times")  # wall times differ between any two runs
-        for stage in r["stages"]:
-            stage.pop("seconds", None)  # a stage's own wall times, where the trace records them
+        r["cost"].pop("times")  # wall-clock seconds differ from run to run: the request's and each stage's
+        stages = [{k: v for k, v in st.items() if k != "seconds"} for st in r["stages"]]
         out.setdefault(r["doc_id"], []).append(
-            (r["chosen_stage"], r["stopped_early"], r["cost"], r["stages"], r["mentor"])
+            (r["chosen_stage"], r["stopped_early"], r["cost"], stages, r["mentor"])
         )
     return out
 

@@ -87,7 +87,7 @@ def per_question(trace: Path) -> dict:
     for r in load_records([trace]):
         cost = dict(r.cost)
         cost.pop("times")
-        stages = [json.dumps(s.__dict__, sort_keys=True) for s in r.stages]
+        stages = [json.dumps({**s.__dict__, "seconds": None}, sort_keys=True) for s in r.stages]
         out[r.doc_id] = (r.chosen_stage, r.stopped_early, json.dumps(cost, sort_keys=True), stages, r.mentor)
     return out
 

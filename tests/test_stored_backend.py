@@ -75,7 +75,7 @@ def outcome(results):
                 r.answer,
                 r.answer_finish_reason,
                 json.dumps(cost, sort_keys=True),
-                json.dumps([s.to_json() for s in r.stages], sort_keys=True),
+                json.dumps([{**s.to_json(), "seconds": None} for s in r.stages], sort_keys=True),
                 r.mentor,
             )
         )

@@ -12,12 +12,21 @@ entry, while changing the mentor's weights, dtype or decoding reuses none.
 
 Values are JSON (generations) and raw little-endian arrays behind a JSON header (scores), never pickle:
 a store file from elsewhere must not be able to run code.
+
+Time: each entry's meta keeps the seconds its output took (its share of the inner call that computed
+it, on ``clock``, which the cascade sets to the phase clock of cost/ledger.py). An output served from
+the store brings those seconds, as it brings its tokens: after each call ``last_seconds`` holds every
+request's, so a request's latency is what computing its output took, never the time to read it back
+(docs/cost-reporting.md). Entries stored without seconds (by an earlier version) report None, with one
+warning.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,6 +101,11 @@ class StoredBackend(Backend):
         self.num_params = num_params  # recorded with mentor generations, for a recorded-mentor export
         self.counts = StoreCounts()
         self._warned_write = False
+        # the clock the inner calls are timed with, and each request's seconds of the last call (None:
+        # served from an entry stored without them)
+        self.clock: Callable[[], float] = time.perf_counter
+        self.last_seconds: list[float | None] | None = None
+        self._warned_untimed = False
 
     # --- delegated ------------------------------------------------------------------------------
     @property
@@ -129,8 +143,9 @@ class StoredBackend(Backend):
     # --- stored ---------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         requests = list(requests)
+        self.last_seconds = None
         keys = [generation_key(self.fingerprint_digest, self.role, r) for r in requests]
-        known = self._lookup(keys, decode_generation)
+        known, seconds = self._lookup(keys, decode_generation)
         # Identical requests of one batch are computed once: a rerun serves them one stored value, so
         # computing them once also makes the first run equal to any resumed one.
         todo: dict[str, int] = {}
@@ -139,50 +154,75 @@ class StoredBackend(Backend):
                 todo.setdefault(key, i)
         if todo:
             sent = [requests[i] for i in todo.values()]
+            t0 = self.clock()
             gens = self.inner.generate(sent)
+            share = (self.clock() - t0) / len(sent)
             if len(gens) != len(sent):
                 raise BackendError(f"{self.name} backend returned {len(gens)} generations for {len(sent)}")
             entries = []
             for key, req, gen in zip(todo, sent, gens):
-                known[key] = gen
-                entries.append(
-                    self._entry(key, "generation", encode_generation(gen), self._gen_meta(req, gen))
-                )
+                known[key], seconds[key] = gen, share
+                meta = {**self._gen_meta(req, gen), "seconds": share}
+                entries.append(self._entry(key, "generation", encode_generation(gen), meta))
             self._save(entries)
             self.counts.generations_computed += len(sent)
         self.counts.generations_served += len(requests) - len(todo)
+        self._note_seconds(keys, seconds)
         return [known[k] for k in keys]
 
     def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
         prompts = list(prompts)
+        self.last_seconds = None
         keys = [scores_key(self.fingerprint_digest, self.role, p, hidden) for p in prompts]
-        known = self._lookup(keys, decode_scores)
+        known, seconds = self._lookup(keys, decode_scores)
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in known:
                 todo.setdefault(key, i)
         if todo:
             sent = [prompts[i] for i in todo.values()]
+            t0 = self.clock()
             scores = self.inner.score(sent) if hidden is None else self.inner.score(sent, hidden)
+            share = (self.clock() - t0) / len(sent)
             if len(scores) != len(sent):
                 raise BackendError(f"{self.name} backend returned {len(scores)} scores for {len(sent)}")
             entries = []
             for key, sc in zip(todo, scores):
-                known[key] = sc
-                entries.append(self._entry(key, "scores", encode_scores(sc), {"tokens": int(sc.num_tokens)}))
+                known[key], seconds[key] = sc, share
+                meta = {"tokens": int(sc.num_tokens), "seconds": share}
+                entries.append(self._entry(key, "scores", encode_scores(sc), meta))
             self._save(entries)
             self.counts.scores_computed += len(sent)
         self.counts.scores_served += len(prompts) - len(todo)
+        self._note_seconds(keys, seconds)
         return [known[k] for k in keys]
 
-    def _lookup(self, keys: list[str], decode) -> dict[str, Any]:
-        known = {}
-        for key, blob in self.store.get_many(keys).items():
+    def _lookup(self, keys: list[str], decode) -> tuple[dict[str, Any], dict[str, float]]:
+        """The stored values of ``keys`` that decode, and the seconds each took when computed."""
+        known, seconds = {}, {}
+        for key, (blob, meta) in self.store.get_many_with_meta(keys).items():
             try:
                 known[key] = decode(blob)
             except ValueError as exc:  # sound bytes, wrong content (e.g. a foreign writer): recompute
                 self.store.discard(key, str(exc))
-        return known
+                continue
+            took = meta.get("seconds")
+            if isinstance(took, (int, float)) and math.isfinite(took) and took >= 0:
+                seconds[key] = float(took)
+        return known, seconds
+
+    def _note_seconds(self, keys: list[str], seconds: dict[str, float]) -> None:
+        self.last_seconds = [seconds.get(k) for k in keys]
+        untimed = self.last_seconds.count(None)
+        if untimed and not self._warned_untimed:
+            self._warned_untimed = True
+            logger.warning(
+                "run store %s: %d %s outputs were stored without the seconds they took (an earlier "
+                "version): their latency is the time to read them back",
+                self.store.path,
+                untimed,
+                self.role,
+            )
 
     def _gen_meta(self, req: GenerationRequest, gen: Generation) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -206,17 +206,10 @@ def replay_each(table: StageTable, thresholds: Sequence[tuple[float, ...]]) -> R
     parts = {}
     for vector in distinct:
         idx = np.array([i for i, v in enumerate(thresholds) if v == vector])
-        sub = StageTable(
-            table.scores[idx],
-            table.correct[idx],
-            table.mentor_tokens[idx],
-            table.intern_tokens[idx],
-            table.mentor_params,
-            table.intern_params,
-        )
-        parts[vector] = (idx, replay(sub, vector))
+        parts[vector] = (idx, replay(table.subset(idx), vector))
     merged = {}
-    for name in ("stage", "early", "correct", "mentor_paid", "intern_tokens", "tflops"):
+    timed = ("latency", "judgment") if table.seconds is not None else ()
+    for name in ("stage", "early", "correct", "mentor_paid", "intern_tokens", "tflops", *timed):
         first = getattr(next(iter(parts.values()))[1], name)
         out = np.zeros(table.num_questions, dtype=first.dtype)
         for idx, result in parts.values():

@@ -35,7 +35,7 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
         f"- thresholds {[round(t, 2) for t in card.thresholds]} by objective `{json.dumps(card.threshold_objective)}`"
         f" ({'feasible' if choice.get('feasible', True) else 'NOT feasible: ' + str(choice.get('note'))})",
         "",
-        f"## On the {card.threshold_objective.get('rows', 'validation')} questions (replayed, no model calls)",
+        f"## On the {_rows_name(card.threshold_objective.get('rows', 'validation'))} (replayed, no model calls)",
         f"- AUC {_fmt(report['validation_auc'])} (validation); by stage: "
         + ", ".join(f"{t}: {_fmt(v)}" for t, v in report["validation_auc_by_stage"].items()),
         f"- {'Tandem' if card.policy == 'tandem' else 'routing cascade (mode=route)'}: accuracy "
@@ -67,6 +67,10 @@ def model_card(name: str, clf, report: dict, provenance: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _rows_name(rows: str) -> str:
+    return "training questions, scored out of fold" if rows == "cv" else f"{rows} questions"
 
 
 def _fmt(x) -> str:

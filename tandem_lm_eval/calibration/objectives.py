@@ -28,10 +28,10 @@ from tandem_lm_eval.calibration.threshold_grid import (
 )
 
 # --- objectives -------------------------------------------------------------------------------------
-ObjectiveKind = Literal["max_accuracy", "min_cost", "per_stage"]
+ObjectiveKind = Literal["max_accuracy", "one_se", "min_cost", "per_stage"]
 
 
-OBJECTIVE_KINDS = ("max_accuracy", "min_cost", "per_stage")
+OBJECTIVE_KINDS = ("max_accuracy", "one_se", "min_cost", "per_stage")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,12 @@ class Objective:
     - ``max_accuracy``: highest replayed accuracy, optionally under a cap on mean TFLOPs per question
       (``max_tflops``, or ``max_cost_fraction`` of what ``fixed_stage(last stage)`` costs: the
       mentor's whole budget); ties -> lower mean TFLOPs, then higher thresholds.
+    - ``one_se``: the one-standard-error rule (Breiman et al., CART): the cheapest vector whose
+      accuracy is within ``se_multiplier`` standard errors of the most accurate one's, the standard
+      error being that of a proportion over the tuning questions, sqrt(a(1-a)/Q). Among 130,321
+      vectors the most accurate on a few hundred questions is partly luck; every vector within that
+      noise is as good a guess, and the cheapest of them spends the least on the luck. Ties -> higher
+      accuracy, then higher thresholds. Takes the same optional cost cap as ``max_accuracy``.
     - ``min_cost``: lowest mean TFLOPs with accuracy >= a floor (``min_accuracy``, or
       ``min_accuracy_fraction`` of ``fixed_stage(last stage)``'s accuracy); ties -> higher accuracy,
       then higher thresholds.
@@ -54,6 +60,7 @@ class Objective:
     min_accuracy: float | None = None  # floor (min_cost)
     min_accuracy_fraction: float | None = None  # floor as a fraction of fixed_stage(last)'s accuracy
     stage0: Stage0 = "stop"
+    se_multiplier: float = 1.0  # one_se: how many standard errors below the best accuracy is "as good"
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVE_KINDS:
@@ -68,9 +75,15 @@ class Objective:
                 object.__setattr__(self, name, float(value))
         given_caps = [n for n, v in caps.items() if v is not None]
         given_floors = [n for n, v in floors.items() if v is not None]
-        if self.kind == "max_accuracy":
+        se = self.se_multiplier
+        if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
+            raise ValueError(f"se_multiplier must be a finite number >= 0, got {se!r}")
+        object.__setattr__(self, "se_multiplier", float(se))
+        if self.kind != "one_se" and self.se_multiplier != 1.0:
+            raise ValueError(f"se_multiplier is for the one_se objective, not {self.kind}")
+        if self.kind in ("max_accuracy", "one_se"):
             if given_floors:
-                raise ValueError(f"max_accuracy takes a cost cap, not an accuracy floor ({given_floors})")
+                raise ValueError(f"{self.kind} takes a cost cap, not an accuracy floor ({given_floors})")
             if len(given_caps) > 1:
                 raise ValueError("give max_tflops or max_cost_fraction, not both")
         elif self.kind == "min_cost":
@@ -90,10 +103,14 @@ class Objective:
             raise ValueError(f"min_accuracy_fraction must be >= 0, got {self.min_accuracy_fraction}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.kind != "one_se":  # only one_se reads it: the other objectives' cards stay as they were
+            del out["se_multiplier"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Objective:
+        """An objective saved by ``to_dict`` (cards written before ``se_multiplier`` existed load too)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -203,7 +220,7 @@ def choose_thresholds(
         raise ValueError("grid_result was computed for another table, grid or stage0")
     acc = grid_result.accuracy.ravel()
     cost = grid_result.mean_tflops.ravel()
-    index, feasible, note, bound = _choose_index(acc, cost, objective, ref)
+    index, feasible, note, bound = _choose_index(acc, cost, objective, ref, table.num_questions)
     thresholds = grid_result.thresholds_at(index)
     return ThresholdChoice(
         thresholds,
@@ -215,11 +232,18 @@ def choose_thresholds(
     )
 
 
+def one_se_floor(best_accuracy: float, num_questions: int, multiplier: float = 1.0) -> float:
+    """The one-standard-error rule's floor: ``best - multiplier * sqrt(best (1 - best) / Q)``."""
+    se = math.sqrt(max(best_accuracy * (1.0 - best_accuracy), 0.0) / max(num_questions, 1))
+    return best_accuracy - multiplier * se
+
+
 def _choose_index(
-    acc: np.ndarray, cost: np.ndarray, objective: Objective, ref: ReplayResult
+    acc: np.ndarray, cost: np.ndarray, objective: Objective, ref: ReplayResult, num_questions: int
 ) -> tuple[int, bool, str, float | None]:
     """(flat index, feasible, note, bound) of the candidate ``objective`` picks among points with
-    accuracies ``acc`` and mean TFLOPs ``cost``; ``ref`` is the last fixed stage (for fractions)."""
+    accuracies ``acc`` and mean TFLOPs ``cost`` over ``num_questions`` questions; ``ref`` is the last
+    fixed stage (for fractions)."""
     everything = np.ones(acc.shape, dtype=bool)
 
     def most_accurate(cand):  # ties: cheaper, then higher thresholds
@@ -229,24 +253,26 @@ def _choose_index(
         return _pick(cand, -cost, acc)
 
     feasible, note, bound = True, "", None
-    if objective.kind == "max_accuracy":
+    if objective.kind in ("max_accuracy", "one_se"):
         if objective.max_tflops is not None:
             bound = objective.max_tflops
         elif objective.max_cost_fraction is not None:
             bound = objective.max_cost_fraction * ref.mean_tflops
-        if bound is None:
-            index = most_accurate(everything)
+        ok = everything if bound is None else cost <= bound * (1 + 1e-12)
+        feasible = bool(ok.any())
+        if feasible:
+            index = most_accurate(ok)
+            if objective.kind == "one_se":
+                # the cheapest point as good as the best within the noise of Q questions; the bound
+                # reported is then this accuracy floor (the cap, if any, is in the objective)
+                bound = one_se_floor(float(acc[index]), num_questions, objective.se_multiplier)
+                index = cheapest(ok & (acc >= bound - 1e-12))
         else:
-            ok = cost <= bound * (1 + 1e-12)
-            feasible = bool(ok.any())
-            if feasible:
-                index = most_accurate(ok)
-            else:
-                index = cheapest(everything)
-                note = (
-                    f"no thresholds cost <= {bound:.6g} TFLOPs per question (cheapest: "
-                    f"{cost.min():.6g}); took the cheapest point"
-                )
+            index = cheapest(everything)
+            note = (
+                f"no thresholds cost <= {bound:.6g} TFLOPs per question (cheapest: "
+                f"{cost.min():.6g}); took the cheapest point"
+            )
     else:  # min_cost
         if objective.min_accuracy is not None:
             bound = objective.min_accuracy
@@ -278,7 +304,7 @@ def choose_route_threshold(
     acc = np.array([r.accuracy for r in results])
     cost = np.array([r.mean_tflops for r in results])
     ref = fixed_stage(table, table.num_stages - 1)
-    index, feasible, note, bound = _choose_index(acc, cost, objective, ref)
+    index, feasible, note, bound = _choose_index(acc, cost, objective, ref, table.num_questions)
     return ThresholdChoice(
         (grid[index], *[NEVER] * (table.num_stages - 1)),
         objective=objective,

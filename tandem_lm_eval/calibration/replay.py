@@ -22,6 +22,12 @@ stage the intern then answers from; this is true even when the last stages were 
 writes a stage before the intern finds that its prompt does not fit). The intern's answer tokens are
 those of the chosen stage.
 
+Latency (when the table has :class:`StageSeconds`): a question's replayed seconds are exactly the
+phases its path ran, each as recorded for that question: the mentor writing stages 1..m, the
+judgment of stages 0..j (the intern's scoring pass, features, classifier), the answer from the
+chosen stage. Tandem: m = j = the stop stage (T-1 on a fallback); ``fixed:t``: m = t, no judgment;
+``route``: j = 0, m = 0 or T-1; the oracle: m = its stage, no judgment.
+
 Everything here is plain numpy: no model, no file I/O.
 """
 
@@ -53,6 +59,27 @@ def _frozen_array(value, dtype, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class StageSeconds:
+    """(Q, T) wall seconds of each question's phases at each stage, as ``collect`` recorded them."""
+
+    mentor: np.ndarray  # the mentor writing stage t's new insights (0 at stage 0 and after it finished)
+    judge: np.ndarray  # judging stage t: the intern's scoring pass, features, classifier (0 if not scored)
+    answer: np.ndarray  # the intern's answer from stage t
+
+    def __post_init__(self) -> None:
+        for name in ("mentor", "judge", "answer"):
+            arr = _frozen_array(getattr(self, name), np.float64, f"seconds.{name}")
+            if arr.ndim != 2:
+                raise ValueError(f"seconds.{name} must have shape (questions, stages), got {arr.shape}")
+            if not np.isfinite(arr).all() or np.any(arr < 0):
+                raise ValueError(f"seconds.{name} must be finite and >= 0")
+            object.__setattr__(self, name, arr)
+
+    def subset(self, index: np.ndarray) -> StageSeconds:
+        return StageSeconds(self.mentor[index], self.judge[index], self.answer[index])
+
+
+@dataclass(frozen=True)
 class StageTable:
     """Q questions x T stages of collected outcomes, for replaying the cascade offline."""
 
@@ -62,6 +89,7 @@ class StageTable:
     intern_tokens: np.ndarray  # (Q, T) intern answer tokens when answering from stage t
     mentor_params: float
     intern_params: float
+    seconds: StageSeconds | None = None  # per-phase times (None: records without times)
 
     def __post_init__(self) -> None:
         scores = _frozen_array(self.scores, np.float64, "scores")
@@ -79,6 +107,12 @@ class StageTable:
         for name, arr in (("correct", correct), ("mentor_tokens", mentor), ("intern_tokens", intern)):
             if arr.shape != shape:
                 raise ValueError(f"{name} has shape {arr.shape}, scores has {shape}")
+        if self.seconds is not None:
+            for name in ("mentor", "judge", "answer"):
+                if getattr(self.seconds, name).shape != shape:
+                    raise ValueError(
+                        f"seconds.{name} has shape {getattr(self.seconds, name).shape}, scores has {shape}"
+                    )
         usable = ~np.isnan(scores)
         if not usable[:, 0].all():
             bad = np.flatnonzero(~usable[:, 0])[:5].tolist()
@@ -124,6 +158,18 @@ class StageTable:
         """The same outcomes under other scores (e.g. another classifier), validated again."""
         return replace(self, scores=scores)
 
+    def subset(self, index) -> StageTable:
+        """The questions ``index`` (an index or boolean array), everything else the same."""
+        index = np.asarray(index)
+        return replace(
+            self,
+            scores=self.scores[index],
+            correct=self.correct[index],
+            mentor_tokens=self.mentor_tokens[index],
+            intern_tokens=self.intern_tokens[index],
+            seconds=None if self.seconds is None else self.seconds.subset(index),
+        )
+
 
 # --- one threshold vector ---------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -137,6 +183,8 @@ class ReplayResult:
     intern_tokens: np.ndarray  # (Q,) intern answer tokens (L_S of Eq. 12)
     tflops: np.ndarray  # (Q,) Eq. 12
     num_stages: int
+    latency: np.ndarray | None = None  # (Q,) seconds of the phases the path ran (None: no times)
+    judgment: np.ndarray | None = None  # (Q,) the part of ``latency`` spent judging stages
 
     @property
     def num_questions(self) -> int:
@@ -163,13 +211,27 @@ class ReplayResult:
         return float(np.mean(self.early))
 
     @property
+    def stopped_before_last_rate(self) -> float:
+        """Share of questions the classifier stopped before the last stage: the mentor stopped early
+        (a stop at the last stage, or a fallback, pays the mentor's whole budget)."""
+        return float(np.mean(self.early & (self.stage < self.num_stages - 1)))
+
+    @property
+    def mean_latency_s(self) -> float | None:
+        return None if self.latency is None else float(np.mean(self.latency))
+
+    @property
+    def mean_judgment_s(self) -> float | None:
+        return None if self.judgment is None else float(np.mean(self.judgment))
+
+    @property
     def stage_distribution(self) -> tuple[float, ...]:
         """Fraction of questions answered from each stage 0..T-1."""
         counts = np.bincount(self.stage, minlength=self.num_stages)
         return tuple(float(c) / self.num_questions for c in counts)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "questions": self.num_questions,
             "accuracy": self.accuracy,
             "mean_tflops": self.mean_tflops,
@@ -177,7 +239,12 @@ class ReplayResult:
             "mean_intern_tokens": self.mean_intern_tokens,
             "stage_distribution": {str(t): f for t, f in enumerate(self.stage_distribution)},
             "early_rate": self.early_rate,
+            "stopped_before_last_rate": self.stopped_before_last_rate,
         }
+        if self.latency is not None:
+            out["mean_latency_s"] = self.mean_latency_s
+            out["mean_judgment_s"] = self.mean_judgment_s
+        return out
 
 
 def format_distribution(summary: dict) -> str:
@@ -190,11 +257,36 @@ def check_stage0(stage0: str) -> None:
         raise ValueError(f"stage0 must be one of {STAGE0_MODES}, got {stage0!r}")
 
 
+def path_seconds(
+    seconds: StageSeconds, stage: np.ndarray, mentor_through: np.ndarray, judged_through: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(latency, judgment) per question of a path that had the mentor write stages 1..``mentor_through``,
+    judged stages 0..``judged_through`` (-1: none) and answered from ``stage``: the sum of exactly
+    those phases' recorded seconds."""
+    rows = np.arange(stage.shape[0])
+    mentor = np.cumsum(seconds.mentor, axis=1)[rows, mentor_through]
+    judged = np.concatenate([np.zeros((stage.shape[0], 1)), np.cumsum(seconds.judge, axis=1)], axis=1)
+    judgment = judged[rows, np.asarray(judged_through) + 1]
+    return mentor + judgment + seconds.answer[rows, stage], judgment
+
+
 def replay_result(
-    table: StageTable, stage: np.ndarray, early: np.ndarray, mentor_paid: np.ndarray, correct=None
+    table: StageTable,
+    stage: np.ndarray,
+    early: np.ndarray,
+    mentor_paid: np.ndarray,
+    correct=None,
+    *,
+    mentor_through: np.ndarray,
+    judged_through: np.ndarray,
 ):
+    """The result of a path per question; ``mentor_through``/``judged_through`` say which phases it
+    ran (``path_seconds``), for its latency."""
     rows = np.arange(table.num_questions)
     intern = table.intern_tokens[rows, stage]
+    latency = judgment = None
+    if table.seconds is not None:
+        latency, judgment = path_seconds(table.seconds, stage, mentor_through, judged_through)
     return ReplayResult(
         stage=stage,
         early=early,
@@ -203,6 +295,8 @@ def replay_result(
         intern_tokens=intern,
         tflops=np.asarray(eq12_tflops(table.mentor_params, table.intern_params, mentor_paid, intern)),
         num_stages=table.num_stages,
+        latency=latency,
+        judgment=judgment,
     )
 
 
@@ -233,7 +327,9 @@ def replay(table: StageTable, thresholds: Sequence[float], stage0: Stage0 = "sto
     rows = np.arange(table.num_questions)
     # early stop at t: the mentor wrote up to t; fallback: it wrote every stage before giving up
     mentor_paid = np.where(early, table.mentor_tokens[rows, stage], table.mentor_tokens[:, -1])
-    return replay_result(table, stage, early, mentor_paid)
+    # the same for the stages written and judged (timed)
+    through = np.where(early, stage, table.num_stages - 1)
+    return replay_result(table, stage, early, mentor_paid, mentor_through=through, judged_through=through)
 
 
 def fixed_stage(table: StageTable, t: int) -> ReplayResult:
@@ -247,8 +343,14 @@ def fixed_stage(table: StageTable, t: int) -> ReplayResult:
     usable = table.usable[:, : t + 1]
     # index of the last True along the row (stage 0 is always usable, so there is one)
     stage = t - np.argmax(usable[:, ::-1], axis=1)
+    q = table.num_questions
     return replay_result(
-        table, stage, np.zeros(table.num_questions, dtype=bool), table.mentor_tokens[:, t].copy()
+        table,
+        stage,
+        np.zeros(q, dtype=bool),
+        table.mentor_tokens[:, t].copy(),
+        mentor_through=np.full(q, t),
+        judged_through=np.full(q, -1),  # no scoring: a fixed stage needs no judgment
     )
 
 
@@ -270,7 +372,13 @@ def oracle(table: StageTable) -> ReplayResult:
     rows = np.arange(table.num_questions)
     mentor_paid = np.where(solvable, table.mentor_tokens[rows, stage], 0.0)
     return replay_result(
-        table, stage, np.zeros(table.num_questions, dtype=bool), mentor_paid, correct=solvable
+        table,
+        stage,
+        np.zeros(table.num_questions, dtype=bool),
+        mentor_paid,
+        correct=solvable,
+        mentor_through=stage,  # 0 for an unsolvable question: no mentor
+        judged_through=np.full(table.num_questions, -1),
     )
 
 
@@ -291,4 +399,11 @@ def route(table: StageTable, tau0) -> ReplayResult:
     last = fixed_stage(table, table.num_stages - 1)
     stage = np.where(early, 0, last.stage)
     mentor_paid = np.where(early, 0.0, last.mentor_paid)
-    return replay_result(table, stage, early, mentor_paid)
+    return replay_result(
+        table,
+        stage,
+        early,
+        mentor_paid,
+        mentor_through=np.where(early, 0, table.num_stages - 1),
+        judged_through=np.zeros(table.num_questions, dtype=int),  # stage 0 only
+    )

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_lm_eval.calibration.replay import StageTable
+from tandem_lm_eval.calibration.replay import StageSeconds, StageTable
+from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord
 from tandem_lm_eval.judgment.features import NUM_FEATURES, check_span
@@ -155,11 +156,18 @@ def stage_table(
     mentor_params: float | None = None,
     intern_params: float | None = None,
 ) -> StageTable:
-    """The replay table of ``records``; ``scores(rows)`` gives s_t for each row of ``rows``."""
+    """The replay table of ``records``; ``scores(rows)`` gives s_t for each row of ``rows``.
+
+    With per-stage seconds in every record (``collect`` writes them), the table carries them
+    (``StageSeconds``); the time of ``scores(rows)`` itself, per row, joins each judged stage's
+    recorded judgment (a collect runs no classifier: its records time the scoring pass and features).
+    """
     num_stages = check_records(records)
     Q = len(records)
     s = np.full((Q, num_stages), np.nan)
+    t0 = ledger.clock()
     s[rows.question, rows.stage] = scores(rows)
+    classifier_share = (ledger.clock() - t0) / max(len(rows), 1)
     correct = np.zeros((Q, num_stages), dtype=bool)
     correct[rows.question, rows.stage] = rows.y.astype(bool)
     mentor = np.array([[st.mentor_tokens for st in r.stages] for r in records], dtype=np.float64)
@@ -171,6 +179,35 @@ def stage_table(
         intern_tokens=intern,
         mentor_params=_param(records, mentor_params, "mentor"),
         intern_params=_param(records, intern_params, "intern"),
+        seconds=stage_seconds(records, classifier_share),
+    )
+
+
+def stage_seconds(records: Sequence[QuestionRecord], classifier_share: float = 0.0) -> StageSeconds | None:
+    """Each record's per-stage seconds as arrays (None unless every stage of every record has them).
+
+    A stage is judged where the live cascade would judge it: usable, and adding insights to the
+    previous stage (one that adds nothing reuses the previous score); ``classifier_share`` seconds
+    are added to each judged stage."""
+    if any(st.seconds is None for r in records for st in r.stages):
+        return None
+
+    def phase(st, *names: str) -> float:
+        return float(sum(st.seconds.get(n, 0.0) for n in names))
+
+    judge = []
+    for r in records:
+        row = []
+        for t, st in enumerate(r.stages):
+            judged = st.usable and not (
+                t > 0 and r.stages[t - 1].usable and st.insights == r.stages[t - 1].insights
+            )
+            row.append(phase(st, "intern_score", "classify") + (classifier_share if judged else 0.0))
+        judge.append(row)
+    return StageSeconds(
+        mentor=np.array([[phase(st, "mentor_generate") for st in r.stages] for r in records]),
+        judge=np.array(judge),
+        answer=np.array([[phase(st, "intern_generate") for st in r.stages] for r in records]),
     )
 
 

@@ -27,7 +27,6 @@ L_L, those phase 1 wrote past a stop string of the task included (it ran without
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
 from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.common.thinking import THINK_CLOSE, THINK_OPEN
+from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.pricing import TokenPrices
 
@@ -167,10 +167,10 @@ def _generate(
     mentor: Backend, batch: list[tuple[_Item, GenerationRequest]], prices: TokenPrices | None
 ) -> None:
     """One batched mentor call; each item's generation replaced, its cost and time added."""
-    t0 = time.perf_counter()
+    t0 = ledger.clock()
     gens = mentor.generate([req for _, req in batch])
-    share = (time.perf_counter() - t0) / len(batch)
-    for (it, req), gen in zip(batch, gens):
+    shares = ledger.call_seconds(ledger.clock() - t0, len(batch), getattr(mentor, "last_seconds", None))
+    for (it, req), gen, share in zip(batch, gens, shares):
         if gen.new_tokens > req.max_new_tokens or gen.new_tokens < 0:
             raise BackendError(
                 f"mentor backend returned {gen.new_tokens} new tokens for a budget of {req.max_new_tokens}"

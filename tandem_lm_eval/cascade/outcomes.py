@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from tandem_lm_eval.backends.base import Generation
-from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.cost.ledger import PhaseTimes, RequestCost
 
 
 @dataclass
@@ -24,6 +24,9 @@ class StageRecord:
     features_by_span: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     spans: dict[str, tuple[tuple[int, int], ...]] | None = None
     prompt_tokens: int = 0  # length of the rendered intern prompt
+    # this stage's own time (its share of each batched call): the mentor writing ΔI_t, the intern
+    # scoring x_t, features and classifier, and the intern's answer from x_t where it answered
+    times: PhaseTimes = field(default_factory=PhaseTimes)
     # the intern's hidden vectors read in the scoring pass (common/hidden_keys.py names them)
     hidden: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # what the classifier read: ``features`` for tandem-v2, else the hidden vector (and features)
@@ -40,6 +43,7 @@ class StageRecord:
             "prompt_tokens": self.prompt_tokens,
             "spans": None if self.spans is None else {k: [list(r) for r in v] for k, v in self.spans.items()},
             "features": {k: [float(x) for x in v] for k, v in self.features_by_span.items()},
+            "seconds": asdict(self.times),
             "hidden": {k: float32_list(v) for k, v in self.hidden.items()} or None,
         }
 

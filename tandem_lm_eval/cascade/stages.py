@@ -13,12 +13,19 @@ computed over the span the classifier reads; over every span the backend could l
 (features.FEATURE_SPANS) only when someone records them (``all_feature_spans``: a trace, and
 ``explore`` for collect), since the others were ~80% of the cascade's own CPU. Backends are used only through the
 Backend interface: no engine-specific code here.
+
+Time: each phase is one batched call; its wall time is shared equally by the requests in it and
+added to each request's ``RequestCost.times`` and to the stage's own ``StageRecord.times``
+(cost/ledger.py); an output a run store served brings the seconds it took when computed
+(``ledger.call_seconds``). Features over spans the classifier does not read, computed only to be
+recorded (a trace, ``explore``), are outside every phase: a run that records none computes none. ``explore`` answers every stage of the chunk in one call, or, with
+``answers_by_stage``, one call per stage, as a live run answers (so the recorded answer times are
+shares of calls of the same size as a live run's).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,10 +39,12 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
+from tandem_lm_eval.backends.store_backed import StoredBackend
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
 from tandem_lm_eval.cascade.prompts import Question, insights_text, intern_prompt, mentor_prompt
+from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.pricing import TokenPrices
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
@@ -109,6 +118,9 @@ class Cascade:
         self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
         # features over every span (for records), or only over the classifier's (the run needs no more)
         self.all_feature_spans = all_feature_spans
+        for backend in (mentor, intern):  # a run store times the calls it sends on with the phase clock
+            if isinstance(backend, StoredBackend):
+                backend.clock = _phase_clock
 
     # ------------------------------------------------------------------------------------------------
     def run(self, questions: Sequence[Question]) -> list[CascadeResult]:
@@ -131,9 +143,8 @@ class Cascade:
         bar = progress_bar(len(states) * (self.last_stage + 2), self.progress)
         active = list(range(len(states)))
         for stage in range(self.last_stage + 1):
-            if stage > 0:
-                self._mentor_stage(states, active, stage)
-            self._add_stage_prompts(states, active, stage)
+            mentor_seconds = self._mentor_stage(states, active, stage) if stage > 0 else {}
+            self._add_stage_prompts(states, active, stage, mentor_seconds)
             if self.policy.scores_stage(stage):
                 self._score_stage(states, active, stage)
             still = []
@@ -157,12 +168,15 @@ class Cascade:
         bar.close()
         return results
 
-    def explore(self, questions: Sequence[Question]) -> list[Exploration]:
+    def explore(self, questions: Sequence[Question], answers_by_stage: bool = False) -> list[Exploration]:
         """Every stage of every question: features of x_t and the intern's answer from x_t.
 
         This is how classifier training data is made (section 3.1: a stage is labelled sufficient
         when the intern answers correctly from it). The mentor runs through all stages once,
-        continuing between stages; the intern scores and answers each distinct x_t once.
+        continuing between stages; the intern scores and answers each distinct x_t once: in one
+        batched call for every stage (the fastest on a batching engine), or with
+        ``answers_by_stage`` one call per stage (each answer's time is then a share of a call as
+        large as a live run's answer call, which a replayed latency needs).
         """
         states = [_State(q) for q in questions]
         if not states:
@@ -170,9 +184,8 @@ class Cascade:
         active = list(range(len(states)))
         bar = progress_bar(len(states) * (self.num_stages + 1), self.progress)
         for stage in range(self.num_stages):
-            if stage > 0:
-                self._mentor_stage(states, active, stage)
-            self._add_stage_prompts(states, active, stage)
+            mentor_seconds = self._mentor_stage(states, active, stage) if stage > 0 else {}
+            self._add_stage_prompts(states, active, stage, mentor_seconds)
             self._score_stage(states, active, stage, all_spans=True)  # collect records every span
             bar.update(len(states))
         pairs = [
@@ -181,16 +194,30 @@ class Cascade:
             for t in range(self.num_stages)
             if st.stages[t].usable and not _same_as_previous(st, t)
         ]
-        gens = self.intern.generate([self._answer_request(states[i], t) for i, t in pairs])
+        calls = (
+            [[p for p in pairs if p[1] == t] for t in range(self.num_stages)] if answers_by_stage else [pairs]
+        )
+        answers: dict[tuple[int, int], tuple[Generation, float]] = {}
+        for call in calls:
+            if not call:
+                continue
+            t0 = ledger.clock()
+            gens = self.intern.generate([self._answer_request(states[i], t) for i, t in call])
+            seconds = _call_seconds(self.intern, t0, len(call))
+            answers.update({pair: (gen, sec) for pair, gen, sec in zip(call, gens, seconds)})
         bar.update(len(states))
         bar.close()
-        answers = {pair: gen for pair, gen in zip(pairs, gens)}
         out = []
         for i, st in enumerate(states):
             rows, last = [], None
             for t, rec in enumerate(st.stages):
-                gen = answers.get((i, t), last if rec.usable else None)
-                last = gen if rec.usable else last
+                # a stage that adds nothing reuses the previous answer, and its time: a live run
+                # stopping there would generate that same answer
+                answered = answers.get((i, t), last if rec.usable else None)
+                last = answered if rec.usable else last
+                gen = None
+                if answered is not None:
+                    gen, rec.times.intern_generate = answered
                 rows.append(
                     StageOutcome(
                         record=rec,
@@ -206,8 +233,11 @@ class Cascade:
         return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy
 
     # --- phases -------------------------------------------------------------------------------------
-    def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> None:
+    def _mentor_stage(self, states: list[_State], active: list[int], stage: int) -> dict[int, float]:
+        """Continue the mentor of every active question to this stage's budget; returns each
+        question's share of the call's time (none for a mentor that had already finished)."""
         budget = self.budgets[stage - 1]
+        seconds: dict[int, float] = {}
         todo = []
         for i in active:
             st = states[i]
@@ -225,10 +255,10 @@ class Cascade:
                 )
                 for i, n_new in todo
             ]
-            t0 = time.perf_counter()
+            t0 = ledger.clock()
             gens = self.mentor.generate(requests)
-            share = (time.perf_counter() - t0) / len(todo)
-            for (i, n_new), gen in zip(todo, gens):
+            shares = _call_seconds(self.mentor, t0, len(todo))
+            for (i, n_new), gen, share in zip(todo, gens, shares):
                 st = states[i]
                 before = len(st.mentor.token_ids) if st.mentor else 0
                 if len(gen.token_ids) - before != gen.new_tokens or gen.new_tokens > n_new:
@@ -238,6 +268,7 @@ class Cascade:
                     )
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
+                seconds[i] = share
                 st.cost.add_mentor_call(
                     self.mentor_prices,
                     new_tokens=gen.new_tokens,
@@ -248,8 +279,11 @@ class Cascade:
         for i in active:
             st = states[i]
             st.cost.mentor_tokens = len(st.mentor.token_ids) if st.mentor else 0
+        return seconds
 
-    def _add_stage_prompts(self, states: list[_State], active: list[int], stage: int) -> None:
+    def _add_stage_prompts(
+        self, states: list[_State], active: list[int], stage: int, mentor_seconds: dict[int, float]
+    ) -> None:
         for i in active:
             st = states[i]
             insights = insights_text(st.mentor.text) if (stage > 0 and st.mentor) else ""
@@ -268,11 +302,11 @@ class Cascade:
                     n,
                     self.intern.max_context,
                 )
-            st.stages.append(
-                StageRecord(
-                    stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
-                )
+            record = StageRecord(
+                stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
             )
+            record.times.mentor_generate = mentor_seconds.get(i, 0.0)
+            st.stages.append(record)
             st.prompts.append(prompt)
 
     def _score_stage(
@@ -294,18 +328,18 @@ class Cascade:
             todo.append(i)
         if not todo:
             return
-        t0 = time.perf_counter()
+        t0 = ledger.clock()
         prompts = [states[i].prompts[stage] for i in todo]
         scores = (
             self.intern.score(prompts) if self.hidden is None else self.intern.score(prompts, self.hidden)
         )
-        t1 = time.perf_counter()
+        score_seconds = _call_seconds(self.intern, t0, len(todo))
+        t1 = ledger.clock()
         reads_statistics = self.judge is None or needs_statistics(self.judge.feature_set)
         for i, sc in zip(todo, scores):
             rec = states[i].stages[stage]
             rec.spans = sc.spans
-            spans = None if (all_spans or self.all_feature_spans) else (self.feature_span,)
-            rec.features_by_span = _features_by_span(sc, spans)
+            rec.features_by_span = _features_by_span(sc, (self.feature_span,))  # what the judgment reads
             rec.hidden = dict(sc.hidden or {})
             if reads_statistics and self.feature_span not in rec.features_by_span:
                 raise BackendError(
@@ -328,13 +362,20 @@ class Cascade:
                 s = self.classifier.sufficiency(X)
             for i, value in zip(todo, s):
                 states[i].stages[stage].score = float(value)
-        t2 = time.perf_counter()
-        for i, sc in zip(todo, scores):
+        t2 = ledger.clock()
+        if all_spans or self.all_feature_spans:  # the other spans, for the records only: untimed
+            for i, sc in zip(todo, scores):
+                rec = states[i].stages[stage]
+                rec.features_by_span = _features_by_span(sc, None, rec.features_by_span)
+        for i, sc, scored in zip(todo, scores, score_seconds):
             st = states[i]
             st.cost.intern_scored_tokens += sc.num_tokens
+            st.cost.scored_stages += 1
             st.cost.bill(self.intern_prices, sc.num_tokens, 0)
-            st.cost.times.intern_score += (t1 - t0) / len(todo)
-            st.cost.times.classify += (t2 - t1) / len(todo)
+            times = st.stages[stage].times
+            times.intern_score, times.classify = scored, (t2 - t1) / len(todo)
+            st.cost.times.intern_score += times.intern_score
+            st.cost.times.classify += times.classify
 
     def _answer_request(self, st: _State, stage: int) -> GenerationRequest:
         prompt = st.prompts[stage]
@@ -358,11 +399,11 @@ class Cascade:
 
     def _answer(self, states: list[_State]) -> list[CascadeResult]:
         requests = [self._answer_request(st, st.chosen) for st in states]
-        t0 = time.perf_counter()
+        t0 = ledger.clock()
         gens = self.intern.generate(requests)
-        share = (time.perf_counter() - t0) / len(states)
+        shares = _call_seconds(self.intern, t0, len(states))
         results = []
-        for st, gen in zip(states, gens):
+        for st, gen, share in zip(states, gens, shares):
             cost = st.cost
             cost.intern_tokens = gen.new_tokens
             cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
@@ -370,16 +411,33 @@ class Cascade:
             cost.stopped_early = st.early
             cost.stage_scores = [s.score for s in st.stages if s.score is not None]
             cost.times.intern_generate += share
+            st.stages[st.chosen].times.intern_generate = share
             cost.finalize(self.mentor_params, self.intern_params)
             results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason, st.mentor))
         return results
 
 
-def _features_by_span(scores, wanted: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def _features_by_span(
+    scores, wanted: Sequence[str] | None = None, have: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """f_t over each span of ``wanted`` (None: every span) that this prompt's scores allow (``prompt``
-    always; the others need spans)."""
+    always; the others need spans), in FEATURE_SPANS order; spans in ``have`` are not computed again."""
     spans = FEATURE_SPANS if scores.spans is not None else ("prompt",)
-    return {span: features_of(scores, span) for span in spans if wanted is None or span in wanted}
+    have = have or {}
+    return {
+        span: have[span] if span in have else features_of(scores, span)
+        for span in spans
+        if wanted is None or span in wanted
+    }
+
+
+def _phase_clock() -> float:
+    return ledger.clock()  # looked up at each call: the clock a test puts in place is the one used
+
+
+def _call_seconds(backend, t0: float, n: int) -> list[float]:
+    """Each of a batched call's ``n`` requests' seconds, the call having started at ``t0``."""
+    return ledger.call_seconds(ledger.clock() - t0, n, getattr(backend, "last_seconds", None))
 
 
 def _same_as_previous(st: _State, stage: int) -> bool:

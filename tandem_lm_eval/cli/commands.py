@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--chunk", type=int, default=32, help="questions per batch (records are written per chunk)"
     )
+    c.add_argument(
+        "--answers-by-stage",
+        action="store_true",
+        help="answer each stage in its own batched call, as a live run does: the recorded answer times are "
+        "then shares of calls of a live run's size (what a replayed latency needs); slower on batching engines",
+    )
     c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
     c.add_argument(
         "--hidden-layers",
@@ -269,7 +275,9 @@ def _collect(args) -> int:
     )
     source.check()  # --metric and --filter exist, before any model loads
     explorer = make_explorer(model_args, hidden_layers=args.hidden_layers)
-    stats = collect(explorer, questions, source, args.out, chunk=args.chunk)
+    stats = collect(
+        explorer, questions, source, args.out, chunk=args.chunk, answers_by_stage=args.answers_by_stage
+    )
     kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(
         f"collect: wrote {stats.questions} records to {args.out} in {stats.seconds:.0f} s "

@@ -9,11 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tandem_lm_eval.calibration.fitting import KINDS, FitSettings, fit_records
+from tandem_lm_eval.calibration.fitting import KINDS, THRESHOLD_ROWS, FitSettings, fit_records
 from tandem_lm_eval.calibration.model_card import model_card
-from tandem_lm_eval.calibration.objectives import (
-    Objective,
-)
+from tandem_lm_eval.calibration.objectives import OBJECTIVE_KINDS, Objective
 from tandem_lm_eval.calibration.tables import hidden_file_meta, hidden_vectors
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
@@ -76,14 +74,20 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         default="max_accuracy",
-        choices=("max_accuracy", "min_cost", "per_stage"),
-        help="threshold rule",
+        choices=OBJECTIVE_KINDS,
+        help="threshold rule (docs/classifier.md)",
     )
-    p.add_argument("--max-tflops", type=float, help="max_accuracy: cap on mean TFLOPs per question")
+    p.add_argument("--max-tflops", type=float, help="max_accuracy, one_se: cap on mean TFLOPs per question")
     p.add_argument(
         "--max-cost-fraction",
         type=float,
-        help="max_accuracy: cap as a fraction of the last fixed stage's cost",
+        help="max_accuracy, one_se: cap as a fraction of the last fixed stage's cost",
+    )
+    p.add_argument(
+        "--se-multiplier",
+        type=float,
+        default=1.0,
+        help="one_se: how many standard errors below the best accuracy still count as as good",
     )
     p.add_argument("--min-accuracy", type=float, help="min_cost: accuracy floor")
     p.add_argument(
@@ -99,9 +103,14 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threshold-rows",
-        default="validation",
-        choices=("validation", "train"),
-        help="rows thresholds are chosen on: held-out (§2.3, default) or training (§3.1)",
+        default=None,
+        choices=THRESHOLD_ROWS,
+        help="rows thresholds are chosen on: every training question scored out of fold (cv, default: it "
+        "transfers best, docs/judgment-study.md), the held-out validation part (§2.3; the default for "
+        "hidden_lora, whose adapter learnt from the training part) or the training part (§3.1)",
+    )
+    p.add_argument(
+        "--cv-folds", type=int, default=None, help="--threshold-rows cv: folds of the training questions (5)"
     )
     p.add_argument("--validation-fraction", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=42)
@@ -137,6 +146,7 @@ def settings_from_args(args) -> FitSettings:
         min_accuracy=args.min_accuracy,
         min_accuracy_fraction=args.min_accuracy_fraction,
         stage0=args.stage0,
+        se_multiplier=args.se_multiplier,  # refused unless one_se
     )
     return FitSettings(
         span=args.span,
@@ -145,13 +155,39 @@ def settings_from_args(args) -> FitSettings:
         objective=objective,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
-        threshold_rows=args.threshold_rows,
+        threshold_rows=threshold_rows(args),
+        cv_folds=_cv_folds(args),
         per_group=args.per_group,
         policy=args.policy,
         min_group_questions=args.min_group_questions,
         mentor_params=args.mentor_num_params,
         intern_params=args.intern_num_params,
     )
+
+
+def threshold_rows(args) -> str:
+    """``--threshold-rows``, default ``cv``; ``validation`` for a hidden_lora judge, whose adapter learnt
+    from the training part's labels: their out-of-fold scores would not be out of sample."""
+    lora = needs_adapter(getattr(args, "features", STATISTICS))
+    if args.threshold_rows == "cv" and lora:  # refused here, before the adapter's training
+        raise ValueError(
+            "--threshold-rows cv does not suit --features hidden_lora: the adapter learns from the training "
+            "questions' labels, so their vectors are not out of sample in any fold; use validation (the "
+            "default for hidden_lora) or train"
+        )
+    if args.threshold_rows is not None:
+        return args.threshold_rows
+    return "validation" if lora else "cv"
+
+
+def _cv_folds(args) -> int:
+    if args.cv_folds is None:
+        return 5
+    if threshold_rows(args) != "cv":
+        raise ValueError("--cv-folds is for --threshold-rows cv")
+    if args.cv_folds < 2:
+        raise ValueError(f"--cv-folds must be at least 2, got {args.cv_folds}")
+    return args.cv_folds
 
 
 def judge_for(args, settings: FitSettings, adapter: dict | None = None) -> FitSettings:
@@ -170,8 +206,8 @@ def judge_for(args, settings: FitSettings, adapter: dict | None = None) -> FitSe
 
 
 def run_fit(args) -> dict:
+    settings = settings_from_args(args)  # every value checked before the records are read
     records = load_records(args.records)
-    settings = settings_from_args(args)
     adapter_dir = None
     if needs_adapter(args.features):
         if len(args.records) != 1:

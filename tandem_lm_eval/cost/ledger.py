@@ -3,15 +3,45 @@
 When the mentor answers by itself (``mode=mentor_only``, ``budget_forcing:B``) the intern reads
 nothing (``RequestCost.intern_reads_mentor = False``): TFLOPs = 2e-12 · |θL| · L_L, the paper's
 single-model rows (Table 1, 32B).
+
+Latency (the paper's second cost, Table 13). Every phase is one batched backend call over the
+requests that need it (the mentor's stage t, the intern's scoring of stage t, the judgment, the
+answer); its wall time, read with :func:`clock`, is shared equally by the requests of the call. A
+request's latency is the sum of its shares (:attr:`RequestCost.latency_s`). With one request per
+call (``chunk_size=1``) that is the time the question took, phase by phase; with many, it is the
+run's time per question (the inverse throughput), not what a single user would wait
+(docs/cost-reporting.md). An output a run store serves counts the seconds it took when it was
+computed (:func:`call_seconds`), as it counts its tokens: latency, like TFLOPs, describes the method,
+not the cache.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
+
+
+def clock() -> float:
+    """The clock every phase is timed with (one place, so a test can replace it)."""
+    return time.perf_counter()
+
+
+def call_seconds(elapsed: float, n: int, reported: Sequence[float | None] | None = None) -> list[float]:
+    """Each of the ``n`` requests' seconds of one batched call that took ``elapsed``: an equal share,
+    except where the backend reported a request's own (``reported``, one per request, None where it
+    has none): a run store's served output brings the seconds it took when it was computed
+    (backends/store_backed.py), so reading it back is never mistaken for computing it."""
+    if reported is None or len(reported) != n:
+        return [elapsed / n] * n
+    return [elapsed / n if s is None else float(s) for s in reported]
+
+
+#: The phases a request's time is split into (``PhaseTimes`` fields), in the order they run.
+PHASES = ("mentor_generate", "intern_score", "classify", "intern_generate")
 
 
 @dataclass
@@ -27,6 +57,20 @@ class PhaseTimes:
     def backend(self) -> float:
         return self.mentor_generate + self.intern_score + self.intern_generate
 
+    @property
+    def judgment(self) -> float:
+        """The continual judgment: the intern's scoring pass over Q ⊕ I_t, the features, the classifier."""
+        return self.intern_score + self.classify
+
+    @property
+    def total(self) -> float:
+        """Every phase: the request's latency."""
+        return self.mentor_generate + self.intern_score + self.classify + self.intern_generate
+
+    def add(self, other: PhaseTimes) -> None:
+        for name in PHASES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 @dataclass
 class RequestCost:
@@ -41,6 +85,7 @@ class RequestCost:
     stage_scores: list[float] = field(default_factory=list)  # s_t for every stage that was scored
     stopped_early: bool = False  # s_t > tau_t at t*; False when t* came from the argmax fallback
     intern_scored_tokens: int = 0
+    scored_stages: int = 0  # scoring passes of the intern (a stage that adds no insight is not rescored)
     mentor_prompt_tokens: int = 0
     mentor_cached_tokens: int = 0
     times: PhaseTimes = field(default_factory=PhaseTimes)
@@ -84,6 +129,11 @@ class RequestCost:
                 0.0, intern_params, 0, self.intern_tokens
             )
 
+    @property
+    def latency_s(self) -> float:
+        """Seconds this request took: the sum of its shares of every phase (module docstring)."""
+        return self.times.total
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -100,7 +150,28 @@ class RunSummary:
     early_stops: int
     times: PhaseTimes
     usd: float | None = None
+    scored_stages: int = 0
     mentor_regenerated_tokens: int = 0
+
+    @property
+    def mean_latency_s(self) -> float:
+        """Mean seconds per request (the sum of every phase over the run, per request)."""
+        return self.times.total / max(self.requests, 1)
+
+    @property
+    def judgment_share(self) -> float | None:
+        """The judgment's share of the run's time (the paper's "< 2%"); None before any time was taken."""
+        return self.times.judgment / self.times.total if self.times.total > 0 else None
+
+    @property
+    def classifier_share(self) -> float | None:
+        """The share of the features and the classifier alone (no scoring pass)."""
+        return self.times.classify / self.times.total if self.times.total > 0 else None
+
+    @property
+    def judgment_s_per_stage(self) -> float | None:
+        """Mean seconds of one judgment (scoring pass, features, classifier) per scored stage."""
+        return self.times.judgment / self.scored_stages if self.scored_stages else None
 
     @classmethod
     def of(cls, costs: Sequence[RequestCost], num_stages: int) -> RunSummary:
@@ -109,8 +180,7 @@ class RunSummary:
         usd = None
         for c in costs:
             counts[c.stop_stage] = counts.get(c.stop_stage, 0) + 1
-            for name in ("mentor_generate", "intern_score", "classify", "intern_generate"):
-                setattr(times, name, getattr(times, name) + getattr(c.times, name))
+            times.add(c.times)
             if c.usd is not None:
                 usd = (usd or 0.0) + c.usd
         return cls(
@@ -122,6 +192,7 @@ class RunSummary:
             early_stops=sum(c.stopped_early for c in costs),
             times=times,
             usd=usd,
+            scored_stages=sum(c.scored_stages for c in costs),
             mentor_regenerated_tokens=sum(c.mentor_regenerated_tokens for c in costs),
         )
 
@@ -157,7 +228,14 @@ class RunSummary:
             f"  time (s): mentor generate {self.times.mentor_generate:.2f}, intern score "
             f"{self.times.intern_score:.2f}, classify {self.times.classify:.3f}, intern generate "
             f"{self.times.intern_generate:.2f}",
+            f"  latency: {self.mean_latency_s:.3f} s per request (its share of each batched call, summed)",
         ]
+        if self.scored_stages:
+            lines.append(
+                f"  judgment: {self.judgment_s_per_stage:.4f} s per scored stage ({self.scored_stages} "
+                f"stages), {100 * (self.judgment_share or 0):.2f}% of the time (features and classifier "
+                f"alone {100 * (self.classifier_share or 0):.2f}%)"
+            )
         if self.mentor_regenerated_tokens:
             lines.append(
                 f"  mentor tokens generated again (an API that cannot continue): "
@@ -170,4 +248,11 @@ class RunSummary:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["stage_counts"] = {str(k): v for k, v in self.stage_counts.items()}
+        d["mean_latency_s"] = self.mean_latency_s
+        d["judgment"] = {
+            "seconds": self.times.judgment,
+            "seconds_per_scored_stage": self.judgment_s_per_stage,
+            "share_of_time": self.judgment_share,
+            "classifier_share_of_time": self.classifier_share,
+        }
         return d

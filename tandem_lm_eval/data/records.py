@@ -54,6 +54,9 @@ class StageEntry:
     prompt_tokens: int = 0
     spans: dict[str, list[list[int]]] | None = None
     features: dict[str, list[float]] = field(default_factory=dict)  # by feature span
+    # this stage's wall seconds by phase (cost/ledger.py PhaseTimes: mentor_generate, intern_score,
+    # classify, intern_generate), each a share of one batched call; None in records written before
+    seconds: dict[str, float] | None = None
     # the intern's hidden vectors of this stage (trace records of hidden-state judges); collect keeps
     # them compactly in a side file instead (data/hidden_file.py)
     hidden: dict[str, list[float]] | None = None

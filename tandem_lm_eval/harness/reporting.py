@@ -8,9 +8,9 @@ Mechanism (lm-eval 0.4.13 has no callbacks):
    benchmarks have duplicate rows, and two identical documents are two requests, each with its own cost).
 3. ``doc_iterator`` (patched) notes the ``doc_id`` it hands the evaluator, so ``process_results``
    (patched), called for that document, adds that request's cost metrics to the task's own metrics;
-   ``aggregation``/``higher_is_better`` declare them (mean; lower is better for the costs, no direction
-   for the early-stop rate). So they appear per task in the printed table and results JSON, and per
-   sample under ``--log_samples``.
+   ``aggregation``/``higher_is_better`` declare them (mean; lower is better for the costs: TFLOPs,
+   tokens, seconds, $; no direction for the stop stage and the early-stop rate, which describe the run).
+   So they appear per task in the printed table and results JSON, and per sample under ``--log_samples``.
 
 Tasks never answered by tandem are untouched: without a ledger entry nothing is added.
 """
@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from statistics import mean
 
-from tandem_lm_eval.cost.ledger import RequestCost
+from tandem_lm_eval.cost.ledger import PHASES, RequestCost
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,18 @@ COST_METRICS = (
     "tandem_length",
     "tandem_stop_stage",
     "tandem_early_stop",
+    "tandem_latency_s",
+    "tandem_judgment_s",
 )
 USD_METRIC = "tandem_usd"
-#: lm-eval's ``higher_is_better`` per metric: the costs are lower-is-better; the share of documents the
-#: classifier stopped early is a rate that describes the run, neither better high nor low (None: no arrow).
+#: lm-eval's ``higher_is_better`` per metric (it only draws the ↑/↓ arrow of the printed table): the costs
+#: (tokens, TFLOPs, seconds, $) are lower-is-better. The stop stage and the share of documents the
+#: classifier stopped early describe where the cascade stopped: a later stop buys more mentor, which is
+#: better or worse only beside the accuracy (and its cost is already in the TFLOPs), so neither claims a
+#: direction (None: no arrow).
+DESCRIPTIVE_METRICS = ("tandem_stop_stage", "tandem_early_stop")
 HIGHER_IS_BETTER: dict[str, bool | None] = {
-    **{metric: False for metric in (*COST_METRICS, USD_METRIC)},
-    "tandem_early_stop": None,
+    metric: None if metric in DESCRIPTIVE_METRICS else False for metric in (*COST_METRICS, USD_METRIC)
 }
 #: where the patched ``doc_iterator`` notes the doc_id it is handing out, on the task object
 CURRENT_DOC_ID = "tandem_current_doc_id"
@@ -83,8 +88,12 @@ def doc_key(doc) -> str:
 
 
 def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
-    """One document's cost metrics. With several responses per document (repeats) the tokens and
-    TFLOPs add up (the document cost all of them); the stop stage and early-stop flag are averaged."""
+    """One document's cost metrics. With several responses per document (repeats) the tokens, TFLOPs
+    and seconds add up (the document cost all of them); the stop stage and early-stop flag are averaged.
+
+    ``tandem_latency_s``: the request's seconds, every phase summed (its share of each batched call:
+    cost/ledger.py); ``tandem_judgment_s``: the part spent judging (the intern's scoring passes,
+    features, classifier)."""
     out = {
         "tandem_tflops": float(sum(c["tflops"] for c in costs)),
         "tandem_mentor_tokens": float(sum(c["mentor_tokens"] for c in costs)),
@@ -93,10 +102,17 @@ def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
         "tandem_length": float(sum(c["mentor_tokens"] + c["intern_tokens"] for c in costs)),
         "tandem_stop_stage": float(mean(c["stop_stage"] for c in costs)),
         "tandem_early_stop": float(mean(float(c["stopped_early"]) for c in costs)),
+        "tandem_latency_s": float(sum(_seconds(c, PHASES) for c in costs)),
+        "tandem_judgment_s": float(sum(_seconds(c, ("intern_score", "classify")) for c in costs)),
     }
     if any(c.get("usd") is not None for c in costs):
         out[USD_METRIC] = float(sum(c.get("usd") or 0.0 for c in costs))
     return out
+
+
+def _seconds(cost: dict, phases) -> float:
+    times = cost.get("times") or {}
+    return sum(float(times.get(name, 0.0)) for name in phases)
 
 
 @dataclass

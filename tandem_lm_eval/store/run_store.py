@@ -259,24 +259,28 @@ class RunStore:
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The stored value of each key that has a sound entry; corrupted entries are reported once,
         deleted and left out (so their values are computed again)."""
+        return {key: value for key, (value, _) in self.get_many_with_meta(keys).items()}
+
+    def get_many_with_meta(self, keys: Iterable[str]) -> dict[str, tuple[bytes, dict[str, Any]]]:
+        """``get_many`` with each entry's meta (an undecodable meta reads as empty: the value is sound)."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, bytes] = {}
+        found: dict[str, tuple[bytes, dict[str, Any]]] = {}
         bad: list[tuple[str, str, str]] = []
         for start in range(0, len(wanted), _BATCH):
             part = wanted[start : start + _BATCH]
             marks = ",".join("?" * len(part))
             rows = self._read(
                 lambda conn, part=part, marks=marks: conn.execute(
-                    f"SELECT key, value, size, checksum FROM entries WHERE key IN ({marks})", part
+                    f"SELECT key, value, size, checksum, meta FROM entries WHERE key IN ({marks})", part
                 ).fetchall(),
                 "read entries",
             )
-            for key, value, size, digest in rows:
+            for key, value, size, digest, meta in rows:
                 problem = _problem(value, size, digest)
                 if problem:
                     bad.append((key, digest, problem))
                 else:
-                    found[key] = bytes(value)
+                    found[key] = (bytes(value), _meta_of(meta))
         for key, digest, problem in bad:
             self._drop(key, digest, problem)
         return found
@@ -522,6 +526,14 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     logger.info(
         "run store: migrated to schema version %d (the file shrinks at the next vacuum)", SCHEMA_VERSION
     )
+
+
+def _meta_of(text: str | None) -> dict[str, Any]:
+    try:
+        meta = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _problem(value: bytes | None, size: int, digest: str) -> str | None:

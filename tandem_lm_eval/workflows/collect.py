@@ -146,8 +146,12 @@ def collect(
     out_path: str | Path,
     *,
     chunk: int = 32,
+    answers_by_stage: bool = False,
 ) -> CollectStats:
-    """Explore every stage of ``questions`` chunk by chunk, appending one record per question."""
+    """Explore every stage of ``questions`` chunk by chunk, appending one record per question.
+
+    Each stage of a record carries its own seconds by phase (a share of each batched call);
+    ``answers_by_stage``: answer in one call per stage, as a live run does (``Cascade.explore``)."""
     cascade = explorer.cascade
     out_path = Path(out_path)
     done = done_keys(out_path)
@@ -166,7 +170,7 @@ def collect(
     for start in range(0, len(todo), max(1, chunk)):
         batch = todo[start : start + chunk]
         t0 = time.perf_counter()
-        explored = cascade.explore([q.question for q in batch])
+        explored = cascade.explore([q.question for q in batch], answers_by_stage=answers_by_stage)
         # judge every stage's answer with the task's own filters and metric
         flat = [(i, o) for i, e in enumerate(explored) for o in e.stages]
         try:

@@ -27,6 +27,14 @@ budget): a second run with nothing changed loads everything and calls no model; 
 recomputes only what it touches. Outputs: ``leaderboard.md``, ``.csv``, ``.json`` and one
 ``<task>.png`` of accuracy against TFLOPs with the Pareto front.
 
+Latency (paper Table 13): a live row's is measured, each question's share of the run's batched
+calls (``tandem_latency_s``; an output the run store already held, e.g. the collect's, brings the
+seconds it took when it was computed); a replayed row's is the sum of exactly the phases its policy's path
+ran, as the collect recorded them for that question (calibration/replay.py). So that both are
+shares of calls of the same size, the collect answers stage by stage and the live rows run with
+``chunk_size`` = the config's ``chunk`` (unless their model_args set one). ``chunk = 1``: one
+question at a time, the paper's per-sample latency (docs/cost-reporting.md).
+
 Before any model loads, ``preflight`` checks every value of the config as the run would meet it (each
 row's model_args as ``TandemLM`` reads them, the classifiers' files and budgets, the tasks and their
 questions against each classifier's training questions, the output folder, matplotlib for the plots):
@@ -250,7 +258,8 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
         layers = ",".join(sorted({str(h.layer) for _, h in needs})) or None
         explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
         try:
-            collect(explorer, questions, source, path, chunk=config.chunk)
+            # answers stage by stage: each answer's time is a share of a call as large as a live run's
+            collect(explorer, questions, source, path, chunk=config.chunk, answers_by_stage=True)
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
@@ -308,7 +317,11 @@ def complete_for_judges(config: CompareConfig, records, questions, path: Path, n
 
 def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> list[dict]:
     """Per-document results of ``row`` on ``task`` through lm-eval's evaluator (cached by settings)."""
-    key = _key(config.model_args, row.model_args, row.mode, task, config.max_gen_toks, config.limit)
+    # the chunk sets how many questions share a call, hence the measured latency: part of the key
+    chunk_size = row.model_args.get("chunk_size") or config.model_args.get("chunk_size") or str(config.chunk)
+    key = _key(
+        config.model_args, row.model_args, row.mode, task, config.max_gen_toks, config.limit, chunk_size
+    )
     path = config.output / "live" / f"{task}-{row.mode.replace(':', '_')}-{key}.jsonl"
     if path.is_file():
         return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
@@ -322,7 +335,14 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     patch_task_manager(manager)
     metric, filter_name = source.metric_of(task), source.filter_of(task)
     lm = TandemLM(
-        **{"progress": "true", **config.model_args, **store_args(config), **row.model_args, "mode": row.mode}
+        **{
+            "progress": "true",
+            **config.model_args,
+            **store_args(config),
+            **row.model_args,
+            "chunk_size": chunk_size,
+            "mode": row.mode,
+        }
     )
     try:
         out = lm_eval.simple_evaluate(
@@ -349,6 +369,8 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
                 "mentor_tokens": float(s["tandem_mentor_tokens"]),
                 "intern_tokens": float(s["tandem_intern_tokens"]),
                 "tflops": float(s["tandem_tflops"]),
+                "latency_s": float(s["tandem_latency_s"]),
+                "judgment_s": float(s["tandem_judgment_s"]),
             }
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,14 +398,19 @@ def replayed_entry(
         if clf.card.hidden is not None:
             hidden, _ = hidden_vectors([records_path(config, task)], clf.card.hidden.key)
         rows = row_table(records, clf.card.feature_span, clf.card.spec, hidden)
-        s = scores_of(clf, rows, records)
+        scored: list[np.ndarray] = []
+
+        def scores(r):  # scored inside stage_table, which times the classifier as part of each judgment
+            scored.append(scores_of(clf, r, records))
+            return scored[-1]
+
+        table = stage_table(records, scores, rows)
         judged = {
             "feature_set": clf.card.feature_set,
             "y": rows.y.tolist(),
             "stage": rows.stage.tolist(),
-            "s": [float(x) for x in s],
+            "s": [float(x) for x in scored[-1]],
         }
-        table = stage_table(records, lambda r: s, rows)
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
             result = route(table, np.array([t[0] for t in thresholds]))
@@ -409,6 +436,8 @@ def replayed_entry(
         mean_intern_tokens=result.mean_intern_tokens,
         mean_tflops=result.mean_tflops,
         source="replay",
+        mean_latency_s=result.mean_latency_s,
+        mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
     )
     if judged is not None:
         JUDGED[(row.name, task)] = judged
@@ -435,7 +464,18 @@ def live_entry(
         mean_intern_tokens=float(np.mean([s["intern_tokens"] for s in samples])),
         mean_tflops=float(np.mean([s["tflops"] for s in samples])),
         source="live",
+        mean_latency_s=_mean_of(samples, "latency_s"),
+        mean_judgment_s=_mean_of(samples, "judgment_s")
+        if row.mode.split(":")[0] in ("tandem", "route")
+        else None,
     )
+
+
+def _mean_of(samples: list[dict], key: str) -> float | None:
+    """The mean of a per-sample value, None when samples cached by an earlier version lack it."""
+    if any(s.get(key) is None for s in samples):
+        return None
+    return float(np.mean([s[key] for s in samples]))
 
 
 def _classifier_path(row: CompareRow, config: CompareConfig) -> Path:

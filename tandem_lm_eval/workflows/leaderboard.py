@@ -1,7 +1,9 @@
 """The cost-quality leaderboard: one row per method, the layout of the paper's Table 1.
 
 For each task: accuracy (the task's primary metric), mean mentor and intern tokens, Len. (L_L + L_S),
-TFLOPs (Eq. 12) and ΔTFLOPs against the mentor alone, in %. Pure functions over ``BoardEntry``
+TFLOPs (Eq. 12) and ΔTFLOPs against the mentor alone, in %; latency in seconds per question and the
+speed-up against the mentor alone (paper Table 13), with the judgment's share of the latency for
+rows that judge. Pure functions over ``BoardEntry``
 lists (Markdown, CSV, JSON, the Pareto front); ``plot_task`` draws accuracy against TFLOPs with the
 front, one PNG per task (matplotlib, the ``plot`` extra).
 """
@@ -37,10 +39,19 @@ class BoardEntry:
     mean_intern_tokens: float
     mean_tflops: float
     source: str  # "replay" (from collected records) or "live" (an lm-eval run)
+    mean_latency_s: float | None = None  # seconds per question (None: no times recorded)
+    mean_judgment_s: float | None = None  # the part spent judging (rows that judge: tandem, route)
 
     @property
     def mean_length(self) -> float:
         return self.mean_mentor_tokens + self.mean_intern_tokens
+
+    @property
+    def judgment_share(self) -> float | None:
+        """The judgment's share of the latency (the paper's "< 2% of total generation time")."""
+        if self.mean_judgment_s is None or not self.mean_latency_s:
+            return None
+        return self.mean_judgment_s / self.mean_latency_s
 
 
 def delta_vs_reference(entries: Sequence[BoardEntry]) -> dict[tuple[str, str], float | None]:
@@ -50,6 +61,17 @@ def delta_vs_reference(entries: Sequence[BoardEntry]) -> dict[tuple[str, str], f
     for e in entries:
         ref = reference.get(e.task)
         out[(e.name, e.task)] = None if not ref else 100.0 * (e.mean_tflops - ref) / ref
+    return out
+
+
+def speedup_vs_reference(entries: Sequence[BoardEntry]) -> dict[tuple[str, str], float | None]:
+    """(name, task) -> the task's ``mentor_only`` latency over this row's (Table 13's "Speedup": 1.8x
+    = 1.8 times faster than the mentor alone); None without a mentor-only row or times."""
+    reference = {e.task: e.mean_latency_s for e in entries if e.mode == REFERENCE_MODE}
+    out = {}
+    for e in entries:
+        ref = reference.get(e.task)
+        out[(e.name, e.task)] = None if not ref or not e.mean_latency_s else ref / e.mean_latency_s
     return out
 
 
@@ -74,8 +96,13 @@ def _tasks(entries: Sequence[BoardEntry]) -> list[str]:
     return list(dict.fromkeys(e.task for e in entries))
 
 
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "" if value is None else f"{value:{spec}}{suffix}"
+
+
 def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> str:
     delta = delta_vs_reference(entries)
+    speedup = speedup_vs_reference(entries)
     lines = [f"# {title}", ""]
     for task in _tasks(entries):
         rows = [e for e in entries if e.task == task]
@@ -84,8 +111,9 @@ def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> st
         lines += [
             f"## {task} ({rows[0].questions} questions, {metric})",
             "",
-            "| method | mode | accuracy | mentor tokens | intern tokens | Len. | TFLOPs | ΔTFLOPs vs mentor | source |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | mode | accuracy | mentor tokens | intern tokens | Len. | TFLOPs | ΔTFLOPs vs mentor "
+            "| source | latency (s/question) | speed-up vs mentor | judgment share |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for e in rows:
             d = delta[(e.name, task)]
@@ -93,14 +121,22 @@ def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> st
             lines.append(
                 f"| {e.name}{mark} | `{e.mode}` | {100 * e.accuracy:.2f} | {e.mean_mentor_tokens:.1f} | "
                 f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | {e.mean_tflops:.3f} | "
-                f"{'' if d is None else f'{d:+.0f}%'} | {e.source} |"
+                f"{_fmt(d, '+.0f', '%')} | {e.source} | {_fmt(e.mean_latency_s, '.3f')} | "
+                f"{_fmt(speedup[(e.name, task)], '.2f', 'x')} | {_fmt(_pct(e.judgment_share), '.2f', '%')} |"
             )
         lines += [
             "",
-            "`*`: on the accuracy–TFLOPs Pareto front of the methods (the oracle is a reference).",
+            "`*`: on the accuracy–TFLOPs Pareto front of the methods (the oracle is a reference). Latency: "
+            "each question's share of the batched calls of its phases (live: measured; replay: the phases "
+            "its path ran, as the collect timed them); speed-up = the mentor-only latency / the row's; "
+            "judgment share = the intern's scoring passes, features and classifier / the latency.",
             "",
         ]
     return "\n".join(lines)
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
 
 
 def to_csv(entries: Sequence[BoardEntry]) -> str:
@@ -121,8 +157,13 @@ def to_csv(entries: Sequence[BoardEntry]) -> str:
             "mean_tflops",
             "delta_tflops_vs_mentor_pct",
             "source",
+            "mean_latency_s",
+            "speedup_vs_mentor",
+            "mean_judgment_s",
+            "judgment_share",
         ]
     )
+    speedup = speedup_vs_reference(entries)
     for e in entries:
         d = delta[(e.name, e.task)]
         writer.writerow(
@@ -139,6 +180,10 @@ def to_csv(entries: Sequence[BoardEntry]) -> str:
                 f"{e.mean_tflops:.6f}",
                 "" if d is None else f"{d:.3f}",
                 e.source,
+                _fmt(e.mean_latency_s, ".6f"),
+                _fmt(speedup[(e.name, e.task)], ".6f"),
+                _fmt(e.mean_judgment_s, ".6f"),
+                _fmt(e.judgment_share, ".6f"),
             ]
         )
     return buf.getvalue()
@@ -146,8 +191,15 @@ def to_csv(entries: Sequence[BoardEntry]) -> str:
 
 def to_json(entries: Sequence[BoardEntry], extra: dict | None = None) -> str:
     delta = delta_vs_reference(entries)
+    speedup = speedup_vs_reference(entries)
     rows = [
-        {**asdict(e), "mean_length": e.mean_length, "delta_tflops_vs_mentor_pct": delta[(e.name, e.task)]}
+        {
+            **asdict(e),
+            "mean_length": e.mean_length,
+            "delta_tflops_vs_mentor_pct": delta[(e.name, e.task)],
+            "speedup_vs_mentor": speedup[(e.name, e.task)],
+            "judgment_share": e.judgment_share,
+        }
         for e in entries
     ]
     return json.dumps({**(extra or {}), "rows": rows}, indent=2) + "\n"
