@@ -451,15 +451,13 @@ def test_compare_table8_from_leaderboard_entries(tmp_path):
         entry("Hidden judge", "tandem", "t2", 0.4),
     ]
     rng = np.random.default_rng(0)
+    judged = {}
     for task in ("t1", "t2"):
         y = (rng.random(40) < 0.3).astype(int)
-        compare.JUDGED[("Hidden judge", task)] = {
-            "feature_set": "hidden",
-            "y": y.tolist(),
-            "stage": (np.arange(40) % 2).tolist(),
-            "s": (y + rng.normal(0, 0.5, 40)).tolist(),
-        }
-    table8 = compare.judges_by_task(config, entries)
+        judged[("Hidden judge", task)] = compare.JudgedRows(
+            "hidden", y, np.arange(40) % 2, y + rng.normal(0, 0.5, 40)
+        )
+    table8 = compare.judges_by_task(config, entries, judged)
     assert table8["rows"]["Mentor"]["accuracy"] == {"t1": 0.5, "t2": 0.7, "all": pytest.approx(0.6)}
     assert table8["rows"]["Hidden judge"]["judge_input"] == "hidden"
     assert set(table8["auc"]) == {"Hidden judge"} and set(table8["auc"]["Hidden judge"]) == {"all", "0", "1"}

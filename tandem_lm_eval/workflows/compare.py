@@ -378,11 +378,23 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     return samples
 
 
+@dataclass(frozen=True)
+class JudgedRows:
+    """What a replayed tandem/route row's judge said about each question-stage row: the label, the
+    stage and the score, for Table 8's AUCs."""
+
+    feature_set: str
+    y: np.ndarray
+    stage: np.ndarray
+    score: np.ndarray
+
+
 def replayed_entry(
     row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None
-) -> BoardEntry:
+) -> tuple[BoardEntry, JudgedRows | None]:
     """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
-    in order) let a per-group classifier find each question's group by its own rule, as a live run does."""
+    in order) let a per-group classifier find each question's group by its own rule, as a live run does.
+    Returns the board entry and, for a row with a judge, what the judge said (None otherwise)."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
     from tandem_lm_eval.calibration.tables import hidden_vectors, row_table, stage_table
@@ -405,12 +417,12 @@ def replayed_entry(
             return scored[-1]
 
         table = stage_table(records, scores, rows)
-        judged = {
-            "feature_set": clf.card.feature_set,
-            "y": rows.y.tolist(),
-            "stage": rows.stage.tolist(),
-            "s": [float(x) for x in scored[-1]],
-        }
+        judged = JudgedRows(
+            clf.card.feature_set,
+            np.asarray(rows.y),
+            np.asarray(rows.stage),
+            np.asarray(scored[-1], dtype=float),
+        )
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
             result = route(table, np.array([t[0] for t in thresholds]))
@@ -439,13 +451,7 @@ def replayed_entry(
         mean_latency_s=result.mean_latency_s,
         mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
     )
-    if judged is not None:
-        JUDGED[(row.name, task)] = judged
-    return entry
-
-
-# The judged rows of the last replay of each (row, task): labels, stages and scores, for Table 8's AUCs.
-JUDGED: dict[tuple[str, str], dict] = {}
+    return entry, judged
 
 
 def live_entry(
@@ -638,9 +644,12 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
 
 
 # --- Table 8 ------------------------------------------------------------------------------------------
-def judges_by_task(config: CompareConfig, entries: list[BoardEntry]) -> dict:
+def judges_by_task(
+    config: CompareConfig, entries: list[BoardEntry], judged_rows: dict[tuple[str, str], JudgedRows]
+) -> dict:
     """Paper Table 8 from the leaderboard: each row's accuracy per task (the group) and overall, mean
-    TFLOPs, and for every judge (a replayed tandem/route row) its AUC over all rows and per stage."""
+    TFLOPs, and for every judge (a replayed tandem/route row; ``judged_rows`` by (row name, task)) its
+    AUC over all rows and per stage."""
     from tandem_lm_eval.calibration.analysis import bootstrap_auc
 
     rows = {}
@@ -648,21 +657,21 @@ def judges_by_task(config: CompareConfig, entries: list[BoardEntry]) -> dict:
         mine = [e for e in entries if e.name == row.name]
         if not mine:
             continue
-        judged = next((JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED), None)
+        judged = [judged_rows[(row.name, t)] for t in config.tasks if (row.name, t) in judged_rows]
         rows[row.name] = {
             "mode": row.mode,
-            "judge_input": judged["feature_set"] if judged else "",
+            "judge_input": judged[0].feature_set if judged else "",
             "accuracy": {**{e.task: e.accuracy for e in mine}, "all": _weighted(mine, "accuracy")},
             "mean_tflops": _weighted(mine, "mean_tflops"),
         }
     aucs = {}
     for row in config.rows:
-        judged = [JUDGED[(row.name, t)] for t in config.tasks if (row.name, t) in JUDGED]
+        judged = [judged_rows[(row.name, t)] for t in config.tasks if (row.name, t) in judged_rows]
         if not judged:
             continue
-        y = np.concatenate([np.array(j["y"]) for j in judged])
-        stage = np.concatenate([np.array(j["stage"]) for j in judged])
-        s = np.concatenate([np.array(j["s"]) for j in judged])
+        y = np.concatenate([j.y for j in judged])
+        stage = np.concatenate([j.stage for j in judged])
+        s = np.concatenate([j.score for j in judged])
         per = {"all": bootstrap_auc(y, s)}
         for t in sorted(set(stage.tolist())):
             per[str(t)] = bootstrap_auc(y[stage == t], s[stage == t])
@@ -688,7 +697,8 @@ def table8_markdown(table8: dict) -> str:
 # --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
     loaded = preflight(config)
-    entries = []
+    entries: list[BoardEntry] = []
+    judged_rows: dict[tuple[str, str], JudgedRows] = {}
     for task in config.tasks:
         if any(r.replayed for r in config.rows):
             records, source, questions = records_for_task(config, task, loaded[task])
@@ -697,13 +707,16 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entries.append(replayed_entry(row, task, records, metric, config, questions))
+                entry, judged = replayed_entry(row, task, records, metric, config, questions)
+                entries.append(entry)
+                if judged is not None:
+                    judged_rows[(row.name, task)] = judged
             else:
                 samples = live_samples(config, row, task, source)
                 entries.append(live_entry(row, task, samples, metric, source.threshold))
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    table8 = judges_by_task(config, entries)
+    table8 = judges_by_task(config, entries, judged_rows)
     (out / "leaderboard.md").write_text(to_markdown(entries) + "\n" + table8_markdown(table8))
     (out / "leaderboard.csv").write_text(to_csv(entries))
     (out / "leaderboard.json").write_text(
