@@ -96,7 +96,8 @@ def collect(out: Path, trace: Path | None) -> dict:
                 "resps": row["resps"],
                 "filtered_resps": row["filtered_resps"],
                 "exact_match": row.get("exact_match"),
-                **{k: row[k] for k in COST_KEYS},
+                # every cost metric but those in seconds: wall times differ between any two runs
+                **{k: row[k] for k in COST_KEYS if not k.endswith("_s")},
             }
     per_doc: dict[int, list] = {}
     if trace is not None and trace.exists():
@@ -131,12 +132,13 @@ def same(a: dict, b: dict) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_parser(name: str, doc: str, *, limit: int, max_gen_toks: int) -> argparse.ArgumentParser:
+    """The options every lm_eval-comparing benchmark takes (``name``: its workdir and JSON; ``doc``: its
+    help text)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="tandem_gsm8k")
-    ap.add_argument("--limit", type=int, default=4)
-    ap.add_argument("--max-gen-toks", type=int, default=64)
-    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=limit)
+    ap.add_argument("--max-gen-toks", type=int, default=max_gen_toks)
     # batch size 1 and chunk_size=1: every prompt alone in its forward pass, as in any process layout, so
     # equal answers show the distribution and not how padding in a batch rounds
     ap.add_argument(
@@ -144,27 +146,43 @@ def main() -> None:
         default="progress=false,mentor_batch_size=1,intern_batch_size=1,chunk_size=1",
         help="extra --model_args (demo pair by default)",
     )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=Path("runs/bench-ranks"))
-    ap.add_argument("--json", type=Path, default=REPO / "docs" / "bench-ranks.json")
-    args = ap.parse_args()
-    work = args.workdir.resolve()
+    ap.add_argument("--workdir", type=Path, default=Path(f"runs/{name}"))
+    ap.add_argument("--json", type=Path, default=REPO / "docs" / f"{name}.json")
+    return ap
+
+
+def fresh_workdir(workdir: Path) -> Path:
+    work = workdir.resolve()
     if work.exists():
         import shutil
 
         shutil.rmtree(work)
-    lm_eval, torchrun = str(BIN / "lm_eval"), str(BIN / "torchrun")
-    dist = [torchrun, "--standalone", "--nproc_per_node", str(args.nproc), "-m", "lm_eval"]
-    report: dict = {
+    return work
+
+
+def report_head(args: argparse.Namespace, **extra) -> dict:
+    """What a report starts with: when, where, and what was run."""
+    return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "task": args.task,
         "limit": args.limit,
         "max_gen_toks": args.max_gen_toks,
-        "nproc": args.nproc,
+        **extra,
         "model_args": args.model_args,
         "runs": {},
     }
+
+
+def main() -> None:
+    ap = run_parser("bench-ranks", __doc__, limit=4, max_gen_toks=64)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    work = fresh_workdir(args.workdir)
+    lm_eval, torchrun = str(BIN / "lm_eval"), str(BIN / "torchrun")
+    dist = [torchrun, "--standalone", "--nproc_per_node", str(args.nproc), "-m", "lm_eval"]
+    report = report_head(args, nproc=args.nproc)
 
     def run(name: str, cmd_head: list[str], extra: str, *, kill_at: int | None = None) -> dict:
         d = work / name

@@ -89,7 +89,49 @@ MODEL_ARGS_ROWS = [
         r"trace_path .*conftest.py is a file, so the file cannot be made there",
     ),
     ("store-is-a-folder", {"store": str(HERE)}, r"store .* is a folder: give a file path"),
+    ("data-parallel-size-zero", {"data_parallel_size": "0"}, r"data_parallel_size must be >= 1, got '0'"),
+    (
+        "data-parallel-size-not-a-number",
+        {"data_parallel_size": "two"},
+        r"data_parallel_size must be an integer",
+    ),
+    (
+        "role-data-parallel-size",
+        {"intern_backend": "hf", "intern_data_parallel_size": "2"},
+        r"intern_data_parallel_size=2: replicas are of the whole cascade.*give data_parallel_size=2",
+    ),
 ]
+
+
+# GPUs a replica cannot get: refused before any worker starts or model loads
+GPU_ROWS = [
+    (
+        "more-replicas-than-gpus",
+        "0,1",
+        {"data_parallel_size": "4"},
+        r"data_parallel_size=4 and 2 visible GPUs",
+    ),
+    ("gpus-do-not-split", "0,1,2", {"data_parallel_size": "2"}, r"a divisor of 3"),
+    (
+        "tensor-parallel-wider-than-a-replica",
+        "0,1,2,3",
+        {"data_parallel_size": "4", "mentor_backend": "vllm", "mentor_tensor_parallel_size": "2"},
+        r"gives each replica 1, but the mentor needs 2 .*give data_parallel_size=2",
+    ),
+]
+
+
+@pytest.mark.parametrize("row, gpus, extra, pattern", GPU_ROWS, ids=[r[0] for r in GPU_ROWS])
+def test_replicas_the_gpus_cannot_hold_are_refused_before_any_model_loads(
+    row, gpus, extra, pattern, monkeypatch
+):
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded (or a replica started) before the GPUs were checked")
+
+    monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.ReplicaPool", no_load)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
+    assert re.search(pattern, lm_error(mentor="/nonexistent/m", intern="/nonexistent/i", **extra)), row
 
 
 @pytest.mark.parametrize("row, extra, pattern", MODEL_ARGS_ROWS, ids=[r[0] for r in MODEL_ARGS_ROWS])
@@ -98,7 +140,8 @@ def test_model_args_are_refused_before_any_model_loads(row, extra, pattern, monk
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before model_args were checked")
 
-    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.lm.ReplicaPool", no_load)  # no replica starts either
     args = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i", **extra}
     if row == "one-role-only":
         args.pop("intern")
@@ -306,7 +349,7 @@ def test_classifier_problems_are_found_before_any_model_loads(tmp_path, monkeypa
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the classifier was checked")
 
-    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
     models = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i"}
     assert "classifier 'nope' not found" in lm_error(**models, classifier="nope")
     (tmp_path / "classifier.json").write_text(json.dumps({"feature_set": "tandem-v1", "format_version": 1}))
@@ -322,7 +365,7 @@ def no_model(monkeypatch):
         raise AssertionError("a model was loaded before the inputs were checked")
 
     monkeypatch.setattr("tandem_lm_eval.workflows.collect.make_explorer", no_load)
-    monkeypatch.setattr("tandem_lm_eval.harness.lm.build_backends", no_load)
+    monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
     monkeypatch.setattr("tandem_lm_eval.harness.lm.TandemLM", no_load)
 
 
@@ -471,3 +514,13 @@ def test_compare_config_numbers_and_switches(capsys, tmp_path, no_model):
     assert "limit must be" in compare_error(capsys, tmp_path, rows, limit='"all"')
     message = compare_error(capsys, tmp_path, rows, confirm_run_unsafe_code='"maybe"')
     assert "confirm_run_unsafe_code must be true or false" in message
+
+
+def test_collect_and_a_replayed_compare_refuse_replicas(capsys, tmp_path, no_model):
+    """collect runs its models in its own process: data_parallel_size there is refused, not ignored."""
+    args = ["--model_args", "mentor=/nonexistent/m,intern=/nonexistent/i,data_parallel_size=2"]
+    message = command_error(capsys, *COLLECT, *args, "--out", str(tmp_path / "r.jsonl"))
+    assert "data_parallel_size=2: collect runs its models in this process" in message
+    rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
+    message = compare_error(capsys, tmp_path, rows, shared=",data_parallel_size=2")
+    assert "model_args: data_parallel_size=2: collect runs its models in this process" in message

@@ -282,17 +282,6 @@ def test_a_killed_rank_resumes_from_the_store(tmp_path, tiny_model_dir, tiny_cla
     assert len(trace_by_doc(tmp_path / "trace.jsonl")) == limit
 
 
-def test_data_parallel_size_is_refused_with_what_does_it():
-    from tandem_lm_eval.harness.config import ConfigError, TandemConfig
-
-    assert TandemConfig.from_model_args({"data_parallel_size": "1"}).mode == "tandem"
-    with pytest.raises(ConfigError, match="data_parallel_size=2: replicas inside one process.*torchrun"):
-        TandemConfig.from_model_args({"data_parallel_size": "2"})
-    args = {"mentor": "m", "intern": "demo", "mentor_backend": "vllm", "mentor_data_parallel_size": "4"}
-    with pytest.raises(ConfigError, match="mentor_data_parallel_size=4: replicas inside one process"):
-        TandemConfig.from_model_args(args)
-
-
 def test_run_summaries_combine_to_the_summary_of_all_requests():
     """Rank 0 reports the combination of every rank's and call's summary: it must equal the summary of
     all their requests (every field, so a total added later is combined too)."""

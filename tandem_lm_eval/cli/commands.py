@@ -257,12 +257,13 @@ def _task_questions(args, **extra):
 def _collect(args) -> int:
     from tandem_lm_eval.common.options import parse_model_args
     from tandem_lm_eval.harness.config import TandemConfig
-    from tandem_lm_eval.workflows.collect import collect, default_store, make_explorer
+    from tandem_lm_eval.workflows.collect import collect, default_store, make_explorer, refuse_replicas
 
     model_args = parse_model_args(args.model_args)
     if "store" not in model_args:  # keep what is generated: a failed judging step loses nothing
         model_args["store"] = str(default_store(args.out))
     config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    refuse_replicas(config)  # before the task and any model load
     default_max = config.max_gen_toks
     questions, source = _task_questions(
         args,

@@ -1,18 +1,23 @@
 """From a checked ``TandemConfig`` to the running parts: the classifier (its files checked before any
 model loads, its fit to the intern after), the two backends (behind the run store when ``store=``),
-their parameter counts for Eq. 12, and the stop policy of each group."""
+their parameter counts for Eq. 12, the stop policy of each group, and the cascade that joins them
+(``build_replica``: one whole replica, as ``TandemLM`` runs it in its own process and each
+``data_parallel_size`` worker in its own, harness/replicas.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tandem_lm_eval.backends import Backend, make_backend
 from tandem_lm_eval.backends.base import HiddenRequest
 from tandem_lm_eval.backends.checkpoint import configured_hidden_shape
-from tandem_lm_eval.backends.store_backed import StoredBackend
+from tandem_lm_eval.backends.store_backed import StoredBackend, store_of
 from tandem_lm_eval.backends.store_keys import fingerprint
 from tandem_lm_eval.cascade.policies import StopPolicy, answerer_of, make_policy
+from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
 from tandem_lm_eval.judgment.card import normalize_model_name
@@ -27,6 +32,81 @@ logger = logging.getLogger(__name__)
 _open_stores: dict[str, RunStore] = {}
 
 DEMO_CLASSIFIER = "smollm2-135m-gsm8k"
+
+
+@dataclass
+class Replica:
+    """One whole cascade: the classifier, both backends (one engine when they are the same model),
+    their |θ| for Eq. 12, and the ``Cascade`` that runs questions through them."""
+
+    cascade: Cascade
+    mentor: Backend | None
+    intern: Backend | None
+    mentor_params: float
+    intern_params: float
+    classifier: object | None
+    thresholds: tuple[float, ...] | None
+
+    @property
+    def entropy_method(self) -> str:
+        return getattr(self.intern, "entropy_method", "exact")
+
+    @property
+    def store(self) -> RunStore | None:
+        return store_of(self.mentor, self.intern)
+
+    def store_counts(self) -> dict[str, dict[str, int]]:
+        """Per role: requests served from the store and computed by the backend, over this replica's life."""
+        return {
+            b.role: b.counts.as_dict() for b in (self.mentor, self.intern) if isinstance(b, StoredBackend)
+        }
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """Multiple-choice requests: the intern answers them (the mentor when it answers itself)."""
+        answerer = self.intern if self.intern is not None else self.mentor
+        return answerer.loglikelihood(pairs)
+
+    def close(self) -> None:
+        """Free each distinct engine once (one engine may serve both roles)."""
+        for backend in {id(b): b for b in (self.mentor, self.intern) if b is not None}.values():
+            backend.close()
+
+
+def build_replica(cfg: TandemConfig) -> Replica:
+    """The classifier (its files read first: a bad one is reported before any model loads), both
+    backends, the classifier's fit to the loaded intern, the policy, and the cascade."""
+    classifier, thresholds = load_classifier(cfg)
+    mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    if classifier is not None:  # does it fit the intern that was loaded?
+        check_classifier_fits_intern(cfg, classifier, classifier_path(cfg), intern)
+    policy = make_policy(cfg.mode, thresholds, budget_forcing_close=cfg.budget_forcing_close)
+    cascade = Cascade(
+        mentor=mentor,
+        intern=intern,
+        policy=policy,
+        budgets=cfg.budgets,
+        classifier=classifier,
+        mentor_params=mentor_params,
+        intern_params=intern_params,
+        mentor_thinking=cfg.mentor.thinking,
+        intern_thinking=cfg.intern.thinking,
+        progress=cfg.progress,
+        mentor_prices=cfg.mentor.prices,
+        intern_prices=cfg.intern.prices,
+        group_policies=group_policies(cfg, classifier),
+        all_feature_spans=bool(cfg.trace_path),  # a trace records every span; a run reads one
+        hidden=hidden_request_for(classifier, classifier_path(cfg)),
+    )
+    return Replica(cascade, mentor, intern, mentor_params, intern_params, classifier, thresholds)
+
+
+def open_store(path: str) -> RunStore:
+    """The run store at ``path``, opened once per process (both roles, and every model of the process
+    on the same file, share one connection)."""
+    store = _open_stores.get(path)
+    if store is None:
+        store = _open_stores[path] = RunStore(path)
+    return store
 
 
 def classifier_path(cfg: TandemConfig) -> Path:
@@ -204,11 +284,13 @@ def _with_store(cfg: TandemConfig, backend: Backend | None, role: str, params: f
     if backend is None or cfg.store is None:
         return backend
     rc: RoleConfig = getattr(cfg, role)
-    store = _open_stores.get(cfg.store)
-    if store is None:
-        store = _open_stores[cfg.store] = RunStore(cfg.store)
     return StoredBackend(
-        backend, store, role, fingerprint(rc, backend), num_params=params, model_label=rc.model
+        backend,
+        open_store(cfg.store),
+        role,
+        fingerprint(rc, backend),
+        num_params=params,
+        model_label=rc.model,
     )
 
 

@@ -66,6 +66,9 @@ class TandemConfig:
     # Under a launcher (torchrun, accelerate launch): GPUs per process, ``auto`` (the node's visible
     # GPUs split evenly among its processes), ``all`` (the launcher already isolated them) or a number.
     gpus_per_rank: str = "auto"
+    # data_parallel_size=N (lm-eval's vllm name): N replicas of the whole cascade (mentor and intern each),
+    # one worker process each, the requests of every call split among them (harness/replicas.py).
+    data_parallel_size: int = 1
 
     # keys handled by lm-eval's own plumbing (never rejected)
     LM_EVAL_KEYS = ("batch_size", "max_batch_size", "device", "trust_remote_code")
@@ -179,11 +182,9 @@ class TandemConfig:
                 bs = top.get("batch_size")
                 if bs is not None and str(bs) != "auto" and not str(bs).startswith("auto"):
                     rc.options.setdefault("batch_size", as_int("batch_size", bs, minimum=1))
-            _check_backend_options(role, rc, accepted)
             if "data_parallel_size" in rc.options and str(rc.options["data_parallel_size"]).strip() != "1":
-                raise ConfigError(
-                    _data_parallel_message(f"{role}_data_parallel_size", rc.options["data_parallel_size"])
-                )
+                raise ConfigError(_role_data_parallel_message(role, rc.options["data_parallel_size"]))
+            _check_backend_options(role, rc, accepted)
             roles[role] = rc
 
         cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
@@ -243,8 +244,7 @@ class TandemConfig:
         if "chunk_size" in top:
             cfg.chunk_size = as_int("chunk_size", top["chunk_size"], minimum=1)
         if top.get("data_parallel_size") is not None:
-            if as_int("data_parallel_size", top["data_parallel_size"], minimum=1) > 1:
-                raise ConfigError(_data_parallel_message("data_parallel_size", top["data_parallel_size"]))
+            cfg.data_parallel_size = as_int("data_parallel_size", top["data_parallel_size"], minimum=1)
         if top.get("gpus_per_rank") is not None:
             text = str(top["gpus_per_rank"]).strip().lower()
             if text not in ("auto", "all"):
@@ -277,15 +277,13 @@ class TandemConfig:
         return out
 
 
-def _data_parallel_message(key: str, value: Any) -> str:
-    """Why data_parallel_size > 1 is refused, and what does the same: N replicas of both roles, the
-    requests split among them (docs/scale-out.md)."""
+def _role_data_parallel_message(role: str, value: Any) -> str:
+    """A role's own data_parallel_size: a replica is the whole cascade (a mentor and an intern that
+    meet on every question), so replicas are asked for once, at the top level."""
     return (
-        f"{key}={value}: replicas inside one process are not supported (vLLM's LLM refuses "
-        "data_parallel_size > 1 in one process, and lm-eval's vllm model rebuilds Ray replicas on every "
-        "call); start N processes instead, each one replica of mentor and intern on its own GPUs: "
-        "torchrun --nproc_per_node N -m lm_eval --model tandem ... (or accelerate launch), or serve the "
-        "models with vllm serve --data-parallel-size N and give mentor_backend=openai (docs/scale-out.md)"
+        f"{role}_data_parallel_size={value}: replicas are of the whole cascade, both roles together; give "
+        f"data_parallel_size={value} (no role prefix) for {value} replicas of mentor and intern, the "
+        "requests split among them (docs/scale-out.md)"
     )
 
 

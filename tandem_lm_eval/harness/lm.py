@@ -15,36 +15,33 @@ lm-eval's evaluator gives it every world_size-th document and gathers samples an
 ``generate_until`` the ranks' run summaries, store counts and trace parts go to rank 0, so
 ``results["config"]["tandem"]`` and the trace cover every rank, written once. The requests the
 evaluator repeats only to even out the ranks (padding) are answered from the first run, at no cost.
+
+With ``data_parallel_size=N`` the process runs no engine itself: N worker processes, each a whole
+replica (harness/replicas.py), answer each call's questions, dealt round-robin; the results come back in
+order, and the summary, store counts and trace cover every replica. Under a launcher each rank runs
+its own N replicas over its share of the documents and its GPUs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from lm_eval.api.model import LM
 
 from tandem_lm_eval.backends.base import BackendError
-from tandem_lm_eval.backends.store_backed import StoredBackend, store_of
 from tandem_lm_eval.cascade.outcomes import CascadeResult
-from tandem_lm_eval.cascade.policies import make_policy
-from tandem_lm_eval.cascade.prompts import question_from_request, serialize_chat
-from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
-from tandem_lm_eval.harness.assembly import (
-    build_backends,
-    check_classifier_fits_intern,
-    classifier_path,
-    group_policies,
-    hidden_request_for,
-    load_classifier,
-)
+from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
+from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
 from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, install_task_patches
-from tandem_lm_eval.harness.trace import merge_parts, rank_part_path, sort_prefix, trace_record, write_part
+from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
 from tandem_lm_eval.store.run_store import StoreError
@@ -64,7 +61,9 @@ class TandemLM(LM):
             # every rank reaches the launcher's store before any model loads; then each claims its GPUs
             self.ranks = RankGroup.from_env()
             claim_gpus(self.ranks.info, cfg.gpus_per_rank)
-        except RankError as exc:
+            # and, with replicas, splits them among its replicas (one line if they do not split)
+            gpu_groups = replica_gpu_groups(cfg) if cfg.data_parallel_size > 1 else None
+        except (RankError, ConfigError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
         self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
         if cfg.is_demo:
@@ -73,37 +72,33 @@ class TandemLM(LM):
                 "mentor and intern, %s backend). Name your models with --model_args mentor=...,intern=...",
                 cfg.intern.backend,
             )
+        self.replicas: ReplicaPool | None = None
+        self.mentor = self.intern = self.cascade = None
         try:
-            # the classifier's files first: a bad one is reported before any model loads
-            self.classifier, thresholds = load_classifier(cfg)
-            self.mentor, self.intern, self.mentor_params, self.intern_params = build_backends(cfg)
-            if self.classifier is not None:  # does it fit the intern that was loaded?
-                check_classifier_fits_intern(cfg, self.classifier, classifier_path(cfg), self.intern)
-            policy = make_policy(cfg.mode, thresholds, budget_forcing_close=cfg.budget_forcing_close)
-            self.cascade = Cascade(
-                mentor=self.mentor,
-                intern=self.intern,
-                policy=policy,
-                budgets=cfg.budgets,
-                classifier=self.classifier,
-                mentor_params=self.mentor_params,
-                intern_params=self.intern_params,
-                mentor_thinking=cfg.mentor.thinking,
-                intern_thinking=cfg.intern.thinking,
-                progress=cfg.progress,
-                mentor_prices=cfg.mentor.prices,
-                intern_prices=cfg.intern.prices,
-                group_policies=group_policies(cfg, self.classifier),
-                all_feature_spans=bool(cfg.trace_path),  # a trace records every span; a run reads one
-                hidden=hidden_request_for(self.classifier, classifier_path(cfg)),
-            )
-        except (ConfigError, ClassifierError, BackendError, ValueError) as exc:
+            if gpu_groups is None:  # this process is the replica
+                replica = build_replica(cfg)
+                self.classifier, self.thresholds = replica.classifier, replica.thresholds
+                self.mentor, self.intern, self.cascade = replica.mentor, replica.intern, replica.cascade
+                self.mentor_params, self.intern_params = replica.mentor_params, replica.intern_params
+                self.entropy_method = replica.entropy_method
+                self.store = replica.store
+                self._replica = replica
+            else:
+                # the classifier's files here too (read before any worker loads a model): the leakage
+                # guard and the groups of a per-group classifier are decided in this process
+                self.classifier, self.thresholds = load_classifier(cfg)
+                self.store = open_store(cfg.store) if cfg.store else None  # the file exists before they start
+                self._entries_at_start = self.store.count() if self.store is not None else 0
+                self.replicas = ReplicaPool(cfg, gpu_groups)
+                first = self.replicas.infos[0]
+                self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
+                self.entropy_method = first.entropy_method
+        except (ConfigError, ClassifierError, BackendError, StoreError, ValueError, ReplicaError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
-        self.thresholds = thresholds
-        self.store = store_of(self.mentor, self.intern)
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
         self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
         self._rank_store_counts: list[dict[str, dict[str, int]]] = []  # per rank (rank 0)
+        self._replica_store_counts: list[list[dict[str, dict[str, int]]]] = []  # per rank, per replica
         install_task_patches()
 
     # --- lm-eval interface ----------------------------------------------------------------------------
@@ -123,7 +118,7 @@ class TandemLM(LM):
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
         t0 = time.perf_counter()
-        self.cascade.progress = self.config.progress and not disable_tqdm and self.rank == 0
+        progress = self.config.progress and not disable_tqdm and self.rank == 0
         responses: list[str | None] = [None] * len(requests)
         summaries: list[RunSummary] = []
         trace = _TraceSink(self, requests) if self.config.trace_path else None
@@ -131,21 +126,22 @@ class TandemLM(LM):
         # starts. The cascade treats every question on its own, so the answers are those of one call.
         # Only the answers and costs outlive a chunk (the mentor's token ids, the stages and their
         # features are written to the trace, if any, and dropped).
-        size = self.config.chunk_size
         done = 0
         try:
-            for start in range(0, len(runs), size):
-                chunk = runs[start : start + size]
-                results = self.cascade.run([questions[i] for i in chunk])
+            for replica, chunk, results in self._chunks(runs, questions, progress, trace is not None):
                 for i, res in zip(chunk, results):
                     responses[i] = TandemResponse(res.answer, res.cost)
                 summaries.append(RunSummary.of([r.cost for r in results], self.config.num_stages))
                 if trace is not None:
-                    trace.write(chunk, [questions[i] for i in chunk], results)
+                    trace.write(chunk, [questions[i] for i in chunk], results, replica)
                 done += len(chunk)
                 del results
         except (BackendError, StoreError) as exc:
             raise SystemExit(f"tandem: {exc}") from None
+        except ReplicaError as exc:
+            raise SystemExit(
+                f"tandem: {exc}, after {done} of {len(runs)} requests of this call; {self._kept()}"
+            ) from None
         except KeyboardInterrupt:
             raise SystemExit(self._interrupted(done, len(runs))) from None
         for i, source in padding.items():
@@ -159,13 +155,31 @@ class TandemLM(LM):
         self._gather_call(call, trace)
         return responses  # type: ignore[return-value]
 
+    def _chunks(
+        self, runs: list[int], questions: dict[int, Question], progress: bool, keep_records: bool
+    ) -> Iterator[tuple[int, list[int], list[CascadeResult]]]:
+        """(replica, request positions, their results), chunk by chunk: from this process's cascade in
+        request order, or from the replicas as each finishes a chunk of its share."""
+        if self.replicas is not None:
+            for replica, positions, results in self.replicas.run(
+                [questions[i] for i in runs], keep_records=keep_records, progress=progress
+            ):
+                yield replica, [runs[j] for j in positions], results
+            return
+        self.cascade.progress = progress
+        size = self.config.chunk_size
+        for start in range(0, len(runs), size):
+            chunk = runs[start : start + size]
+            yield 0, chunk, self.cascade.run([questions[i] for i in chunk])
+
     def _gather_call(self, call: RunSummary, trace: _TraceSink | None) -> None:
-        """Rank 0 learns every rank's share of this call (summary, store counts, trace part) and
+        """Rank 0 learns every rank's share of this call (summary, store counts, trace parts) and
         writes the trace once; a single process has only its own."""
         mine = {
             "summary": call,
             "store": self._store_counts(),
-            "part": None if trace is None else (str(trace.part), trace.bytes),
+            "store_by_replica": None if self.replicas is None else [dict(c) for c in self.replicas.counts],
+            "parts": [] if trace is None else [(str(p), n) for p, n in trace.parts()],
         }
         gathered = self.ranks.gather_object(mine, dst=0, tag="generate_until")
         if gathered is None:  # not rank 0
@@ -173,13 +187,13 @@ class TandemLM(LM):
         parts = [g["summary"] for g in gathered]
         self._run_summary = RunSummary.combine([self._run_summary, *parts], self.config.num_stages)
         self._rank_store_counts = [g["store"] for g in gathered]
+        self._replica_store_counts = [g["store_by_replica"] for g in gathered if g["store_by_replica"]]
         if self.world_size > 1:
             total = RunSummary.combine(parts, self.config.num_stages)
             logger.info("%s (all %d ranks)", total.format(), self.world_size)
-        if trace is not None and trace.part is not None:
-            _, missing = merge_parts(
-                self.config.trace_path, [(Path(g["part"][0]), g["part"][1]) for g in gathered if g["part"]]
-            )
+        every_part = [(Path(p), n) for g in gathered for p, n in g["parts"]]
+        if every_part:
+            _, missing = merge_parts(self.config.trace_path, every_part)
             if missing:
                 logger.warning(
                     "tandem: trace parts %s are not visible from rank 0 (trace_path must be on a file "
@@ -217,30 +231,42 @@ class TandemLM(LM):
         self.ranks.barrier(tag="evaluator")
 
     def _store_counts(self) -> dict[str, dict[str, int]]:
-        """Per role: requests served from the store and computed by the backend, over this model's life."""
-        return {
-            b.role: b.counts.as_dict() for b in (self.mentor, self.intern) if isinstance(b, StoredBackend)
-        }
+        """Per role: requests served from the store and computed by the backend, over this model's life
+        (summed over the replicas)."""
+        if self.replicas is not None:
+            return self.replicas.store_counts()
+        return self._replica.store_counts()
 
     def _interrupted(self, done: int, total: int) -> str:
         """The one line a Ctrl-C leaves: what is kept, and how to resume."""
-        where = f"after {done} of {total} requests of this call"
+        if self.replicas is not None:
+            self.replicas.stop()
+        return f"tandem: interrupted after {done} of {total} requests of this call; {self._kept()}"
+
+    def _kept(self) -> str:
+        """What an interrupted or failed call leaves: the store's contents, and how to resume."""
         if self.store is None:
             return (
-                f"tandem: interrupted {where}; nothing was kept (no store= given): a rerun starts over. "
-                "Give store=PATH (or store=default) to make a run resumable"
+                "nothing was kept (no store= given): a rerun starts over. Give store=PATH (or "
+                "store=default) to make a run resumable"
             )
         try:
             held = f"holds {self.store.count()} entries ({self.store.file_bytes() / 1e6:.1f} MB)"
         except StoreError:
             held = "holds what was computed so far"
-        computed = sum(
-            c["generations_computed"] + c["scores_computed"] for c in self._store_counts().values()
-        )
+        if self.replicas is not None:  # a replica's counts arrive with its chunks: count the file instead
+            try:
+                new = f"{self.store.count() - self._entries_at_start} of them written since this run started"
+            except StoreError:
+                new = "some of them written by this run"
+        else:
+            computed = sum(
+                c["generations_computed"] + c["scores_computed"] for c in self._store_counts().values()
+            )
+            new = f"{computed} of them computed by this run"
         return (
-            f"tandem: interrupted {where}; the run store {self.store.path} {held}, {computed} of them "
-            "computed by this run. Rerun the same command with the same store= to resume: stored work is "
-            "served, only the rest is computed"
+            f"the run store {self.store.path} {held}, {new}. Rerun the "
+            "same command with the same store= to resume: stored work is served, only the rest is computed"
         )
 
     def _group_of(self, req) -> str | None:
@@ -265,11 +291,14 @@ class TandemLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [req.args for req in requests]
-        answerer = self.intern if self.intern is not None else self.mentor  # the mentor answers itself
         try:
-            return answerer.loglikelihood(pairs)
+            if self.replicas is not None:
+                return self.replicas.loglikelihood(pairs)
+            return self._replica.loglikelihood(pairs)  # the intern (the mentor when it answers itself)
         except BackendError as exc:
             raise SystemExit(f"tandem: {exc}") from None
+        except ReplicaError as exc:
+            raise SystemExit(f"tandem: {exc}; {self._kept()}") from None
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise SystemExit(
@@ -304,31 +333,58 @@ class TandemLM(LM):
                 if self.store is None
                 else {
                     "path": str(self.store.path),
-                    "counts": _sum_counts(self._rank_store_counts) or self._store_counts(),
+                    "counts": sum_counts(self._rank_store_counts) or self._store_counts(),
                     "counts_by_rank": self._rank_store_counts if self.world_size > 1 else None,
+                    # rank by rank, replica by replica
+                    "counts_by_replica": [c for rank in self._replica_store_counts for c in rank]
+                    if self.replicas is not None
+                    else None,
                 },
                 "ranks": {"world_size": self.world_size, "nodes": self.ranks.info.nodes},
+                "replicas": None
+                if self.replicas is None
+                else {
+                    "data_parallel_size": self.replicas.size,  # per rank
+                    "total": self.replicas.size * self.world_size,
+                    # this rank's replicas (rank 0's under a launcher): each one's GPUs
+                    "visible_devices": [info.visible_devices for info in self.replicas.infos],
+                },
             }
         }
 
+    def close(self) -> None:
+        """Free the engines: stop the replicas' workers, or close this process's backends."""
+        if self.replicas is not None:
+            self.replicas.close()
+        else:
+            self._replica.close()
+
 
 class _TraceSink:
-    """Where one call's trace records go as each chunk finishes: the trace itself in a single
-    process, this rank's part file under a launcher (merged by rank 0 at the end of the call)."""
+    """Where one call's trace records go as each chunk finishes: the trace itself when one process
+    answers everything in order; else one part file per rank and replica (records arrive as each
+    replica finishes a chunk), merged in one process's order by rank 0 at the end of the call."""
 
     def __init__(self, lm: TandemLM, requests) -> None:
         self.lm, self.requests = lm, requests
-        self.bytes = 0
-        self.part = None
-        if lm.world_size > 1:
-            self.part = rank_part_path(lm.config.trace_path, lm.rank, lm.world_size)
-            self.part.unlink(missing_ok=True)  # a killed run's part: its records are computed again
+        replicas = lm.replicas.size if lm.replicas is not None else 1
+        self.paths: dict[int, Path] = {}
+        self.bytes: dict[int, int] = {}
+        if lm.world_size > 1 or replicas > 1:
+            for k in range(replicas):
+                path = part_path(lm.config.trace_path, lm.rank, lm.world_size, k, replicas)
+                path.unlink(missing_ok=True)  # a killed run's part: its records are computed again
+                self.paths[k], self.bytes[k] = path, 0
             tasks: dict[str, int] = {}
             for req in requests:
                 tasks.setdefault(getattr(req, "task_name", None) or "", len(tasks))
             self.task_position = tasks
 
-    def write(self, indices: list[int], questions, results: list[CascadeResult]) -> None:
+    def parts(self) -> list[tuple[Path, int]]:
+        """(part file, bytes written) of each replica that wrote records in this call."""
+        return [(path, self.bytes[k]) for k, path in self.paths.items() if self.bytes[k]]
+
+    def write(self, indices: list[int], questions, results: list[CascadeResult], replica: int = 0) -> None:
         lm = self.lm
         records: list[QuestionRecord] = [
             trace_record(
@@ -339,11 +395,11 @@ class _TraceSink:
                 group_by=getattr(lm.classifier, "group_by", "task"),
                 mentor_params=lm.mentor_params,
                 intern_params=lm.intern_params,
-                entropy_method=getattr(lm.intern, "entropy_method", "exact"),
+                entropy_method=lm.entropy_method,
             )
             for i, q, res in zip(indices, questions, results)
         ]
-        if self.part is None:
+        if not self.paths:
             write_records(lm.config.trace_path, records)
             return
         keyed = [
@@ -355,7 +411,7 @@ class _TraceSink:
             )
             for i, r in zip(indices, records)
         ]
-        self.bytes += write_part(self.part, keyed)
+        self.bytes[replica] += write_part(self.paths[replica], keyed)
 
 
 def split_padding(requests) -> tuple[list[int], dict[int, int]]:
@@ -377,16 +433,6 @@ def split_padding(requests) -> tuple[list[int], dict[int, int]]:
             runs.append(pos)
         seen[id(req)] = (times + 1, first)
     return runs, padding
-
-
-def _sum_counts(per_rank: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    total: dict[str, dict[str, int]] = {}
-    for counts in per_rank:
-        for role, c in counts.items():
-            into = total.setdefault(role, {})
-            for k, v in c.items():
-                into[k] = into.get(k, 0) + v
-    return total
 
 
 def _describe(req) -> str:

@@ -37,6 +37,21 @@ logger = logging.getLogger(__name__)
 # that dies is noticed by the launcher (torchrun stops the others), not by this timeout.
 DEFAULT_TIMEOUT_S = 7 * 24 * 3600.0
 _PREFIX = "tandem-lm-eval/"
+# What a launcher tells each of its processes (torch's elastic launcher; accelerate launch sets the same).
+# A process that is no rank of the run (a data_parallel_size replica, harness/replicas.py) starts without
+# them, so no engine inside it takes it for a member of the launcher's world.
+LAUNCHER_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 class RankError(ValueError):

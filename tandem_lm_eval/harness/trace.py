@@ -6,8 +6,9 @@ mentor (a mentor's own answers, from mentor_only or budget_forcing, are marked a
 insights).
 
 With several processes (harness/ranks.py) each rank writes its records to a part file beside the
-trace while it runs; at the end of each call rank 0 merges the parts into the trace, in the order one
-process would have written them, so the trace is written once with one record per request.
+trace while it runs (one per replica with data_parallel_size, harness/replicas.py, since replicas finish
+their chunks in any order); at the end of each call rank 0 merges the parts into the trace, in the order
+one process would have written them, so the trace is written once with one record per request.
 """
 
 from __future__ import annotations
@@ -77,11 +78,20 @@ def trace_record(
     )
 
 
-# --- several processes: one part file per rank, merged once by rank 0 ---------------------------------
-def rank_part_path(trace_path: str | Path, rank: int, world_size: int) -> Path:
-    """Where rank ``rank`` writes its records during a call (beside the trace, on the same file system)."""
+# --- several processes: one part file per rank (and replica), merged once by rank 0 -----------------------
+def part_path(
+    trace_path: str | Path, rank: int, world_size: int, replica: int = 0, replicas: int = 1
+) -> Path:
+    """Where rank ``rank`` writes the records of its replica ``replica`` during a call (beside the trace,
+    on the same file system): ``<trace>.rank<r>-of-<W>.part`` under a launcher,
+    ``<trace>[.rank<r>-of-<W>].replica<k>-of-<N>.part`` with data_parallel_size=N."""
     path = Path(trace_path)
-    return path.with_name(f"{path.name}.rank{rank}-of-{world_size}.part")
+    name = path.name
+    if world_size > 1:
+        name += f".rank{rank}-of-{world_size}"
+    if replicas > 1:
+        name += f".replica{replica}-of-{replicas}"
+    return path.with_name(f"{name}.part")
 
 
 def sort_prefix(task_position: int, doc_id: int | None, serial: int) -> str:

@@ -81,6 +81,7 @@ def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explore
     if "mode" in model_args:
         raise ValueError("collect runs every stage: leave mode out of --model_args")
     cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
+    refuse_replicas(cfg)
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
     identity = intern_identity(cfg.intern, intern)
     hidden = hidden_request(intern, hidden_layers)
@@ -103,6 +104,17 @@ def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explore
         getattr(intern, "entropy_method", "exact"),
         hidden_meta_of(intern, identity) if hidden is not None else None,
     )
+
+
+def refuse_replicas(cfg) -> None:
+    """collect runs its cascade in this process: data_parallel_size (replicas, harness/replicas.py) is
+    for ``lm_eval --model tandem``; refused rather than ignored."""
+    if cfg.data_parallel_size > 1:
+        raise ValueError(
+            f"data_parallel_size={cfg.data_parallel_size}: collect runs its models in this process, without "
+            "replicas; leave data_parallel_size out of its model_args (it applies to lm_eval --model "
+            "tandem and to compare's live rows), or run several collects on parts of the task"
+        )
 
 
 def default_store(out_path: str | Path) -> Path:

@@ -357,7 +357,7 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
             confirm_run_unsafe_code=config.confirm_run_unsafe_code,
         )
     finally:
-        _close(lm.mentor, lm.intern)
+        lm.close()  # its engines, or its replicas' workers
     samples = []
     for s in out["samples"][task]:
         if s.get("filter", filter_name) != filter_name:
@@ -579,6 +579,10 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     replayed = [r for r in config.rows if r.replayed]
     try:
         collect_budgets = list(row_config(config, None).budgets) if replayed else None
+        if replayed:  # the shared collect runs in this process
+            from tandem_lm_eval.workflows.collect import refuse_replicas
+
+            refuse_replicas(row_config(config, None))
     except ValueError as exc:
         raise CompareError(f"model_args: {exc}") from None
     classifiers = {}  # row name -> (classifier, what to do about training questions)
