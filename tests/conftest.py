@@ -10,9 +10,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+# A shell starts background jobs with SIGINT ignored (`cmd &` without job control), and an ignored
+# signal stays ignored across exec: the Ctrl-C tests' lm_eval subprocesses would never see their
+# SIGINT. Deliverable again here, for this process and every process it starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
@@ -72,3 +80,17 @@ def tiny_classifier_dir(tmp_path_factory, tiny_model_dir) -> Path:
     clf.card.budgets = [8, 16]
     clf.card.thresholds = [0.5, 0.5, 0.5]
     return clf.save(tmp_path_factory.mktemp("classifiers") / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def sigint_stays_deliverable():
+    """A test that leaves SIGINT blocked or ignored in this process hands that on to every subprocess
+    it starts later (a blocked mask and SIG_IGN survive exec), so their Ctrl-C tests see nothing:
+    fail the test that did it, and restore the signal for the others."""
+    yield
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handler = signal.getsignal(signal.SIGINT)
+    if blocked or handler is signal.SIG_IGN:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        pytest.fail(f"this test left SIGINT {'blocked' if blocked else 'ignored'} in the test process")
