@@ -49,161 +49,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
+from tandem_lm_eval.workflows.compare_config import (
+    REPLAYED_ROW_KEYS,
+    STORE_FILE,
+    CompareConfig,
+    CompareError,
+    CompareRow,
+    config_from_dict,
+    load_config,
+)
+from tandem_lm_eval.workflows.judges_board import JudgedRows, judges_by_task, table8_markdown
 from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
 
+# Public names of the config and of Table 8, imported from here by the CLI and by users' scripts.
+__all__ = [
+    "CompareConfig",
+    "CompareError",
+    "CompareRow",
+    "JudgedRows",
+    "config_from_dict",
+    "judges_by_task",
+    "load_config",
+    "replayed_entry",
+    "run_compare",
+    "table8_markdown",
+]
+
 logger = logging.getLogger(__name__)
-
-REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle")
-#: what a replayed row's own model_args may set (what replay reads); everything else is the shared collect's
-REPLAYED_ROW_KEYS = ("classifier", "thresholds")
-STORE_FILE = "store.sqlite"
-
-
-class CompareError(ValueError):
-    """A compare config that cannot run (unknown keys, a bad mode, rows that cannot be computed)."""
-
-
-@dataclass
-class CompareRow:
-    name: str
-    mode: str
-    model_args: dict[str, str] = field(default_factory=dict)  # added to the shared model_args
-    live: bool = False  # run through lm-eval even when the mode could be replayed (to check replay)
-
-    @property
-    def replayed(self) -> bool:
-        return not self.live and self.mode.split(":")[0] in REPLAYED
-
-
-@dataclass
-class CompareConfig:
-    output: Path
-    tasks: list[str]
-    rows: list[CompareRow]
-    model_args: dict[str, str] = field(default_factory=dict)
-    limit: int | None = None
-    max_gen_toks: int | None = None
-    include_path: str | None = None
-    confirm_run_unsafe_code: bool = False
-    chunk: int = 32
-
-    KEYS = (
-        "output",
-        "tasks",
-        "rows",
-        "model_args",
-        "limit",
-        "max_gen_toks",
-        "include_path",
-        "confirm_run_unsafe_code",
-        "chunk",
-    )
-
-
-def load_config(path: str | Path) -> CompareConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise CompareError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - any parser error is the user's file
-        raise CompareError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from None
-    return config_from_dict(data or {}, base=path.parent)
-
-
-def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareConfig:
-    from tandem_lm_eval.cascade.policies import check_mode
-
-    unknown = set(data) - set(CompareConfig.KEYS)
-    if unknown:
-        raise CompareError(f"unknown config keys {sorted(unknown)}; valid: {', '.join(CompareConfig.KEYS)}")
-    for key in ("output", "tasks", "rows"):
-        if key not in data:
-            raise CompareError(f"the config needs {key!r}")
-    tasks = data["tasks"]
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
-        raise CompareError(f"tasks must be a list of task names, got {data['tasks']!r}")
-    if not isinstance(data["rows"], list) or not data["rows"]:
-        raise CompareError("rows must be a list of [[rows]] entries, each with a mode")
-    try:  # the numbers and switches of the config, each named when it is wrong
-        limit = None if data.get("limit") is None else as_int("limit", data["limit"], minimum=1)
-        max_gen_toks = (
-            None
-            if data.get("max_gen_toks") is None
-            else as_int("max_gen_toks", data["max_gen_toks"], minimum=1)
-        )
-        chunk = as_int("chunk", data.get("chunk", 32), minimum=1)
-        unsafe = as_bool("confirm_run_unsafe_code", data.get("confirm_run_unsafe_code", False))
-        include_path = (
-            None if data.get("include_path") is None else as_str("include_path", data["include_path"])
-        )
-    except ValueError as exc:
-        raise CompareError(str(exc)) from None
-    rows = []
-    for i, row in enumerate(data["rows"]):
-        if not isinstance(row, dict) or "mode" not in row:
-            raise CompareError(f"rows[{i}] needs a mode")
-        extra = set(row) - {"name", "mode", "model_args", "live"}
-        if extra:
-            raise CompareError(f"rows[{i}]: unknown keys {sorted(extra)} (name, mode, model_args, live)")
-        mode = str(row["mode"]).strip()
-        if mode != "oracle":
-            try:
-                check_mode(mode)
-            except ValueError as exc:
-                raise CompareError(f"rows[{i}]: {exc}") from None
-        if mode == "oracle" and row.get("live") is True:
-            raise CompareError(
-                f"rows[{i}]: the oracle is a reference computed from records, it cannot run live"
-            )
-        try:
-            live = as_bool(f"rows[{i}].live", row.get("live", False))
-        except ValueError as exc:
-            raise CompareError(str(exc)) from None
-        rows.append(CompareRow(str(row.get("name", mode)), mode, _args(row.get("model_args")), live))
-    names = [r.name for r in rows]
-    if len(set(names)) != len(names):
-        raise CompareError(f"row names must be unique: {names}")
-    shared = _args(data.get("model_args"))
-    if "mode" in shared:
-        raise CompareError("the shared model_args must not set mode: each row has its own")
-    output = Path(data["output"])
-    return CompareConfig(
-        output=output if output.is_absolute() else base / output,
-        tasks=list(tasks),
-        rows=rows,
-        model_args=shared,
-        limit=limit,
-        max_gen_toks=max_gen_toks,
-        include_path=include_path,
-        confirm_run_unsafe_code=unsafe,
-        chunk=chunk,
-    )
-
-
-def _args(value) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    return parse_model_args(str(value))
 
 
 def _close(*backends) -> None:
@@ -376,17 +253,6 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(s) + "\n" for s in samples))
     return samples
-
-
-@dataclass(frozen=True)
-class JudgedRows:
-    """What a replayed tandem/route row's judge said about each question-stage row: the label, the
-    stage and the score, for Table 8's AUCs."""
-
-    feature_set: str
-    y: np.ndarray
-    stage: np.ndarray
-    score: np.ndarray
 
 
 def replayed_entry(
@@ -643,58 +509,6 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     return loaded
 
 
-# --- Table 8 ------------------------------------------------------------------------------------------
-def judges_by_task(
-    config: CompareConfig, entries: list[BoardEntry], judged_rows: dict[tuple[str, str], JudgedRows]
-) -> dict:
-    """Paper Table 8 from the leaderboard: each row's accuracy per task (the group) and overall, mean
-    TFLOPs, and for every judge (a replayed tandem/route row; ``judged_rows`` by (row name, task)) its
-    AUC over all rows and per stage."""
-    from tandem_lm_eval.calibration.analysis import bootstrap_auc
-
-    rows = {}
-    for row in config.rows:
-        mine = [e for e in entries if e.name == row.name]
-        if not mine:
-            continue
-        judged = [judged_rows[(row.name, t)] for t in config.tasks if (row.name, t) in judged_rows]
-        rows[row.name] = {
-            "mode": row.mode,
-            "judge_input": judged[0].feature_set if judged else "",
-            "accuracy": {**{e.task: e.accuracy for e in mine}, "all": _weighted(mine, "accuracy")},
-            "mean_tflops": _weighted(mine, "mean_tflops"),
-        }
-    aucs = {}
-    for row in config.rows:
-        judged = [judged_rows[(row.name, t)] for t in config.tasks if (row.name, t) in judged_rows]
-        if not judged:
-            continue
-        y = np.concatenate([j.y for j in judged])
-        stage = np.concatenate([j.stage for j in judged])
-        s = np.concatenate([j.score for j in judged])
-        per = {"all": bootstrap_auc(y, s)}
-        for t in sorted(set(stage.tolist())):
-            per[str(t)] = bootstrap_auc(y[stage == t], s[stage == t])
-        aucs[row.name] = per
-    return {"groups": list(config.tasks), "rows": rows, "auc": aucs}
-
-
-def _weighted(entries: list[BoardEntry], field_name: str) -> float:
-    n = sum(e.questions for e in entries)
-    return float(sum(getattr(e, field_name) * e.questions for e in entries) / max(n, 1))
-
-
-def table8_markdown(table8: dict) -> str:
-    from tandem_lm_eval.calibration.judges_table import judges_markdown
-
-    rows = {name: {"kind": v["judge_input"] or "baseline", **v} for name, v in table8["rows"].items()}
-    text = judges_markdown({**table8, "rows": rows})
-    return text.replace(
-        "\nMentor only: not in collect records (the mentor never answers there); `compare` adds it.\n", "\n"
-    )
-
-
-# --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
     loaded = preflight(config)
     entries: list[BoardEntry] = []
