@@ -68,19 +68,25 @@ def judges_table(
     for judge in judges:
         add(judge.name, judge.feature_set, judge.result)
     add("oracle", "reference", oracle(table))
-    aucs = {}
-    for judge in judges:
-        per = {"all": auc(judge.rows.y, judge.scores)}
-        for t in sorted(set(judge.rows.stage.tolist())):
-            m = judge.rows.stage == t
-            per[str(t)] = auc(judge.rows.y[m], judge.scores[m])
-        aucs[judge.name] = per
+    aucs = {judge.name: stage_aucs(judge.rows.y, judge.rows.stage, judge.scores, auc) for judge in judges}
     return {"groups": sorted(set(map(str, groups))), "rows": rows, "auc": aucs}
 
 
-def judges_markdown(report: dict, mentor_only: dict | None = None) -> str:
+def stage_aucs(
+    y: np.ndarray, stage: np.ndarray, scores: np.ndarray, auc: Callable[[np.ndarray, np.ndarray], dict]
+) -> dict[str, dict]:
+    """One judge's AUC over all question-stage rows (``"all"``) and within each stage (``"0"``, ...)."""
+    per = {"all": auc(y, scores)}
+    for t in sorted(set(stage.tolist())):
+        m = stage == t
+        per[str(t)] = auc(y[m], scores[m])
+    return per
+
+
+def judges_markdown(report: dict, mentor_only: dict | None = None, mentor_note: bool = True) -> str:
     """Table 8 (accuracy per group, mean TFLOPs) and the judges' per-stage AUC, as Markdown.
-    ``mentor_only``: {"accuracy": {group: acc, "all": acc}, "mean_tflops": x} from a live row."""
+    ``mentor_only``: {"accuracy": {group: acc, "all": acc}, "mean_tflops": x} from a live row;
+    ``mentor_note``: without it, say why no mentor-only row is there (``compare``'s rows carry their own)."""
     groups = report["groups"]
     head = "| method | judge input | " + " | ".join(groups) + " | all | mean TFLOPs |"
     lines = [
@@ -97,7 +103,7 @@ def judges_markdown(report: dict, mentor_only: dict | None = None) -> str:
         cells = " | ".join(_pct(acc.get(g)) for g in groups)
         kind = v["kind"] if v["kind"] not in ("baseline", "reference") else ""
         lines.append(f"| {name} | {kind} | {cells} | {_pct(acc.get('all'))} | {v['mean_tflops']:.3f} |")
-    if mentor_only is None:
+    if mentor_only is None and mentor_note:
         lines += [
             "",
             "Mentor only: not in collect records (the mentor never answers there); `compare` adds it.",

@@ -509,6 +509,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     return loaded
 
 
+# --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
     loaded = preflight(config)
     entries: list[BoardEntry] = []

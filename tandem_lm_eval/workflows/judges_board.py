@@ -32,8 +32,9 @@ def judges_by_task(
     TFLOPs, and for every judge (a replayed tandem/route row; ``judged_rows`` by (row name, task)) its
     AUC over all rows and per stage."""
     from tandem_lm_eval.calibration.analysis import bootstrap_auc
+    from tandem_lm_eval.calibration.judges_table import stage_aucs
 
-    rows = {}
+    rows, aucs = {}, {}
     for row in config.rows:
         mine = [e for e in entries if e.name == row.name]
         if not mine:
@@ -45,18 +46,11 @@ def judges_by_task(
             "accuracy": {**{e.task: e.accuracy for e in mine}, "all": _weighted(mine, "accuracy")},
             "mean_tflops": _weighted(mine, "mean_tflops"),
         }
-    aucs = {}
-    for row in config.rows:
-        judged = [judged_rows[(row.name, t)] for t in config.tasks if (row.name, t) in judged_rows]
-        if not judged:
-            continue
-        y = np.concatenate([j.y for j in judged])
-        stage = np.concatenate([j.stage for j in judged])
-        s = np.concatenate([j.score for j in judged])
-        per = {"all": bootstrap_auc(y, s)}
-        for t in sorted(set(stage.tolist())):
-            per[str(t)] = bootstrap_auc(y[stage == t], s[stage == t])
-        aucs[row.name] = per
+        if judged:  # every task's rows of this judge together
+            y, stage, score = (
+                np.concatenate([getattr(j, f) for j in judged]) for f in ("y", "stage", "score")
+            )
+            aucs[row.name] = stage_aucs(y, stage, score, bootstrap_auc)
     return {"groups": list(config.tasks), "rows": rows, "auc": aucs}
 
 
@@ -69,10 +63,4 @@ def table8_markdown(table8: dict) -> str:
     from tandem_lm_eval.calibration.judges_table import judges_markdown
 
     rows = {name: {"kind": v["judge_input"] or "baseline", **v} for name, v in table8["rows"].items()}
-    text = judges_markdown({**table8, "rows": rows})
-    return text.replace(
-        "\nMentor only: not in collect records (the mentor never answers there); `compare` adds it.\n", "\n"
-    )
-
-
-# --- the whole run ------------------------------------------------------------------------------------
+    return judges_markdown({**table8, "rows": rows}, mentor_note=False)
