@@ -45,15 +45,15 @@ def overhead(questions: int) -> dict:
     torch.set_num_threads(1)
     from tandem_lm_eval.backends import make_backend
     from tandem_lm_eval.backends.base import Message
-    from tandem_lm_eval.backends.store_backed import StoredBackend
-    from tandem_lm_eval.backends.store_keys import fingerprint
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.cascade.prompts import Question
     from tandem_lm_eval.cascade.stages import Cascade
     from tandem_lm_eval.data.benchmarks import load_gsm8k
     from tandem_lm_eval.harness.config import TandemConfig
     from tandem_lm_eval.scoring.prompts import math_prompt
+    from tandem_lm_eval.store.keys import fingerprint
     from tandem_lm_eval.store.run_store import RunStore
+    from tandem_lm_eval.store.stored_backend import StoredBackend
 
     rows = load_gsm8k("test")[:questions]
     qs = [Question((Message("user", math_prompt(r["question"])),), max_gen_toks=64) for r in rows]

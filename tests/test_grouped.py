@@ -9,10 +9,10 @@ import pytest
 from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.backends.question_hash import question_hash
 from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.harness.assembly import group_policies, load_classifier
 from tandem_lm_eval.harness.config import TandemConfig
 from tandem_lm_eval.harness.lm import TandemLM

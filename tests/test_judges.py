@@ -127,7 +127,7 @@ def test_hf_hidden_vectors_come_from_the_scoring_pass(tiny_model_dir):
 
 def test_store_codec_keeps_hidden_vectors():
     from tandem_lm_eval.backends.base import PromptScores
-    from tandem_lm_eval.backends.store_codec import decode_scores, encode_scores
+    from tandem_lm_eval.store.codec import decode_scores, encode_scores
 
     sc = PromptScores(
         np.array([-1.0, -2.0]),
@@ -329,12 +329,12 @@ def test_openai_intern_refused_for_a_hidden_judge_before_loading(tmp_path):
 
 
 def test_lora_adapter_changes_the_judged_vectors_only(tmp_path, tiny_model_dir):
-    """An adapter trained by backends/lora.py is applied to scoring passes that ask for it; answers,
+    """An adapter trained by workflows/lora_training.py is applied to scoring passes that ask for it; answers,
     statistics and plain scoring stay the base intern's."""
     from tandem_lm_eval.backends.base import GenerationRequest
     from tandem_lm_eval.backends.hf import HFBackend
-    from tandem_lm_eval.backends.lora import LoraSettings, train_lora_judge
     from tandem_lm_eval.judgment.loading import file_sha256
+    from tandem_lm_eval.workflows.lora_training import LoraSettings, train_lora_judge
 
     hf = HFBackend(str(tiny_model_dir), dtype="float32")
     prompts = _prompts() * 3

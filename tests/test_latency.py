@@ -330,8 +330,8 @@ def test_replayed_latency_equals_the_live_run_with_scripted_backends(ticking):
 
 # --- a run store: served outputs bring the seconds they took ------------------------------------------
 def stored_cascade(ticking, store_path):
-    from tandem_lm_eval.backends.store_backed import StoredBackend
     from tandem_lm_eval.store.run_store import RunStore
+    from tandem_lm_eval.store.stored_backend import StoredBackend
 
     store = RunStore(store_path)
     mentor = StoredBackend(TickingBackend(ticking, params=32, script_len={"short": 30}), store, "mentor", {})

@@ -11,9 +11,9 @@ from lm_eval.tasks import TaskManager
 from lm_eval.utils import hash_string
 
 from tandem_lm_eval.backends.base import Message
-from tandem_lm_eval.backends.question_hash import question_hash
 from tandem_lm_eval.cli.commands import run_subcommand
 from tandem_lm_eval.cli.main import main
+from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.data.records import iter_records
 from tandem_lm_eval.harness.registration import patch_task_manager
 from tandem_lm_eval.harness.task_questions import load_task_questions

@@ -303,7 +303,7 @@ def test_cascade_unfinished_recording_too_short(backend, tokenizer):
 
 
 def test_the_longer_of_two_recordings_wins_with_or_without_token_ids(tmp_path, tokenizer, demo_model_dir):
-    from tandem_lm_eval.backends.question_hash import question_hash
+    from tandem_lm_eval.common.question_hash import question_hash
 
     long_text = "Step one: add the numbers. " * 10
     short_text = "x" * 78  # more characters than tokens of the long one, fewer characters

@@ -14,15 +14,14 @@ import pytest
 from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import Generation, GenerationRequest, Message, PromptScores
-from tandem_lm_eval.backends.store_backed import StoredBackend
-from tandem_lm_eval.backends.store_codec import (
+from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.store.codec import (
     decode_generation,
     decode_scores,
     encode_generation,
     encode_scores,
 )
-from tandem_lm_eval.backends.store_export import export_recorded_mentor
-from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.store.export import export_recorded_mentor
 from tandem_lm_eval.store.run_store import (
     SCHEMA_VERSION,
     RunStore,
@@ -31,6 +30,7 @@ from tandem_lm_eval.store.run_store import (
     checksum,
     default_store_path,
 )
+from tandem_lm_eval.store.stored_backend import StoredBackend
 
 
 def entry(key, kind="generation", role="mentor", model="m", fp="f" * 64, value=None, **meta):

@@ -14,7 +14,7 @@ from dataclasses import asdict, fields
 import pytest
 
 from tandem_lm_eval.backends.base import Generation
-from tandem_lm_eval.backends.store_codec import canonical_json, decode_generation, encode_generation
+from tandem_lm_eval.store.codec import canonical_json, decode_generation, encode_generation
 from tandem_lm_eval.store.run_store import SCHEMA_VERSION, RunStore, StoreEntry, checksum
 
 

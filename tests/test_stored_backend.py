@@ -11,18 +11,18 @@ from fakes import LengthClassifier, ScriptedBackend
 
 from tandem_lm_eval.backends import make_backend
 from tandem_lm_eval.backends.base import GenerationRequest, Message, Prompt
-from tandem_lm_eval.backends.store_backed import StoredBackend
-from tandem_lm_eval.backends.store_keys import (
+from tandem_lm_eval.cascade.policies import make_policy
+from tandem_lm_eval.cascade.prompts import Question, intern_prompt, mentor_prompt
+from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.harness.config import RoleConfig
+from tandem_lm_eval.store.keys import (
     PERFORMANCE_ONLY_OPTIONS,
     fingerprint,
     fingerprint_digest,
     generation_key,
 )
-from tandem_lm_eval.cascade.policies import make_policy
-from tandem_lm_eval.cascade.prompts import Question, intern_prompt, mentor_prompt
-from tandem_lm_eval.cascade.stages import Cascade
-from tandem_lm_eval.harness.config import RoleConfig
 from tandem_lm_eval.store.run_store import RunStore
+from tandem_lm_eval.store.stored_backend import StoredBackend
 
 BUDGETS = (8, 16)
 # question text -> how many tokens the scripted mentor writes before it stops by itself

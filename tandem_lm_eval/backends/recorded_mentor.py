@@ -28,8 +28,8 @@ from tandem_lm_eval.backends.base import (
     Prompt,
     PromptScores,
 )
-from tandem_lm_eval.backends.question_hash import prompt_question_hash
-from tandem_lm_eval.data.records import MentorOutput, RecordError, load_records
+from tandem_lm_eval.common.question_hash import prompt_question_hash
+from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, RecordError, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RecordedBackend(Backend):
         if not path.is_file():
             raise BackendError(f"recorded mentor file {model!r} does not exist")
         try:
-            records = _store_records(path) if _is_store(path) else load_records([path])
+            records = self.read_recordings(path)
         except (RecordError, ValueError) as exc:  # ValueError: StoreError
             raise BackendError(f"recorded mentor: {exc}") from None
         self._path = path
@@ -72,6 +72,11 @@ class RecordedBackend(Backend):
         models = {o.model for o in self._outputs.values() if o.model}
         self._model_name = f"recorded:{models.pop() if len(models) == 1 else path.name}"
         logger.info("recorded mentor: %d questions from %s", len(self._outputs), path)
+
+    def read_recordings(self, path: Path) -> list[QuestionRecord]:
+        """The records the outputs come from: a records file. (A run store given as the file is read by
+        the store room's subclass, ``store/export.py: StoreRecordedBackend``.)"""
+        return load_records([path])
 
     @property
     def model_name(self) -> str:
@@ -149,29 +154,6 @@ class RecordedBackend(Backend):
                 ids = tuple(self._tokenizer(output.text, add_special_tokens=False).input_ids)
             self._ids[key] = ids
         return ids
-
-
-def _is_store(path: Path) -> bool:
-    """A run store (SQLite) rather than a records file: a store someone else filled is a recorded mentor."""
-    with path.open("rb") as fh:
-        return fh.read(16) == b"SQLite format 3\x00"
-
-
-def _store_records(path: Path) -> list:
-    """The mentor insights a run store holds, as records (what ``tandem-lm-eval store export`` writes)."""
-    import tempfile
-
-    from tandem_lm_eval.backends.store_export import export_recorded_mentor
-    from tandem_lm_eval.store.run_store import RunStore
-
-    store = RunStore(path, create=False)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "mentor.jsonl"
-            export_recorded_mentor(store, out)
-            return load_records([out])
-    finally:
-        store.close()
 
 
 def _length(output: MentorOutput) -> int:

@@ -57,7 +57,6 @@ from tandem_lm_eval.backends.base import (
     PromptScores,
     hidden_positions,
 )
-from tandem_lm_eval.backends.checkpoint import local_model_folder, safetensors_parameter_count
 from tandem_lm_eval.backends.entropy import full_entropy, topk_entropy
 from tandem_lm_eval.backends.rendering import (
     cut_at_stop,
@@ -89,6 +88,7 @@ from tandem_lm_eval.common.options import (
     as_int,
     converted,
 )
+from tandem_lm_eval.data.checkpoint import local_model_folder, safetensors_parameter_count
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 prompts (``prompts``), the stop policies (``policies/``) and the modes where the mentor answers
 itself (``mentor_answers``).
 
-May import: judgment, backends, cost, common. Backends are used only through their interface
-(``backends.base``).
+May import: judgment, backends, store, cost, common. Backends are used only through their interface
+(``backends.base``); the store only to time the calls a ``StoredBackend`` sends on.
 """

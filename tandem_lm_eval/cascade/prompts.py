@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from tandem_lm_eval.backends.base import Message, Prompt, Segment
-from tandem_lm_eval.backends.question_hash import question_hash
+from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.common.thinking import strip_think_tags
 from tandem_lm_eval.judgment.features import INSIGHTS, QUESTION
 

@@ -39,7 +39,6 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
-from tandem_lm_eval.backends.store_backed import StoredBackend
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -49,6 +48,7 @@ from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.pricing import TokenPrices
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
 from tandem_lm_eval.judgment.judges import JudgeError, judge_input, needs_statistics
+from tandem_lm_eval.store.stored_backend import StoredBackend
 
 logger = logging.getLogger(__name__)
 

@@ -425,7 +425,7 @@ def _store_merge(args) -> int:
 
 
 def _store_export(args) -> int:
-    from tandem_lm_eval.backends.store_export import export_recorded_mentor
+    from tandem_lm_eval.store.export import export_recorded_mentor
 
     with _open_store(args) as store:
         n = export_recorded_mentor(store, args.out, model=args.model)

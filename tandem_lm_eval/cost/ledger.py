@@ -34,7 +34,7 @@ def call_seconds(elapsed: float, n: int, reported: Sequence[float | None] | None
     """Each of the ``n`` requests' seconds of one batched call that took ``elapsed``: an equal share,
     except where the backend reported a request's own (``reported``, one per request, None where it
     has none): a run store's served output brings the seconds it took when it was computed
-    (backends/store_backed.py), so reading it back is never mistaken for computing it."""
+    (store/stored_backend.py), so reading it back is never mistaken for computing it."""
     if reported is None or len(reported) != n:
         return [elapsed / n] * n
     return [elapsed / n if s is None else float(s) for s in reported]

@@ -13,18 +13,19 @@ from pathlib import Path
 
 from tandem_lm_eval.backends import Backend, make_backend
 from tandem_lm_eval.backends.base import HiddenRequest
-from tandem_lm_eval.backends.checkpoint import configured_hidden_shape
-from tandem_lm_eval.backends.store_backed import StoredBackend, store_of
-from tandem_lm_eval.backends.store_keys import fingerprint
 from tandem_lm_eval.cascade.policies import StopPolicy, answerer_of, make_policy
 from tandem_lm_eval.cascade.stages import Cascade
+from tandem_lm_eval.data.checkpoint import configured_hidden_shape
 from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
 from tandem_lm_eval.judgment.card import normalize_model_name
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.judges import needs_statistics
 from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
+from tandem_lm_eval.store.export import StoreRecordedBackend, is_run_store
+from tandem_lm_eval.store.keys import fingerprint
 from tandem_lm_eval.store.run_store import RunStore
+from tandem_lm_eval.store.stored_backend import StoredBackend, store_of
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,9 @@ def _with_store(cfg: TandemConfig, backend: Backend | None, role: str, params: f
 
 def _build_backend(role: str, rc: RoleConfig) -> Backend:
     logger.info("tandem: loading %s %s on %s", role, rc.model, rc.backend)
+    path = Path(rc.model).expanduser()
+    if rc.backend == "recorded" and path.is_file() and is_run_store(path):
+        return StoreRecordedBackend(rc.model, **rc.options)  # a store someone else filled
     return make_backend(rc.backend, rc.model, **rc.options)
 
 

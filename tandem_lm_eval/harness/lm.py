@@ -4,7 +4,7 @@ request -> cascade (stages) -> backends (mentor generates, intern scores) -> fea
 -> policy decision -> intern answers -> cost ledger -> results.
 
 ``generate_until`` runs the cascade on the call's requests in chunks (``chunk_size``). With ``store=``
-each backend sits behind the run store (store/run_store.py, backends/store_backed.py): a rerun of a killed run serves
+each backend sits behind the run store (store/run_store.py, store/stored_backend.py): a rerun of a killed run serves
 what was computed and computes only the rest. ``loglikelihood`` requests
 (multiple-choice tasks) are answered by the intern alone: there is nothing to generate, so there is
 no mentor stage and no cost metric for them. ``loglikelihood_rolling`` (perplexity tasks) is refused.

@@ -3,7 +3,7 @@
 A paper-sized run is hours of GPU time. Without a store all of it lives in memory and a crash loses it;
 lm-eval's own ``--use_cache`` keys on the request alone, so it would serve one model's answers to
 another. Here each entry is keyed by the sha256 of *everything that determines its value*: the model's
-fingerprint (weights, engine, dtype, output-changing options, see ``backends/store_keys.py``) and the whole
+fingerprint (weights, engine, dtype, output-changing options, see ``store/keys.py``) and the whole
 request. A rerun of the same command serves what is stored and computes only what is missing; a run
 with another intern still reuses every mentor entry, because the mentor's keys never mention the intern.
 

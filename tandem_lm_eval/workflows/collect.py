@@ -251,7 +251,7 @@ def _judging_failed(exc: Exception, batch: Sequence[TaskQuestion], cascade: Casc
     """One line: the task's judging failed where, and whether the chunk's generations are kept."""
     import traceback
 
-    from tandem_lm_eval.backends.store_backed import store_of
+    from tandem_lm_eval.store.stored_backend import store_of
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""

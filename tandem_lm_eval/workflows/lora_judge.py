@@ -1,7 +1,7 @@
 """``fit --features hidden_lora``: the LoRA adapter of a Hidden w/ LoRA judge, and its hidden vectors.
 
 1. The records are split by question exactly as ``fit`` splits them (70/30, seed 42); the adapter is
-   trained on the training questions' rows only (backends/lora.py: sufficiency classification).
+   trained on the training questions' rows only (workflows/lora_training.py: sufficiency classification).
 2. The hidden vectors of the adapted intern are computed for every record (training and validation
    questions) into the records' side file (complete_hidden.py, under the adapter's name), so the
    classifier and its thresholds are fit exactly as for a Hidden judge.
@@ -52,9 +52,9 @@ def question_of(record) -> Question:
 
 def train_adapter_for_fit(records, settings, args) -> tuple[Path, dict]:
     """(adapter folder, adapter dict for the card) for ``fit --features hidden_lora``."""
-    from tandem_lm_eval.backends.lora import LoraSettings, train_lora_judge
     from tandem_lm_eval.common.options import parse_model_args
     from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for
+    from tandem_lm_eval.workflows.lora_training import LoraSettings, train_lora_judge
 
     model_args = {**parse_model_args(args.model_args), "intern_backend": "hf"}  # training needs torch
     questions = {(r.task, r.doc_hash): RebuiltQuestion(question_of(r)) for r in records}

@@ -61,9 +61,9 @@ from tandem_lm_eval.backends.openai.transport import (
     Usage,
     parse_base_urls,
 )
-from tandem_lm_eval.backends.question_hash import prompt_question_hash
 from tandem_lm_eval.backends.rendering import render_prompt_ids, resolve_model_path, segment_spans
 from tandem_lm_eval.common.options import as_choice, as_count, as_float, as_int, converted
+from tandem_lm_eval.common.question_hash import prompt_question_hash
 
 logger = logging.getLogger(__name__)
 

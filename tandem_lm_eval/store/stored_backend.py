@@ -39,14 +39,14 @@ from tandem_lm_eval.backends.base import (
     Prompt,
     PromptScores,
 )
-from tandem_lm_eval.backends.question_hash import prompt_question_hash
-from tandem_lm_eval.backends.store_codec import (
+from tandem_lm_eval.common.question_hash import prompt_question_hash
+from tandem_lm_eval.store.codec import (
     decode_generation,
     decode_scores,
     encode_generation,
     encode_scores,
 )
-from tandem_lm_eval.backends.store_keys import fingerprint_digest, generation_key, scores_key
+from tandem_lm_eval.store.keys import fingerprint_digest, generation_key, scores_key
 from tandem_lm_eval.store.run_store import RunStore, StoreEntry, StoreError
 
 logger = logging.getLogger(__name__)

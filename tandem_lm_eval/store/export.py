@@ -9,7 +9,8 @@ from typing import Any
 from tandem_lm_eval.backends.base import (
     Generation,
 )
-from tandem_lm_eval.backends.store_codec import decode_generation
+from tandem_lm_eval.backends.recorded_mentor import RecordedBackend
+from tandem_lm_eval.store.codec import decode_generation
 from tandem_lm_eval.store.run_store import RunStore, StoreEntry, StoreError
 
 
@@ -91,3 +92,34 @@ def export_recorded_mentor(store: RunStore, out: str | Path, model: str | None =
     n = write_records(partial, records)
     partial.replace(out)
     return n
+
+
+# --- a store as a recorded mentor -----------------------------------------------------------------
+def is_run_store(path: Path) -> bool:
+    """A run store (SQLite) rather than a records file: a store someone else filled is a recorded mentor."""
+    with path.open("rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
+
+
+def store_records(path: Path) -> list:
+    """The mentor insights a run store holds, as records (what ``tandem-lm-eval store export`` writes)."""
+    import tempfile
+
+    from tandem_lm_eval.data.records import load_records
+
+    store = RunStore(path, create=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "mentor.jsonl"
+            export_recorded_mentor(store, out)
+            return load_records([out])
+    finally:
+        store.close()
+
+
+class StoreRecordedBackend(RecordedBackend):
+    """``mentor_backend=recorded,mentor=STORE``: a recorded mentor whose recordings are a run store's
+    mentor insights (the harness picks it when the recorded mentor's file is a store)."""
+
+    def read_recordings(self, path: Path) -> list:
+        return store_records(path)

@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
+from typing import Protocol
 
-from tandem_lm_eval.backends.base import Message, Prompt
+
+class Turn(Protocol):
+    """One turn of a dialogue (``backends/base.py: Message`` is one)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
 
 
-def question_hash(dialogue: tuple[Message, ...] | str) -> str:
+class Prompt(Protocol):
+    """What a model reads (``backends/base.py: Prompt`` is one): its turns, or its raw text."""
+
+    @property
+    def messages(self) -> Sequence[Turn]: ...
+    @property
+    def raw_text(self) -> str | None: ...
+
+
+def question_hash(dialogue: Sequence[Turn] | str) -> str:
     """A short stable id of a question as the models read it: its non-system turns, whitespace and
     case normalized. Recorded mentors are keyed by it, and classifiers record the hashes of their
     training questions so an evaluation containing them is refused."""

@@ -18,7 +18,7 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
-from tandem_lm_eval.backends.store_codec import canonical_json
+from tandem_lm_eval.store.codec import canonical_json
 
 # Bump when the key layout or a value format changes: old entries then simply stop matching.
 KEY_VERSION = 1
