@@ -125,12 +125,15 @@ def _private_mounts(name: str, disk_bytes: int, owner: int, fresh_proc: bool) ->
     _mount("tandem-sandbox", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_bytes},mode=1777")
     private = ["/tmp"]
     workdir = os.path.join("/tmp", name)
-    for path in (workdir, "/tmp/.shm"):
-        os.mkdir(path, 0o700)
-        os.chown(path, owner, owner)
-    if os.path.isdir("/dev/shm"):
-        _mount("/tmp/.shm", "/dev/shm", None, MS_BIND, None)
-        private.append("/dev/shm")
+    os.mkdir(workdir, 0o700)
+    os.chown(workdir, owner, owner)
+    # The other shared temporary folders, bound to folders of the same tmpfs.
+    for target, inner in (("/dev/shm", "/tmp/.shm"), ("/var/tmp", "/tmp/.var-tmp")):
+        if os.path.isdir(target) and not os.path.islink(target):
+            os.mkdir(inner, 0o700)
+            os.chown(inner, owner, owner)
+            _mount(inner, target, None, MS_BIND, None)
+            private.append(target)
     if fresh_proc:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     return {
@@ -377,7 +380,11 @@ def _child(cfg: dict, source: str, ns: dict, ctl_r: int, rep_w: int, out_w: int)
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     del cfg  # the program's frames see as little of ours as possible
     try:
-        code = compile(source, "program.py", "exec")
+        # A name no file has: a traceback must not open a file of the program's (a FIFO blocks).
+        import linecache
+
+        linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
+        code = compile(source, "<program>", "exec")
         del source
         exec(code, namespace)
         sys.stdout.flush()
@@ -468,6 +475,21 @@ def _kill_uid(uid: int) -> None:
             pass  # ESRCH: none left
         _REAL_EXIT(0)
     os.waitpid(helper, 0)
+    # SIGKILL is delivered at once, but the processes go only once reaped: wait for that (bounded).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _processes_of(uid):
+        time.sleep(0.02)
+
+
+def _processes_of(uid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 def _remove_files_of(uid: int) -> None:

@@ -357,8 +357,53 @@ def _warn_once(isolation: Isolation, _seen: set = set()) -> None:  # noqa: B006 
         )
 
 
-def run_program(program: str, limits: SandboxLimits | None = None) -> ExecResult:
-    """Execute ``program`` (complete Python source) in a fresh sandbox.
+class _IsolationRecord:
+    """Every isolation seen in this process, for the run's results (``isolation_summary``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self.required: tuple[str, ...] = ()
+
+    def add(self, isolation: Isolation, required: tuple[str, ...]) -> None:
+        key = json.dumps(isolation.as_dict(), sort_keys=True)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self.required = required
+
+    def summary(self) -> dict[str, Any] | None:
+        with self._lock:
+            counts = dict(self._counts)
+        if not counts:
+            return None
+        setups = [{**json.loads(key), "programs": n} for key, n in sorted(counts.items())]
+        protections = {name: all(s["active"][name] for s in setups) for name in PROTECTIONS}
+        return {
+            "programs": sum(counts.values()),
+            "protections": protections,  # True: active for every program of the run
+            "missing": [name for name, on in protections.items() if not on],
+            "required": list(self.required),
+            "setups": setups,
+        }
+
+
+_RECORD = _IsolationRecord()
+
+
+def isolation_summary() -> dict[str, Any] | None:
+    """Which protections were active for the programs this process ran (None: it ran none)."""
+    return _RECORD.summary()
+
+
+def check_sandbox(limits: SandboxLimits | None = None) -> Isolation:
+    """Validate the ``TANDEM_SANDBOX_*`` options and run one empty program: raises ``SandboxError``
+    (one line) when a required protection is unavailable, before any model-written code exists."""
+    return run_program("pass", limits, record=False).isolation
+
+
+def run_program(program: str, limits: SandboxLimits | None = None, *, record: bool = True) -> ExecResult:
+    """Execute ``program`` (complete Python source) in a fresh sandbox. ``record``: count its
+    isolation in ``isolation_summary`` (the run's results).
 
     Raises ``SandboxError`` when a required protection is unavailable (nothing runs then)."""
     limits = limits or SandboxLimits()
@@ -412,6 +457,8 @@ def run_program(program: str, limits: SandboxLimits | None = None) -> ExecResult
         if isinstance(report, str):
             return ExecResult("failed", proc.returncode, duration, stderr_tail, reason=report)
         _warn_once(report.isolation)
+        if record:
+            _RECORD.add(report.isolation, require)
         if report.status == "refused":
             raise SandboxError(
                 f"code sandbox: refusing to run model-written code without {', '.join(report.missing)} "
