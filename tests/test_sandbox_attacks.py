@@ -433,6 +433,23 @@ ATTACKS = [
         disk_capped,
         needs="disk_total",
     ),
+    Attack(
+        "resources: 4 processes holding 700 MiB each (memory in total)",
+        "resources",
+        lambda c: (
+            FORK
+            + (
+                "import time\nfor _ in range(4):\n    if libc.fork() == 0:\n        x = bytearray(700 << 20)\n"
+                "        print('held', flush=True)\n        libc.pause()\ntime.sleep(2)\n"
+            )
+        ),
+        lambda r, c: (
+            None
+            if r.output_tail.count("held") * (700 << 20) <= (r.isolation.cgroup_memory_bytes or 0)
+            else pytest.fail(r.output_tail[-300:])
+        ),
+        needs="cgroup",
+    ),
     # ------------------------------------------------------------ outliving the run
     Attack(
         "outliving: files in /tmp and /dev/shm",
@@ -529,9 +546,12 @@ def test_the_attacks_table_in_the_docs_lists_every_attack() -> None:
         FORK + "libc._exit(0)" + WRONG,
     ],
 )
-def test_documented_limit_a_program_can_lie_about_itself(program: str) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_documented_limit_a_program_can_lie_about_itself(program: str, mode: str) -> None:
     """The docs say pass@1 assumes a non-adversarial model: these pass, and the table says so."""
-    assert run_program(program, MODES["full" if IS_ROOT else "bare"]).passed
+    if (mode == "userns" and not USERNS) or (not IS_ROOT and mode != "bare"):
+        pytest.skip("mode not available on this machine")
+    assert run_program(program, MODES[mode]).passed
 
 
 # ------------------------------------------------------------ neighbours at the same time
@@ -660,3 +680,38 @@ def test_the_warning_names_what_is_missing(caplog) -> None:
         run_program("pass", MODES["bare"])
     lines = [r.getMessage() for r in caplog.records if "code sandbox" in r.getMessage()]
     assert len(lines) == 1 and "network, pid, mount, uid, cgroup" in lines[0]
+
+
+# ------------------------------------------------------------ every pipe is read with a bound
+
+
+def test_the_line_worker_reads_a_reply_with_a_bound(tmp_path) -> None:
+    from tandem_lm_eval.scoring.line_worker import LineWorker, WorkerCrashed
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys, json\nprint(json.dumps({'ready': True}), flush=True)\nfor line in sys.stdin:\n"
+        "    req = json.loads(line)\n"
+        "    if req['kind'] == 'flood':\n        sys.stdout.write('x' * (64 << 20)); sys.stdout.flush()\n"
+        "    elif req['kind'] == 'bad':\n        print('not json', flush=True)\n"
+        "    else:\n        print(json.dumps({'ok': 1}), flush=True)\n"
+    )
+    worker = LineWorker([str(script)], max_line_bytes=1 << 20)
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(WorkerCrashed, match="without a newline"):
+            worker.request({"kind": "flood"}, timeout_s=60)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 * 1024  # KiB
+        with pytest.raises(WorkerCrashed):
+            worker.request({"kind": "bad"}, timeout_s=60)
+        assert worker.request({"kind": "fine"}, timeout_s=60) == {"ok": 1}  # restarted, still serving
+        assert worker.restarts == 2
+    finally:
+        worker.close()
+
+
+def test_an_oversized_program_fails_without_running() -> None:
+    from tandem_lm_eval.scoring.code_exec import MAX_PROGRAM_CHARS
+
+    result = run_program("x = 1\n" + "#" * MAX_PROGRAM_CHARS, MODES["bare"])
+    assert result.status == "failed" and "exceeds" in result.reason

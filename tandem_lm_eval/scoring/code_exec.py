@@ -39,6 +39,7 @@ _OUTPUT_TAIL = 2000
 _BACKSTOP_S = 10.0  # the launcher enforces the limit; this catches a launcher that hangs itself
 _REPORT_CAP = 64 << 10  # the launcher's report: the output tail and a few fields
 _STDERR_CAP = 4096
+MAX_PROGRAM_CHARS = 8 << 20  # far above any answer; the launcher reads at most 64 MiB
 PROTECTIONS = ("network", "pid", "mount", "uid", "cgroup")
 REQUIRE_ENV = "TANDEM_SANDBOX_REQUIRE"
 CGROUP_ENV = "TANDEM_SANDBOX_CGROUP"
@@ -408,6 +409,10 @@ def run_program(program: str, limits: SandboxLimits | None = None, *, record: bo
     Raises ``SandboxError`` when a required protection is unavailable (nothing runs then)."""
     limits = limits or SandboxLimits()
     require = required_protections(limits)
+    if len(program) > MAX_PROGRAM_CHARS:
+        return ExecResult(
+            "failed", None, 0.0, "", reason=f"the program exceeds {MAX_PROGRAM_CHARS} characters"
+        )
     cgroup_parent = _cgroup_parent()
     uid = _POOL.acquire() if os.geteuid() == 0 and limits.sub_uid else None
     workdir = tempfile.mkdtemp(prefix="tandem-sandbox-")  # 0700, ours
