@@ -715,3 +715,45 @@ def test_an_oversized_program_fails_without_running() -> None:
 
     result = run_program("x = 1\n" + "#" * MAX_PROGRAM_CHARS, MODES["bare"])
     assert result.status == "failed" and "exceeds" in result.reason
+
+
+def test_a_cgroup_that_cannot_be_set_up_is_reported_missing(monkeypatch, tmp_path) -> None:
+    # Not a real cgroup file system: creating the sandbox's cgroup fails, the program still runs
+    # (nothing required), and the report says there was no cgroup, and why.
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")
+    monkeypatch.setenv("TANDEM_SANDBOX_CGROUP", str(tmp_path))
+    result = run_program("pass", MODES["bare"])
+    assert result.passed and not result.isolation.cgroup and "cgroup" in result.isolation.missing
+    assert any("memory.max" in note for note in result.isolation.notes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cgroup.subtree_control"]  # nothing left
+    monkeypatch.setenv("TANDEM_SANDBOX_REQUIRE", "cgroup")
+    with pytest.raises(SandboxError, match="without cgroup"):
+        run_program("pass", MODES["bare"])
+
+
+def test_the_humaneval_task_refuses_before_generation(monkeypatch) -> None:
+    from tandem_lm_eval.harness.task_functions import humaneval_dataset
+
+    monkeypatch.setenv("TANDEM_SANDBOX_REQUIRE", "all")
+    monkeypatch.delenv("TANDEM_SANDBOX_CGROUP", raising=False)
+    with pytest.raises(SandboxError, match="TANDEM_SANDBOX_REQUIRE=network,pid,mount,uid,cgroup"):
+        humaneval_dataset(data_dir="/nonexistent")  # refused before the data is even read
+
+
+def test_the_run_summary_names_the_protections() -> None:
+    from tandem_lm_eval.scoring.code_exec import isolation_summary
+
+    run_program("pass", MODES["bare"])
+    summary = isolation_summary()
+    assert summary is not None and summary["programs"] >= 1
+    assert set(summary["protections"]) == {"network", "pid", "mount", "uid", "cgroup"}
+    assert set(summary["missing"]) == {
+        "network",
+        "pid",
+        "mount",
+        "uid",
+        "cgroup",
+    }  # a bare run was among them
+    assert any(
+        setup["missing"] == ["network", "pid", "mount", "uid", "cgroup"] for setup in summary["setups"]
+    )

@@ -519,11 +519,15 @@ def _cgroup_create(parent: str, pid: int, cfg: dict) -> str | None:
     """A cgroup v2 of its own under the delegated ``parent``: memory and processes in total."""
     path = os.path.join(parent, f"tandem-sandbox-{os.getpid()}")
     os.mkdir(path, 0o755)
-    _write_file(os.path.join(path, "memory.max"), str(cfg["memory_bytes"]))
-    if os.path.exists(os.path.join(path, "memory.swap.max")):
-        _write_file(os.path.join(path, "memory.swap.max"), "0")
-    _write_file(os.path.join(path, "pids.max"), str(cfg["max_processes"]))
-    _write_file(os.path.join(path, "cgroup.procs"), str(pid))
+    try:
+        _write_file(os.path.join(path, "memory.max"), str(cfg["memory_bytes"]))
+        if os.path.exists(os.path.join(path, "memory.swap.max")):
+            _write_file(os.path.join(path, "memory.swap.max"), "0")
+        _write_file(os.path.join(path, "pids.max"), str(cfg["max_processes"]))
+        _write_file(os.path.join(path, "cgroup.procs"), str(pid))
+    except OSError:
+        os.rmdir(path)
+        raise
     return path
 
 

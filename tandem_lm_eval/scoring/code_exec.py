@@ -444,6 +444,7 @@ def run_program(program: str, limits: SandboxLimits | None = None, *, record: bo
             close_fds=True,
             start_new_session=True,
         )
+        hung = True
         try:
             raw, err, hung = _read_bounded(proc, request, start + limits.timeout_s + _BACKSTOP_S)
         finally:
@@ -452,8 +453,8 @@ def run_program(program: str, limits: SandboxLimits | None = None, *, record: bo
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-            if uid is not None:
-                _kill_uid(uid)  # the launcher does this itself; again in case it was killed
+            if uid is not None and (hung or proc.returncode != 0):
+                _kill_uid(uid)  # the launcher does this itself, unless it was killed
         duration = time.monotonic() - start
         stderr_tail = err.decode(errors="replace")[-_OUTPUT_TAIL:]
         if hung:
