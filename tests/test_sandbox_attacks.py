@@ -33,6 +33,7 @@ from tandem_lm_eval.scoring.code_exec import (
     SandboxLimits,
     parse_report,
     run_program,
+    run_programs,
 )
 
 IS_ROOT = os.geteuid() == 0
@@ -654,14 +655,49 @@ def test_missing_protections_are_refused_when_required(monkeypatch) -> None:
 def test_full_mode_reports_every_namespace_and_its_uid(monkeypatch) -> None:
     monkeypatch.setenv("TANDEM_SANDBOX_REQUIRE", "network,pid,mount,uid")
     result = run_program(
-        "import os\nprint(os.getuid(), os.getpid(), os.listdir('/proc')[:0])", SandboxLimits(timeout_s=3)
+        "import os\nprint(os.getuid(), os.getpid(), oct(os.stat('.').st_mode & 0o777))",
+        SandboxLimits(timeout_s=3),
     )
     assert result.passed
     active = result.isolation.active
     assert active["network"] and active["pid"] and active["mount"] and active["uid"]
     assert result.isolation.fresh_proc and "/tmp" in result.isolation.private_tmp
-    uid, pid = result.output_tail.split()[:2]
-    assert int(uid) in POOL and pid == "1"
+    uid, pid, mode = result.output_tail.split()[:3]
+    assert int(uid) in POOL and pid == "1" and mode == "0o700"
+
+
+@pytest.mark.parametrize("mode", ["full", "userns", "docker_root"])
+def test_each_sandbox_running_at_once_has_a_uid_and_a_0700_folder_of_its_own(mode: str) -> None:
+    if not IS_ROOT or (mode == "userns" and not USERNS):
+        pytest.skip("needs root (a uid pool) / user namespaces")
+    program = (
+        "import os, time\nst = os.stat('.')\nprint('me', st.st_uid, oct(st.st_mode & 0o777))\ntime.sleep(1)\n"
+    )
+    results = run_programs([program] * 4, MODES[mode], workers=4)
+    seen = [
+        line.split()[1:] for r in results for line in r.output_tail.splitlines() if line.startswith("me ")
+    ]
+    assert len(seen) == 4 and all(perm == "0o700" for _, perm in seen)
+    if mode != "userns":  # inside a user namespace every sandbox sees its own mapped uid (1000)
+        assert all(int(uid) in POOL for uid, _ in seen)
+    assert all(r.isolation.uid in POOL for r in results)
+
+
+def test_the_uid_pool_never_hands_one_uid_to_two_holders() -> None:
+    from tandem_lm_eval.scoring.code_exec import UidPool
+
+    ours, another_evaluator = UidPool(), UidPool()  # two processes' pools, one machine
+    held = [ours.acquire() for _ in range(4)]
+    theirs = [another_evaluator.acquire() for _ in range(4)]
+    try:
+        assert len(set(held + theirs)) == 8 and all(uid in POOL for uid in held + theirs)
+        ours.release(held[0])
+        assert another_evaluator.acquire() == held[0]  # free again once released
+    finally:
+        for uid in held[1:]:
+            ours.release(uid)
+        for uid in [*theirs, held[0]]:
+            another_evaluator.release(uid)
 
 
 def test_a_cgroup_directory_without_controllers_is_one_line(monkeypatch, tmp_path) -> None:

@@ -135,7 +135,10 @@ def _private_mounts(name: str, disk_bytes: int, owner: int, fresh_proc: bool) ->
             _mount(inner, target, None, MS_BIND, None)
             private.append(target)
     if fresh_proc:
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        except OSError:
+            fresh_proc = False  # some containers refuse it: reported, the "pid" protection is then missing
     return {
         "workdir": workdir,
         "disk_limit_bytes": disk_bytes,
@@ -343,7 +346,10 @@ def _child(cfg: dict, source: str, ns: dict, ctl_r: int, rep_w: int, out_w: int)
         if ns["mount"]:
             name = os.path.basename(cfg["workdir"])
             setup["mounts"] = _private_mounts(name, cfg["max_disk_bytes"], owner, ns["pid"])
-        elif owner != os.geteuid():
+    except OSError as exc:
+        setup["error"] = str(exc)  # reported; the program runs in the host's folder instead
+    try:
+        if not setup["mounts"] and owner != os.geteuid():
             os.chown(cfg["workdir"], owner, owner)
     except OSError as exc:
         setup["error"] = str(exc)
@@ -351,7 +357,7 @@ def _child(cfg: dict, source: str, ns: dict, ctl_r: int, rep_w: int, out_w: int)
     os.close(rep_w)
     decision = os.read(ctl_r, 8)
     os.close(ctl_r)
-    if decision != b"run" or setup["error"]:
+    if decision != b"run":
         real_exit(3)
     workdir = setup["mounts"]["workdir"] if setup["mounts"] else cfg["workdir"]
     _install_guards(workdir, private_tmp=bool(setup["mounts"] and setup["mounts"]["private_tmp"]))
@@ -614,7 +620,8 @@ def main() -> None:
     }
     active = {
         "network": isolation["network_namespace"],
-        "pid": isolation["pid_namespace"],
+        # A PID namespace hides the evaluator only with a /proc of its own.
+        "pid": isolation["pid_namespace"] and isolation["fresh_proc"],
         "mount": isolation["mount_namespace"],
         "uid": isolation["distinct_uid"] or isolation["user_namespace"],
         "cgroup": isolation["cgroup"],

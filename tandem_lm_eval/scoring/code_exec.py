@@ -96,7 +96,7 @@ class Isolation:
     def active(self) -> dict[str, bool]:
         return {
             "network": self.network_namespace,
-            "pid": self.pid_namespace,
+            "pid": self.pid_namespace and self.fresh_proc,  # hides the evaluator only with its own /proc
             "mount": self.mount_namespace,
             "uid": self.distinct_uid or self.user_namespace,
             "cgroup": self.cgroup,
@@ -173,7 +173,7 @@ def _cgroup_parent() -> str | None:
     return path
 
 
-class _UidPool:
+class UidPool:
     """One uid per concurrent sandbox (root only). A uid is taken by binding an abstract unix socket
     named after it, so evaluator processes on one machine never share one; the kernel frees the
     name when the holder exits, so a crashed evaluator leaks nothing."""
@@ -217,7 +217,7 @@ class _UidPool:
             sock.close()
 
 
-_POOL = _UidPool()
+_POOL = UidPool()
 
 
 # ---------------------------------------------------------------- reading what comes back
