@@ -359,25 +359,34 @@ def _warn_once(isolation: Isolation, _seen: set = set()) -> None:  # noqa: B006 
 
 
 class _IsolationRecord:
-    """Every isolation seen in this process, for the run's results (``isolation_summary``)."""
+    """Every isolation seen in this process, for the run's results (``isolation_summary``): the
+    distinct setups (the uid aside: each sandbox running at once has its own) with their counts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._uids: dict[str, set[int]] = {}
         self.required: tuple[str, ...] = ()
 
     def add(self, isolation: Isolation, required: tuple[str, ...]) -> None:
-        key = json.dumps(isolation.as_dict(), sort_keys=True)
+        setup = isolation.as_dict()
+        uid = setup.pop("uid")
+        key = json.dumps(setup, sort_keys=True)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
+            if uid is not None:
+                self._uids.setdefault(key, set()).add(uid)
             self.required = required
 
     def summary(self) -> dict[str, Any] | None:
         with self._lock:
             counts = dict(self._counts)
+            uids = {key: sorted(found) for key, found in self._uids.items()}
         if not counts:
             return None
-        setups = [{**json.loads(key), "programs": n} for key, n in sorted(counts.items())]
+        setups = [
+            {**json.loads(key), "uids": uids.get(key, []), "programs": n} for key, n in sorted(counts.items())
+        ]
         protections = {name: all(s["active"][name] for s in setups) for name in PROTECTIONS}
         return {
             "programs": sum(counts.values()),
