@@ -119,7 +119,8 @@ def test_fork_bomb_through_ctypes_leaves_no_process_behind() -> None:
     result, elapsed = _run("import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    libc.fork()\n")
     assert not result.passed and elapsed < FORK_BOMB_BOUND_S
     time.sleep(0.5)
-    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == LIMITS.sandbox_uid]
+    uids = range(2_000_000_000, 2_000_000_000 + 1024)  # the sandbox uid pool
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) in uids]
     assert not leftovers
 
 
@@ -177,12 +178,12 @@ def test_raw_socket_through_ctypes_has_no_network() -> None:
     )
     result, _ = _run(program)
     assert result.status == "failed"
-    assert "netns" in result.isolation
+    assert result.isolation.network_namespace
 
 
 def test_python_guards_alone_still_refuse_the_common_calls(tmp_path: Path) -> None:
     """The non-root fallback: no namespaces, no uid switch; the Python-level guards remain."""
-    limits = SandboxLimits(timeout_s=3.0, sandbox_uid=None, isolate=False)
+    limits = SandboxLimits(timeout_s=3.0, namespaces="off", sub_uid=False)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     for program in (
@@ -195,7 +196,7 @@ def test_python_guards_alone_still_refuse_the_common_calls(tmp_path: Path) -> No
         result = run_program(program, limits)
         assert result.status == "failed", program
         assert "PermissionError" in result.output_tail
-        assert result.isolation == ()
+        assert set(result.isolation.missing) == {"network", "pid", "mount", "uid", "cgroup"}
     assert victim.read_text() == "keep me"
 
 
@@ -258,17 +259,17 @@ def test_broken_canonical_solutions_fail(shared_data: Path) -> None:
     assert not passed, passed
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="only matters when the host reads the output as root")
+@pytest.mark.skipif(not IS_ROOT, reason="only matters when the host could read a file as root")
 def test_output_symlink_does_not_leak_host_files(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET")
     secret.chmod(0o600)
     os.chmod(tmp_path, 0o755)
-    # Through ctypes: os.symlink to a path outside is refused by the guards already.
+    # Through ctypes: os.symlink to a path outside is refused by the guards already. The host never
+    # opens a file of the program's: the output comes back on a pipe.
     program = (
-        "import ctypes, os\nos.remove('output.txt')\n"
-        f"assert ctypes.CDLL(None).symlink({str(secret).encode()!r}, b'output.txt') == 0\n"
+        f"import ctypes\nassert ctypes.CDLL(None).symlink({str(secret).encode()!r}, b'output.txt') == 0\n"
     )
     result, _ = _run(program)
-    assert result.passed  # the swap itself worked ...
-    assert "TOP-SECRET" not in result.output_tail  # ... but the host did not follow the link
+    assert result.passed  # the link itself was made ...
+    assert "TOP-SECRET" not in result.output_tail  # ... but nobody followed it

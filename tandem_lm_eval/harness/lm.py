@@ -44,6 +44,7 @@ from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, in
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
+from tandem_lm_eval.scoring.code_exec import isolation_summary
 from tandem_lm_eval.store.run_store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -322,7 +323,10 @@ class TandemLM(LM):
     def get_model_info(self) -> dict:
         """The run summary over every rank (lm-eval asks rank 0 only, after the gathers)."""
         summary = self._run_summary if self._run_summary.requests else None
+        sandbox = isolation_summary()
         return {
+            # Which protections the code sandbox had (HumanEval), present when code ran.
+            **({"sandbox_isolation": sandbox} if sandbox is not None else {}),
             "tandem": {
                 "config": self.config.public_dict(),
                 "mentor_params": self.mentor_params,

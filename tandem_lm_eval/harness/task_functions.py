@@ -19,7 +19,7 @@ from typing import Any
 
 from tandem_lm_eval.data.benchmarks import MathTrainSource, load_gsm8k, load_humaneval, load_math
 from tandem_lm_eval.scoring.code_answer import build_test_program, extract_program
-from tandem_lm_eval.scoring.code_exec import ExecResult, SandboxLimits, run_program
+from tandem_lm_eval.scoring.code_exec import ExecResult, SandboxLimits, check_sandbox, run_program
 from tandem_lm_eval.scoring.gsm8k_answer import score_gsm8k_response
 from tandem_lm_eval.scoring.math_answer import score_math_response
 from tandem_lm_eval.scoring.prompts import code_prompt, math_prompt
@@ -52,6 +52,9 @@ def math_dataset(**kwargs: Any):
 
 
 def humaneval_dataset(**kwargs: Any):
+    # The sandbox's options (TANDEM_SANDBOX_REQUIRE, ...) are checked here, before any generation:
+    # a required protection this machine lacks stops the run now, in one line.
+    check_sandbox()
     return _dataset_dict("test", load_humaneval(data_dir=kwargs.get("data_dir")), kwargs)
 
 

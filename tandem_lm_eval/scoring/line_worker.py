@@ -2,7 +2,8 @@
 
 Used where a computation can hang inside C code (sympy on a huge power) that no in-process timeout
 (signal alarm, thread) can interrupt: on a timeout the process is killed and started again. Each
-request is one line out and one line back; a lock makes one worker safe to share between threads.
+request is one line out and one line back (a line over ``max_line_bytes`` counts as a crash: the
+reply is read with a bound); a lock makes one worker safe to share between threads.
 The worker is a plain ``python FILE`` subprocess, not ``multiprocessing``, so it never re-imports the
 caller's ``__main__`` script (scripts without an ``if __name__ == "__main__"`` guard stay safe).
 """
@@ -31,13 +32,16 @@ class WorkerCrashed(Exception):
 class LineWorker:
     """One helper process; started lazily, restarted after a timeout or crash."""
 
-    def __init__(self, argv: Sequence[str], *, startup_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, startup_timeout_s: float = 120.0, max_line_bytes: int = 16 << 20
+    ) -> None:
         self._argv = [sys.executable, *argv]
         self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._lock = threading.Lock()
         self.restarts = 0
+        self.max_line_bytes = max_line_bytes
 
     def _read_line(self, deadline: float) -> bytes:
         assert self._proc is not None and self._proc.stdout is not None
@@ -53,6 +57,9 @@ class LineWorker:
             if not chunk:
                 raise WorkerCrashed("worker exited")
             self._buffer += chunk
+            if len(self._buffer) > self.max_line_bytes:
+                # A reply is a short JSON line; whatever this is, it is not one: never hold it all.
+                raise WorkerCrashed(f"worker wrote over {self.max_line_bytes} bytes without a newline")
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
