@@ -34,6 +34,8 @@ from lm_eval.api.model import LM
 from tandem_lm_eval.backends.base import BackendError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.common.disk import DiskFullError
+from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
 from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
@@ -137,7 +139,9 @@ class TandemLM(LM):
                 done += len(chunk)
                 del results
         except (BackendError, StoreError) as exc:
-            raise SystemExit(f"tandem: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: {exc}")) from None
+        except DiskFullError as exc:  # one rule for every file the run writes (common/disk.py)
+            raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
         except ReplicaError as exc:
             raise SystemExit(
                 f"tandem: {exc}, after {done} of {len(runs)} requests of this call; {self._kept()}"
@@ -193,7 +197,10 @@ class TandemLM(LM):
             logger.info("%s (all %d ranks)", total.format(), self.world_size)
         every_part = [(Path(p), n) for g in gathered for p, n in g["parts"]]
         if every_part:
-            _, missing = merge_parts(self.config.trace_path, every_part)
+            try:
+                _, missing = merge_parts(self.config.trace_path, every_part)
+            except DiskFullError as exc:
+                raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
             if missing:
                 logger.warning(
                     "tandem: trace parts %s are not visible from rank 0 (trace_path must be on a file "
@@ -298,7 +305,7 @@ class TandemLM(LM):
         except BackendError as exc:
             raise SystemExit(f"tandem: {exc}") from None
         except ReplicaError as exc:
-            raise SystemExit(f"tandem: {exc}; {self._kept()}") from None
+            raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise SystemExit(
@@ -324,7 +331,7 @@ class TandemLM(LM):
         summary = self._run_summary if self._run_summary.requests else None
         return {
             "tandem": {
-                "config": self.config.public_dict(),
+                "config": redact(self.config.public_dict()),  # no URL credentials (common/redaction.py)
                 "mentor_params": self.mentor_params,
                 "intern_params": self.intern_params,
                 "thresholds": list(self.thresholds) if self.thresholds else None,
