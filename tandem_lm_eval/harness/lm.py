@@ -57,7 +57,7 @@ class TandemLM(LM):
         try:
             self.config = TandemConfig.from_model_args(model_args)
         except ConfigError as exc:
-            raise SystemExit(f"tandem: bad model_args: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: bad model_args: {exc}")) from None
         cfg = self.config
         try:
             # every rank reaches the launcher's store before any model loads; then each claims its GPUs
@@ -96,7 +96,7 @@ class TandemLM(LM):
                 self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
                 self.entropy_method = first.entropy_method
         except (ConfigError, ClassifierError, BackendError, StoreError, ValueError, ReplicaError) as exc:
-            raise SystemExit(f"tandem: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: {exc}")) from None
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
         self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
         self._rank_store_counts: list[dict[str, dict[str, int]]] = []  # per rank (rank 0)
@@ -305,7 +305,7 @@ class TandemLM(LM):
         except BackendError as exc:
             raise SystemExit(f"tandem: {exc}") from None
         except ReplicaError as exc:
-            raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
+            raise SystemExit(f"tandem: {exc}; {self._kept()}") from None
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise SystemExit(
