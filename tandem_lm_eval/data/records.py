@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem_lm_eval.common.disk import append_whole
+
 FORMAT = "tandem-record/1"
 
 
@@ -130,6 +132,8 @@ def write_records(path: str | Path, records: Iterable[QuestionRecord]) -> int:
 
     A run killed mid-write leaves a torn last line; it is cut off before appending (its question has
     no record, so a resumed run computes it again), never glued to the next record.
+    On a full disk (common/disk.py) the file is cut back to its last whole record and ``DiskFullError``
+    names it.
     """
     lines = [r.to_json() + "\n" for r in records]
     path = Path(path)
@@ -142,9 +146,8 @@ def write_records(path: str | Path, records: Iterable[QuestionRecord]) -> int:
                 fh.seek(0)
                 data = fh.read()
                 fh.truncate(data.rfind(b"\n") + 1)
-                fh.seek(0, 2)
-        fh.write("".join(lines).encode("utf-8"))
-        fh.flush()
+    if lines:
+        append_whole(path, "".join(lines).encode("utf-8"))
     return len(lines)
 
 

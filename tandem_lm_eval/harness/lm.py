@@ -34,6 +34,8 @@ from lm_eval.api.model import LM
 from tandem_lm_eval.backends.base import BackendError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.common.disk import DiskFullError
+from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
 from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
@@ -56,7 +58,7 @@ class TandemLM(LM):
         try:
             self.config = TandemConfig.from_model_args(model_args)
         except ConfigError as exc:
-            raise SystemExit(f"tandem: bad model_args: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: bad model_args: {exc}")) from None
         cfg = self.config
         try:
             # every rank reaches the launcher's store before any model loads; then each claims its GPUs
@@ -95,7 +97,7 @@ class TandemLM(LM):
                 self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
                 self.entropy_method = first.entropy_method
         except (ConfigError, ClassifierError, BackendError, StoreError, ValueError, ReplicaError) as exc:
-            raise SystemExit(f"tandem: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: {exc}")) from None
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
         self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
         self._rank_store_counts: list[dict[str, dict[str, int]]] = []  # per rank (rank 0)
@@ -138,7 +140,9 @@ class TandemLM(LM):
                 done += len(chunk)
                 del results
         except (BackendError, StoreError) as exc:
-            raise SystemExit(f"tandem: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: {exc}")) from None
+        except DiskFullError as exc:  # one rule for every file the run writes (common/disk.py)
+            raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
         except ReplicaError as exc:
             raise SystemExit(
                 f"tandem: {exc}, after {done} of {len(runs)} requests of this call; {self._kept()}"
@@ -194,7 +198,10 @@ class TandemLM(LM):
             logger.info("%s (all %d ranks)", total.format(), self.world_size)
         every_part = [(Path(p), n) for g in gathered for p, n in g["parts"]]
         if every_part:
-            _, missing = merge_parts(self.config.trace_path, every_part)
+            try:
+                _, missing = merge_parts(self.config.trace_path, every_part)
+            except DiskFullError as exc:
+                raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
             if missing:
                 logger.warning(
                     "tandem: trace parts %s are not visible from rank 0 (trace_path must be on a file "
@@ -328,7 +335,7 @@ class TandemLM(LM):
             # Which protections the code sandbox had (HumanEval), present when code ran.
             **({"sandbox_isolation": sandbox} if sandbox is not None else {}),
             "tandem": {
-                "config": self.config.public_dict(),
+                "config": redact(self.config.public_dict()),  # no URL credentials (common/redaction.py)
                 "mentor_params": self.mentor_params,
                 "intern_params": self.intern_params,
                 "thresholds": list(self.thresholds) if self.thresholds else None,

@@ -15,6 +15,11 @@ the launcher's key-value store (torch's ``TCPStore``, reached by the same ``env:
 default group would use, under a prefix of its own) and leave the default group to the engines. When
 the caller already made a default group (its own script), that group is used instead.
 
+What goes through the launcher's store is JSON (``harness/rank_codec.py``), never pickle: the store
+takes writes from any process that reaches ``MASTER_ADDR:MASTER_PORT``, without authentication, and
+unpickling what it holds would run a writer's code in every rank. (A default group the caller made
+is torch's own ``gather_object``, which pickles: its trust is the caller's.)
+
 Every collective is called by all ranks in the same order (as lm-eval's are); each carries a
 sequence number and a tag, so a rank that calls another collective than the others waits and fails
 by the timeout instead of mixing data.
@@ -24,11 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from tandem_lm_eval.harness import rank_codec
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +177,12 @@ class RankGroup:
             dist.gather_object(obj, out, dst=dst)
             return out
         name = self._next(tag)
-        self._store.set(f"{name}/{self.rank}", pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        self._store.set(f"{name}/{self.rank}", rank_codec.encode(obj))
         if self.rank != dst:
             return None
         keys = [f"{name}/{r}" for r in range(self.world_size)]
         self._store.wait(keys)
-        out = [pickle.loads(self._store.get(k)) for k in keys]
+        out = [rank_codec.decode(self._store.get(k)) for k in keys]
         for k in keys:  # the store holds them in memory: free them once read
             self._store.delete_key(k)
         return out
@@ -192,10 +198,10 @@ class RankGroup:
             dist.all_gather_object(out, obj)
             return out
         name = self._next(tag)
-        self._store.set(f"{name}/{self.rank}", pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        self._store.set(f"{name}/{self.rank}", rank_codec.encode(obj))
         keys = [f"{name}/{r}" for r in range(self.world_size)]
         self._store.wait(keys)
-        out = [pickle.loads(self._store.get(k)) for k in keys]
+        out = [rank_codec.decode(self._store.get(k)) for k in keys]
         # the last rank to have read them frees them
         if self._store.add(f"{name}/read", 1) == self.world_size:
             for k in keys:

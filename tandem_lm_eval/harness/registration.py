@@ -52,7 +52,9 @@ def pair_name(model_args) -> str:
             args = parse_model_args(model_args)
         except ValueError:  # not key=value text: TandemLM reports it; the name falls back to the pair's roles
             args = {}
-    mentor, intern = (str(args.get(role) or "demo") for role in ("mentor", "intern"))
+    from tandem_lm_eval.common.redaction import redact_urls
+
+    mentor, intern = (redact_urls(str(args.get(role) or "demo")) for role in ("mentor", "intern"))
     return f"{MODEL_NAME}:{mentor}+{intern}"
 
 
@@ -71,6 +73,15 @@ def patch_results_folder(tracker_module=None) -> None:
     original = cls.log_experiment_args
 
     def log_experiment_args(self, model_source, model_args, *args, **kwargs):
+        if model_source == MODEL_NAME:
+            from tandem_lm_eval.common.redaction import redact, redact_in_place
+
+            # the model is built by now: lm-eval's own copy of model_args (the dict it later writes into
+            # the results and prints) loses its URL credentials (common/redaction.py)
+            if isinstance(model_args, dict):
+                redact_in_place(model_args)
+            else:
+                model_args = redact(model_args)
         original(self, model_source, model_args, *args, **kwargs)
         if model_source == MODEL_NAME:
             self.model_name = pair_name(model_args)
@@ -78,3 +89,8 @@ def patch_results_folder(tracker_module=None) -> None:
 
     log_experiment_args._tandem_patched = True  # type: ignore[attr-defined]
     cls.log_experiment_args = log_experiment_args
+    from tandem_lm_eval.common.redaction import install_log_redaction
+    from tandem_lm_eval.harness.results_files import patch_results_writes
+
+    install_log_redaction()
+    patch_results_writes(tracker_module, MODEL_NAME)

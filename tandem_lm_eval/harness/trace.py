@@ -14,11 +14,13 @@ one process would have written them, so the trace is written once with one recor
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.common.disk import DiskFullError, append_whole
 from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, doc_hash, stage_entry, write_records
 from tandem_lm_eval.harness.config import TandemConfig
 
@@ -103,10 +105,10 @@ def sort_prefix(task_position: int, doc_id: int | None, serial: int) -> str:
 def write_part(part: Path, keyed_records: Iterable[tuple[str, QuestionRecord]]) -> int:
     """Append ``(sort prefix, record)`` lines to a rank's part file; returns the bytes written."""
     data = "".join(f"{key}{rec.to_json()}\n" for key, rec in keyed_records).encode("utf-8")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with part.open("ab") as fh:
-        fh.write(data)
-    return len(data)
+    return append_whole(part, data)
+
+
+_MERGE_BATCH = 1 << 20  # bytes of merged lines appended at a time
 
 
 def merge_parts(trace_path: str | Path, parts: Sequence[tuple[Path, int]]) -> tuple[int, list[Path]]:
@@ -122,17 +124,32 @@ def merge_parts(trace_path: str | Path, parts: Sequence[tuple[Path, int]]) -> tu
             missing.append(path)
     handles = [p.open("rb") for p in readable]
     written = 0
+    out_path = Path(trace_path)
+    # a full disk mid-merge: the trace is cut back to what it held and the parts stay (common/disk.py)
+    kept = (
+        f"{out_path.name} keeps the records it held before this merge, and the rank parts "
+        f"{', '.join(p.name for p in readable)} are left beside it"
+    )
     try:
-        out_path = Path(trace_path)
         write_records(out_path, [])  # makes the file and cuts a torn last line a killed run left
+        start = out_path.stat().st_size
         # keyed lines sort by their prefix; each part is already in its rank's order
         merged = heapq.merge(*(iter(h) for h in handles))
-        with out_path.open("ab") as out:
+        batch = bytearray()
+        try:
             for line in merged:
                 if not line.endswith(b"\n"):  # a torn line of a killed writer: its record is not kept
                     continue
-                out.write(line.split(b"\t", 1)[1])
+                batch += line.split(b"\t", 1)[1]
                 written += 1
+                if len(batch) >= _MERGE_BATCH:
+                    append_whole(out_path, bytes(batch), kept)
+                    batch.clear()
+            if batch:
+                append_whole(out_path, bytes(batch), kept)
+        except DiskFullError:
+            os.truncate(out_path, start)  # none of this merge: the parts still hold it all
+            raise
     finally:
         for h in handles:
             h.close()

@@ -72,10 +72,12 @@ def load_classifier_folder(folder: str | Path):
         raise ClassifierError(f"{folder}: unsupported classifier format {meta.get('format_version')!r}")
     try:
         if meta.get("kind") == GroupedClassifier.kind:
-            members = {g: load_classifier_folder(folder / sub) for g, sub in meta["groups"].items()}
-            return GroupedClassifier(
-                members, load_classifier_folder(folder / meta["fallback"]), meta["group_by"]
-            )
+            groups = meta["groups"]
+            if not isinstance(groups, dict):
+                raise ClassifierError(f"{meta_path}: 'groups' must map each group to its folder")
+            members = {g: load_classifier_folder(member_folder(folder, sub)) for g, sub in groups.items()}
+            fallback = load_classifier_folder(member_folder(folder, meta["fallback"]))
+            return GroupedClassifier(members, fallback, meta["group_by"])
         card = ClassifierCard.from_meta(meta, folder)
         if meta.get("feature_names") != card.spec.statistics_names():
             raise ClassifierError(f"{folder}: feature names differ from {FEATURE_SET}'s: retrain it")
@@ -95,6 +97,26 @@ def load_classifier_folder(folder: str | Path):
         raise ClassifierError(f"{folder}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a missing key, a truncated safetensors file (SafetensorError), ...
         raise ClassifierError(f"{folder}: malformed classifier ({type(exc).__name__}: {exc})") from exc
+
+
+def member_folder(folder: Path, name) -> Path:
+    """A per-group classifier's member folder, named in its ``classifier.json``: a relative path that
+    stays inside ``folder`` once symlinks are resolved (no absolute path, no ``..``, not the folder
+    itself), so a classifier folder cannot make the loader read files elsewhere on the machine."""
+    if not isinstance(name, str) or not name.strip():
+        raise ClassifierError(f"{folder / META_FILE}: a member folder must be a relative path, got {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ClassifierError(
+            f"{folder / META_FILE}: member folder {name!r} must be a path inside {folder} (no absolute path, no '..')"
+        )
+    root = folder.resolve()
+    target = (folder / relative).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise ClassifierError(
+            f"{folder / META_FILE}: member folder {name!r} resolves to {target}, outside {folder} (a symlink out?)"
+        )
+    return folder / relative
 
 
 def load_mlp(folder: str | Path) -> SufficiencyClassifier:

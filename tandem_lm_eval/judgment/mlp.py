@@ -31,6 +31,7 @@ from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_fol
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.features import NUM_FEATURES
 from tandem_lm_eval.judgment.scaling import log_scaled_columns, signed_log
+from tandem_lm_eval.judgment.weights import check_shapes
 
 
 class SufficiencyClassifier:
@@ -93,6 +94,18 @@ class SufficiencyClassifier:
             width = h
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers)
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor ``save`` writes for this architecture (``_build``'s layers:
+        Linear, ReLU, Dropout per hidden size, then the output Linear; the input scaler)."""
+        width = self.num_features or NUM_FEATURES
+        shapes: dict[str, tuple[int, ...]] = {"scaler.mean": (width,), "scaler.std": (width,)}
+        fan_in = width
+        for i, out in enumerate([*self.hidden_sizes, 1]):
+            shapes[f"net.{3 * i}.weight"] = (out, fan_in)
+            shapes[f"net.{3 * i}.bias"] = (out,)
+            fan_in = out
+        return shapes
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -249,12 +262,20 @@ class SufficiencyClassifier:
         from safetensors.torch import load_file
 
         arch, hp = meta["architecture"], meta["hyperparameters"]
-        clf = cls(hidden_sizes=arch["hidden_sizes"], dropout=arch["dropout"], **hp)
+        sizes = arch["hidden_sizes"]
+        if not isinstance(sizes, list) or not all(isinstance(h, int) and h >= 1 for h in sizes):
+            raise ClassifierError(
+                f"{folder}: hidden_sizes must be a list of positive integers, got {sizes!r}"
+            )
+        clf = cls(hidden_sizes=sizes, dropout=arch["dropout"], **hp)
         clf.card = card
         clf.num_features = card.spec.width
         clf.log_columns = card.spec.log_columns()
         clf.history_ = meta.get("history", [])
         weights_path = folder / WEIGHTS_FILE
+        # the card's architecture against the file's header before any layer is built: the card alone
+        # must not decide how much memory the loader takes (judgment/weights.py)
+        check_shapes(weights_path, clf.tensor_shapes(), f"the card's architecture {list(clf.hidden_sizes)}")
         tensors = load_file(str(weights_path))
         net = clf._build()
         try:

@@ -18,6 +18,7 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
+from tandem_lm_eval.common.redaction import redact_urls
 from tandem_lm_eval.store.codec import canonical_json
 
 # Bump when the key layout or a value format changes: old entries then simply stop matching.
@@ -169,7 +170,8 @@ def _option_value(value: Any) -> Any:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
+    # a URL's credentials and query string identify no model: never kept, not even hashed into a key
+    text = redact_urls(str(value))
     return text.lower() if text.lower() in ("true", "false") else text
 
 

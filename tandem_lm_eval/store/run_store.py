@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem_lm_eval.common.disk import DiskFullError, is_disk_full, reason_of
+
 logger = logging.getLogger(__name__)
 
 # "TAND" in the SQLite header (PRAGMA application_id): tells a store from any other SQLite file.
@@ -215,6 +217,12 @@ class RunStore:
             except StoreError:
                 raise
             except sqlite3.OperationalError as exc:
+                if is_disk_full(exc):  # the transaction rolled back: every committed entry is intact
+                    raise DiskFullError(
+                        self.path,
+                        reason_of(exc),
+                        f"the store keeps every entry committed before ({what} rolled back)",
+                    ) from None
                 if "locked" in str(exc) or "busy" in str(exc):
                     if time.monotonic() < deadline:
                         time.sleep(delay)

@@ -64,6 +64,7 @@ from tandem_lm_eval.backends.openai.transport import (
 from tandem_lm_eval.backends.rendering import render_prompt_ids, resolve_model_path, segment_spans
 from tandem_lm_eval.common.options import as_choice, as_count, as_float, as_int, converted
 from tandem_lm_eval.common.question_hash import prompt_question_hash
+from tandem_lm_eval.common.redaction import redact_urls
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ class OpenAIBackend(Backend):
         self._render_cache: OrderedDict[Prompt, list[int]] = OrderedDict()
 
     def __repr__(self) -> str:
-        return (
-            f"OpenAIBackend(model={self._model!r}, base_url={self._base_url!r}, endpoint={self._endpoint!r})"
-        )
+        return f"OpenAIBackend(model={self._model!r}, base_url={redact_urls(self._base_url)!r}, endpoint={self._endpoint!r})"
 
     # --- identity -----------------------------------------------------------------------------------
     @property

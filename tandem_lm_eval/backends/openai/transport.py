@@ -22,11 +22,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from tandem_lm_eval.backends.base import (
     BackendError,
 )
+from tandem_lm_eval.common.redaction import redact_urls
 
 # Local servers (vllm serve without --api-key) accept any key, but the SDK insists on one.
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def check_base_url(base_url: Any) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BackendError(
-            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}"
+            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {redact_urls(str(base_url))!r}"
         )
     return url
 
@@ -164,15 +165,25 @@ class ServerClient:
             if not is_loopback(self.base_url):
                 raise BackendError(
                     f"the environment variable {api_key_env} is not set; it must hold the API key for "
-                    f"{self.base_url} (api_key_env=NAME reads another variable)"
+                    f"{redact_urls(self.base_url)} (api_key_env=NAME reads another variable)"
                 )
             key = _PLACEHOLDER_KEY
         # Remembered only to scrub it from error text a server might echo back; never printed.
         self._secret = key if key != _PLACEHOLDER_KEY else None
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        # A query string (``?api-version=...``, a token) goes with every request as the client's default
+        # query: glued to the base URL, the client would append the endpoint's path to the query itself.
+        parts = urlsplit(self.base_url)
+        endpoint_url = urlunsplit(parts._replace(query="", fragment="")).rstrip("/")
+        self.client = openai.OpenAI(
+            base_url=endpoint_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+            default_query=dict(parse_qsl(parts.query, keep_blank_values=True)) or None,
+        )
         self.openai = openai
         # /tokenize and /version live at the server root, beside /v1.
-        self.root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        self.root = endpoint_url[: -len("/v1")] if endpoint_url.endswith("/v1") else endpoint_url
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()  # one probe, however many workers ask first
         self.info: ServerInfo | None = None
@@ -184,7 +195,7 @@ class ServerClient:
 
     @property
     def where(self) -> str:
-        return f"openai backend ({self._model} at {self.base_url})"
+        return f"openai backend ({self._model} at {redact_urls(self.base_url)})"
 
     def warn_once(self, key: str, message: str) -> None:
         with self._lock:
@@ -314,6 +325,7 @@ class ServerClient:
             )
 
     def scrub(self, text: str) -> str:
+        text = redact_urls(text)  # a server or the HTTP client may echo the URL, credentials and all
         return text.replace(self._secret, "***") if self._secret else text
 
     def server_info(self, abort: threading.Event | None) -> ServerInfo:
@@ -365,9 +377,11 @@ def parse_base_urls(value: Any) -> list[str]:
         items = [part for chunk in text.split("|") for part in chunk.split(",")]
     urls = [check_base_url(u) for u in items if u.strip()]
     if not urls:
-        raise BackendError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}")
+        raise BackendError(
+            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {redact_urls(str(value))!r}"
+        )
     if len(set(urls)) != len(urls):
-        raise BackendError(f"base_url lists a server twice: {', '.join(urls)}")
+        raise BackendError(f"base_url lists a server twice: {redact_urls(', '.join(urls))}")
     return urls
 
 
