@@ -14,8 +14,8 @@ import pytest
 from test_e2e_cli import arith_args, lm_eval, results_and_samples
 
 from tandem_lm_eval.backends.openai.transport import check_base_url, parse_base_urls
-from tandem_lm_eval.store.keys import fingerprint, fingerprint_digest
 from tandem_lm_eval.common.redaction import install_log_redaction, redact, redact_urls
+from tandem_lm_eval.store.keys import fingerprint, fingerprint_digest
 
 SECRETS = ("secret", "token=abc", "user:", "hunter2")
 

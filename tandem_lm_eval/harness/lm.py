@@ -360,7 +360,7 @@ class TandemLM(LM):
                     # this rank's replicas (rank 0's under a launcher): each one's GPUs
                     "visible_devices": [info.visible_devices for info in self.replicas.infos],
                 },
-            }
+            },
         }
 
     def close(self) -> None:
