@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_lm_eval.calibration.replay import StageSeconds, StageTable
+from tandem_lm_eval.calibration.replay import StageSeconds, StageTable, StageTokens
 from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord
@@ -180,6 +180,28 @@ def stage_table(
         mentor_params=_param(records, mentor_params, "mentor"),
         intern_params=_param(records, intern_params, "intern"),
         seconds=stage_seconds(records, classifier_share),
+        tokens=stage_tokens(records),
+    )
+
+
+def stage_tokens(records: Sequence[QuestionRecord]) -> StageTokens:
+    """Each record's per-stage prompt, mentor-call and censoring facts as arrays (replay.StageTokens);
+    a count a record does not have (written before it was kept) reads as 0."""
+
+    def grid(value) -> np.ndarray:
+        return np.array([[value(r, t, st) for t, st in enumerate(r.stages)] for r in records])
+
+    return StageTokens(
+        prompt=grid(lambda r, t, st: st.prompt_tokens or 0),
+        mentor_prompt=grid(lambda r, t, st: st.mentor_prompt_tokens or 0),
+        mentor_cached=grid(lambda r, t, st: st.mentor_cached_tokens or 0),
+        mentor_regenerated=grid(lambda r, t, st: st.mentor_regenerated_tokens or 0),
+        censored=grid(lambda r, t, st: st.finish_reason == "length").astype(bool),
+        repeat=grid(
+            lambda r, t, st: bool(
+                t > 0 and st.usable and r.stages[t - 1].usable and st.insights == r.stages[t - 1].insights
+            )
+        ).astype(bool),
     )
 
 

@@ -65,6 +65,7 @@ class _State:
     chosen: int | None = None
     early: bool = False
     cost: RequestCost = field(default_factory=RequestCost)
+    mentor_call: Generation | None = None  # the mentor call of the current stage (its record's tokens)
 
     @property
     def scores(self) -> list[float]:
@@ -72,6 +73,10 @@ class _State:
 
 
 class Cascade:
+    #: ``answer_key(question, text)``: an answer's key for a policy that compares answers (``agreement``):
+    #: the request's task's filters (harness/answer_keys.py); None: the stripped text
+    answer_key = None
+
     def __init__(
         self,
         mentor: Backend | None,
@@ -140,6 +145,8 @@ class Cascade:
         states = [_State(q) for q in questions]
         if not states:
             return []
+        if self.policy.answers_each_stage:  # agreement: an answer at every stage visited
+            return self._run_answering(states)
         bar = progress_bar(len(states) * (self.last_stage + 2), self.progress)
         active = list(range(len(states)))
         for stage in range(self.last_stage + 1):
@@ -229,6 +236,75 @@ class Cascade:
             out.append(Exploration(rows, st.mentor))
         return out
 
+    def _run_answering(self, states: list[_State]) -> list[CascadeResult]:
+        """A policy that reads the intern's answers (``agreement``): at each stage the mentor continues,
+        the intern answers from x_t (one batched call per stage; a stage that adds no insight reuses
+        the previous answer, as ``explore`` does), and the policy decides from the answers' keys
+        (``answer_key``: the task's filters). The returned answer is the chosen stage's: no answer is
+        generated twice; every generated one is in the cost."""
+        bar = progress_bar(len(states) * (self.last_stage + 1), self.progress)
+        key_of = self.answer_key or (lambda question, text: text.strip())
+        answers: list[list[Generation | None]] = [[] for _ in states]
+        keys: list[list[str | None]] = [[] for _ in states]
+        active = list(range(len(states)))
+        for stage in range(self.last_stage + 1):
+            mentor_seconds = self._mentor_stage(states, active, stage) if stage > 0 else {}
+            self._add_stage_prompts(states, active, stage, mentor_seconds)
+            todo = [
+                i
+                for i in active
+                if states[i].stages[stage].usable and not _same_as_previous(states[i], stage)
+            ]
+            if todo:
+                t0 = ledger.clock()
+                gens = self.intern.generate([self._answer_request(states[i], stage) for i in todo])
+                shares = _call_seconds(self.intern, t0, len(todo))
+                for i, gen, share in zip(todo, gens, shares):
+                    st = states[i]
+                    st.cost.intern_tokens += gen.new_tokens
+                    st.cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
+                    st.cost.add_intern_answer_call(
+                        prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens
+                    )
+                    st.cost.times.intern_generate += share
+                    st.stages[stage].times.intern_generate = share
+            done = dict(zip(todo, gens)) if todo else {}
+            still = []
+            for i in active:
+                st = states[i]
+                if i in done:
+                    gen = done[i]
+                    answers[i].append(gen)
+                    keys[i].append(key_of(st.question, gen.text))
+                elif st.stages[stage].usable and stage > 0:  # same x_t as before: the same answer
+                    answers[i].append(answers[i][-1])
+                    keys[i].append(keys[i][-1])
+                else:
+                    answers[i].append(None)
+                    keys[i].append(None)
+                if self.policy.stop_on_answers(stage, keys[i]):
+                    st.chosen, st.early = stage, True
+                else:
+                    still.append(i)
+            bar.update(len(active))
+            active = still
+            if not active:
+                break
+        results = []
+        for i, st in enumerate(states):
+            if st.chosen is None:  # no agreement: the last stage that has an answer
+                st.chosen = max(t for t, gen in enumerate(answers[i]) if gen is not None)
+            gen = answers[i][st.chosen]
+            cost = st.cost
+            cost.intern_discarded_tokens = cost.intern_tokens - gen.new_tokens
+            cost.censored = gen.finish_reason == "length"
+            cost.stop_stage, cost.stopped_early = st.chosen, st.early
+            cost.finalize(self.mentor_params, self.intern_params)
+            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason, st.mentor))
+        bar.update(bar.total - bar.n)
+        bar.close()
+        return results
+
     def _policy(self, st: _State) -> StopPolicy:
         return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy
 
@@ -241,6 +317,7 @@ class Cascade:
         todo = []
         for i in active:
             st = states[i]
+            st.mentor_call = None
             if st.mentor is not None and st.mentor.finished:
                 continue  # the mentor already ended its insights: I_t = I_{t-1}, nothing to generate
             done = len(st.mentor.token_ids) if st.mentor else 0
@@ -269,6 +346,7 @@ class Cascade:
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
                 seconds[i] = share
+                st.mentor_call = gen
                 st.cost.add_mentor_call(
                     self.mentor_prices,
                     new_tokens=gen.new_tokens,
@@ -306,6 +384,11 @@ class Cascade:
                 stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
             )
             record.times.mentor_generate = mentor_seconds.get(i, 0.0)
+            call = st.mentor_call if stage > 0 else None
+            if call is not None:
+                record.mentor_prompt_tokens = call.prompt_tokens or 0
+                record.mentor_cached_tokens = call.cached_prompt_tokens or 0
+                record.mentor_regenerated_tokens = call.regenerated_tokens
             st.stages.append(record)
             st.prompts.append(prompt)
 
@@ -407,6 +490,10 @@ class Cascade:
             cost = st.cost
             cost.intern_tokens = gen.new_tokens
             cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
+            cost.add_intern_answer_call(
+                prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens
+            )
+            cost.censored = gen.finish_reason == "length"
             cost.stop_stage = st.chosen
             cost.stopped_early = st.early
             cost.stage_scores = [s.score for s in st.stages if s.score is not None]

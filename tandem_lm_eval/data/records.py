@@ -60,6 +60,11 @@ class StageEntry:
     # the intern's hidden vectors of this stage (trace records of hidden-state judges); collect keeps
     # them compactly in a side file instead (data/hidden_file.py)
     hidden: dict[str, list[float]] | None = None
+    # the mentor call that wrote this stage: prefill, prefix-cache hits, tokens generated again (None in
+    # records written before they were kept)
+    mentor_prompt_tokens: int | None = None
+    mentor_cached_tokens: int | None = None
+    mentor_regenerated_tokens: int | None = None
     answer: str | None = None
     intern_tokens: int | None = None
     finish_reason: str | None = None

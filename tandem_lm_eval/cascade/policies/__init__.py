@@ -8,12 +8,15 @@
   (FrugalGPT-style cascade, paper Table 6; needs a classifier)
 - ``mentor_only``: the mentor answers the task's prompt itself (no intern)
 - ``budget_forcing:B``: the mentor answers itself, its reasoning cut at B tokens (s1, paper Table 6)
+- ``agreement``: no classifier: the intern answers at every stage; stop at the first t >= 1 whose answer
+  (by the task's filters) equals stage t-1's, else the last stage
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.policies.agreement import AgreementPolicy
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
 from tandem_lm_eval.cascade.policies.fixed import FIXED_LEVELS, FixedStagePolicy, InternOnlyPolicy
 from tandem_lm_eval.cascade.policies.mentor import BudgetForcingPolicy, MentorOnlyPolicy
@@ -28,10 +31,12 @@ MODES = (
     "route",
     "mentor_only",
     "budget_forcing:<B>",
+    "agreement",
 )
 
 __all__ = [
     "MODES",
+    "AgreementPolicy",
     "BudgetForcingPolicy",
     "FixedStagePolicy",
     "InternOnlyPolicy",
@@ -71,6 +76,8 @@ def make_policy(
         return InternOnlyPolicy()
     if mode == "mentor_only":
         return MentorOnlyPolicy()
+    if mode == "agreement":
+        return AgreementPolicy()
     if mode.startswith("fixed:"):
         value = mode.split(":", 1)[1].strip()
         if value.lower() in FIXED_LEVELS:
