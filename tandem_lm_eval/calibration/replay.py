@@ -542,3 +542,80 @@ def agreement(table: StageTable, keys) -> ReplayResult:
         judged_through=np.full(Q, -1),
         answered=answered,
     )
+
+
+# --- the router: the intern alone or the mentor alone -------------------------------------------------
+@dataclass(frozen=True)
+class MentorAnswers:
+    """(Q,) the mentor's own answer to each question (``collect --mentor-answers``), for ``router``."""
+
+    correct: np.ndarray  # bool
+    tokens: np.ndarray  # generated
+    regenerated: np.ndarray  # generated again (a hosted chat API)
+    prompt: np.ndarray  # prefill of its call(s)
+    cached: np.ndarray  # of it, from a prefix cache
+    censored: np.ndarray  # bool: ended at the length limit
+    seconds: np.ndarray | None = None  # its share of the batched call (None: not timed)
+
+    def __post_init__(self) -> None:
+        for name in ("correct", "censored"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), np.bool_, f"mentor.{name}"))
+        for name in ("tokens", "regenerated", "prompt", "cached"):
+            arr = _frozen_array(getattr(self, name), np.float64, f"mentor.{name}")
+            if arr.ndim != 1 or not np.isfinite(arr).all() or np.any(arr < 0):
+                raise ValueError(f"mentor.{name} must be (questions,), finite and >= 0")
+            object.__setattr__(self, name, arr)
+        if self.seconds is not None:
+            object.__setattr__(self, "seconds", _frozen_array(self.seconds, np.float64, "mentor.seconds"))
+
+
+def router(table: StageTable, mentor: MentorAnswers, tau0) -> ReplayResult:
+    """``mode=router`` (cascade/policies/router.py): s_0 > τ_0: the intern answers alone from stage 0;
+    otherwise the mentor answers the question itself (its own recorded answer). Both pay the intern's
+    reading of the question (its scoring pass, the judgment: latency and all passes, not Eq. 12, which
+    never counts scoring); the mentor's answer costs 2e-12 · |θL| · (L + R), no intern term (as
+    ``mentor_only``). ``tau0``: one value, or one per question."""
+    Q = table.num_questions
+    if mentor.correct.shape != (Q,):
+        raise ValueError(f"mentor answers for {mentor.correct.shape[0]} questions, the table has {Q}")
+    tau0 = np.asarray(tau0, dtype=np.float64)
+    if tau0.ndim not in (0, 1) or (tau0.ndim == 1 and tau0.shape[0] != Q):
+        raise ValueError(f"tau0 must be one value or one per question ({Q}), got {tau0.shape}")
+    to_intern = table.scores[:, 0] > tau0
+    stage = np.zeros(Q, dtype=int)
+    intern_tokens = np.where(to_intern, table.intern_tokens[:, 0], 0.0)
+    mentor_paid = np.where(to_intern, 0.0, mentor.tokens)
+    regenerated = np.where(to_intern, 0.0, mentor.regenerated)
+    eq12 = np.asarray(eq12_tflops(table.mentor_params, 0.0, mentor_paid, 0.0, regenerated)) + np.asarray(
+        eq12_tflops(0.0, table.intern_params, 0.0, intern_tokens)
+    )
+    latency = judgment = None
+    if table.seconds is not None and mentor.seconds is not None:
+        judgment = table.seconds.judge[:, 0].copy()
+        latency = judgment + np.where(to_intern, table.seconds.answer[:, 0], mentor.seconds)
+    full = censored = None
+    if table.tokens is not None:
+        tok = table.tokens
+        passes = PassTokens(
+            mentor_prompt=np.where(to_intern, 0.0, mentor.prompt),
+            mentor_generated=mentor_paid + regenerated,
+            mentor_cached=np.where(to_intern, 0.0, mentor.cached),
+            intern_scored=tok.prompt[:, 0],
+            intern_prompt=np.where(to_intern, tok.prompt[:, 0], 0.0),
+            intern_generated=intern_tokens,
+        )
+        full = np.asarray(full_pass_tflops(table.mentor_params, table.intern_params, passes).computed)
+        censored = np.where(to_intern, tok.censored[:, 0], mentor.censored)
+    return ReplayResult(
+        stage=stage,
+        early=to_intern,
+        correct=np.where(to_intern, table.correct[:, 0], mentor.correct),
+        mentor_paid=mentor_paid,
+        intern_tokens=intern_tokens,
+        tflops=eq12,
+        num_stages=table.num_stages,
+        latency=latency,
+        judgment=judgment,
+        full_pass_tflops=full,
+        censored=censored,
+    )

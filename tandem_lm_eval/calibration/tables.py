@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_lm_eval.calibration.replay import StageSeconds, StageTable, StageTokens
+from tandem_lm_eval.calibration.replay import MentorAnswers, StageSeconds, StageTable, StageTokens
 from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord
@@ -247,3 +247,24 @@ def _param(records: Sequence[QuestionRecord], given: float | None, role: str) ->
             f"pass --{role}-num-params"
         )
     return float(values.pop())
+
+
+def mentor_answers(records: Sequence[QuestionRecord]) -> MentorAnswers:
+    """The mentor's own answers the records hold (``collect --mentor-answers``), for the router."""
+    missing = sum(r.mentor_answer is None or r.mentor_answer.label is None for r in records)
+    if missing:
+        raise TableError(
+            f"{missing} of {len(records)} records have no judged mentor answer: collect them with "
+            "--mentor-answers (a router learns and replays when the mentor alone would be right)"
+        )
+    answers = [r.mentor_answer for r in records]
+    timed = all(a.seconds is not None for a in answers)
+    return MentorAnswers(
+        correct=np.array([bool(a.label) for a in answers]),
+        tokens=np.array([a.tokens for a in answers], dtype=np.float64),
+        regenerated=np.array([a.regenerated_tokens for a in answers], dtype=np.float64),
+        prompt=np.array([a.prompt_tokens for a in answers], dtype=np.float64),
+        cached=np.array([a.cached_tokens for a in answers], dtype=np.float64),
+        censored=np.array([a.finish_reason == "length" for a in answers]),
+        seconds=np.array([a.seconds for a in answers], dtype=np.float64) if timed else None,
+    )

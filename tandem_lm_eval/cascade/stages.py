@@ -104,7 +104,7 @@ class Cascade:
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
         self.num_stages = len(budgets) + 1
         self.last_stage = policy.last_stage(self.num_stages)
-        if (self.last_stage > 0 or policy.answerer == "mentor") and mentor is None:
+        if (self.last_stage > 0 or policy.answerer == "mentor" or policy.routes_to_mentor) and mentor is None:
             raise ValueError(f"the {policy.name} policy needs a mentor")
         if policy.needs_scores and classifier is None:
             raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
@@ -147,6 +147,8 @@ class Cascade:
             return []
         if self.policy.answers_each_stage:  # agreement: an answer at every stage visited
             return self._run_answering(states)
+        if self.policy.routes_to_mentor:  # router: the intern alone or the mentor alone
+            return self._run_routing(states)
         bar = progress_bar(len(states) * (self.last_stage + 2), self.progress)
         active = list(range(len(states)))
         for stage in range(self.last_stage + 1):
@@ -304,6 +306,53 @@ class Cascade:
         bar.update(bar.total - bar.n)
         bar.close()
         return results
+
+    def _run_routing(self, states: list[_State]) -> list[CascadeResult]:
+        """A policy that sends each question to the intern alone or to the mentor alone (``router``):
+        the intern reads the question (its scoring pass over x_0, the judgment), the policy decides,
+        the intern answers its questions from stage 0 and the mentor answers the others itself
+        (``mentor_answers.py``, as ``mode=mentor_only``); the reading is in both costs."""
+        from tandem_lm_eval.cascade.mentor_answers import answer_with_mentor
+        from tandem_lm_eval.cascade.policies.mentor import MentorOnlyPolicy
+
+        everyone = list(range(len(states)))
+        self._add_stage_prompts(states, everyone, 0, {})
+        self._score_stage(states, everyone, 0)
+        to_intern = [i for i in everyone if self._policy(states[i]).intern_answers(states[i].scores)]
+        to_mentor = [i for i in everyone if i not in set(to_intern)]
+        for i in to_intern:
+            states[i].chosen, states[i].early = 0, True
+        results: list[CascadeResult | None] = [None] * len(states)
+        for i, res in zip(to_intern, self._answer([states[i] for i in to_intern]) if to_intern else []):
+            results[i] = res
+        answered = (
+            answer_with_mentor(
+                self.mentor,
+                [states[i].question for i in to_mentor],
+                MentorOnlyPolicy(),
+                mentor_params=self.mentor_params,
+                intern_params=self.intern_params,
+                mentor_thinking=self.mentor_thinking,
+                mentor_prices=self.mentor_prices,
+                progress=False,
+            )
+            if to_mentor
+            else []
+        )
+        for i, res in zip(to_mentor, answered):
+            reading, cost = states[i].cost, res.cost  # the intern's reading of the question joins the cost
+            cost.intern_scored_tokens += reading.intern_scored_tokens
+            cost.scored_stages += reading.scored_stages
+            cost.times.intern_score += reading.times.intern_score
+            cost.times.classify += reading.times.classify
+            cost.stage_scores = [s.score for s in states[i].stages if s.score is not None]
+            if reading.usd is not None:
+                cost.usd = (cost.usd or 0.0) + reading.usd
+            cost.finalize(self.mentor_params, self.intern_params)
+            results[i] = CascadeResult(
+                res.answer, cost, states[i].stages, res.answer_finish_reason, res.mentor
+            )
+        return results  # type: ignore[return-value]
 
     def _policy(self, st: _State) -> StopPolicy:
         return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy

@@ -45,6 +45,22 @@ class MentorOutput:
 
 
 @dataclass
+class MentorAnswer:
+    """The mentor's own answer to the question (``collect --mentor-answers``: mode=mentor_only's), judged
+    by the task: what ``fit --policy router`` learns from and ``mode=router`` replays."""
+
+    text: str
+    tokens: int  # generated (L_L of a mentor-only row)
+    finish_reason: str | None = None
+    label: int | None = None  # 1: the task's metric says it is correct
+    metric_value: float | None = None
+    regenerated_tokens: int = 0
+    prompt_tokens: int = 0  # its prefill (every call)
+    cached_tokens: int = 0  # of it, served from a prefix cache
+    seconds: float | None = None  # its share of the batched call(s)
+
+
+@dataclass
 class StageEntry:
     stage: int
     mentor_tokens: int
@@ -97,6 +113,8 @@ class QuestionRecord:
     chosen_stage: int | None = None
     stopped_early: bool | None = None
     cost: dict | None = None
+    # the mentor's own answer (collect --mentor-answers); None when not recorded
+    mentor_answer: MentorAnswer | None = None
     format: str = FORMAT
 
     @property
@@ -113,7 +131,13 @@ class QuestionRecord:
         data = dict(data)
         stages = [StageEntry(**s) for s in data.pop("stages")]
         mentor = data.pop("mentor", None)
-        return cls(stages=stages, mentor=MentorOutput(**mentor) if mentor else None, **data)
+        answer = data.pop("mentor_answer", None)
+        return cls(
+            stages=stages,
+            mentor=MentorOutput(**mentor) if mentor else None,
+            mentor_answer=MentorAnswer(**answer) if answer else None,
+            **data,
+        )
 
 
 def doc_hash(doc: dict | None) -> str | None:

@@ -8,7 +8,9 @@ first one (what ``collect`` and ``compare`` label answers with, ``TaskSource.fil
 Live, the tasks come from lm-eval's own task objects: the patched ``doc_iterator``
 (harness/reporting.py) notes each task as it builds its requests (:func:`remember_task`), and a
 request names its task (``Instance.task_name``). Offline (``compare``'s replay) the task objects of
-the ``TaskSource`` are used. A request whose task is not known (lm-eval's ``--cache_requests`` builds
+the ``TaskSource`` are used. A task that extracts its answer in ``process_results`` (the tandem
+GSM8K and MATH tasks: ``harness/task_functions.py``) gives the extraction as that function's
+``answer_key``. A request whose task is not known (lm-eval's ``--cache_requests`` builds
 requests without the iterator) is keyed by its stripped text, with one warning.
 """
 
@@ -45,24 +47,29 @@ def filter_names(task: Any) -> list[str]:
     return [f.name for f in getattr(task, "_filters", [])]
 
 
-def filtered_answer(task: Any, doc: dict, text: str, filter_name: str | None = None) -> str:
+def filtered_answer(task: Any, doc: dict, text: str, filter_name: str | None = None) -> str | None:
     """``text`` through ``task``'s filter pipeline ``filter_name`` (None: its first) for ``doc``, as
-    one string. A task without filters keys the text itself."""
+    one string; then, for a task whose ``process_results`` extracts the answer itself (the tandem
+    tasks: their filter hands it the raw text), through that function's ``answer_key`` (doc, text).
+    None: no answer was extracted (it agrees with nothing)."""
     ensembles = list(getattr(task, "_filters", []))
     if filter_name is not None:
         ensembles = [f for f in ensembles if f.name == filter_name]
-    if not ensembles:
-        return text_key(text)
-    resps: Any = [[text]]
-    for make_filter in ensembles[0].filters:
-        resps = make_filter().apply(resps, [doc])
-    out = list(resps)[0]
-    if isinstance(out, (list, tuple)):
-        out = out[0] if out else ""
-    return str(out)
+    out: Any = text
+    if ensembles:
+        resps: Any = [[text]]
+        for make_filter in ensembles[0].filters:
+            resps = make_filter().apply(resps, [doc])
+        out = list(resps)[0]
+        if isinstance(out, (list, tuple)):
+            out = out[0] if out else ""
+    extract = getattr(getattr(getattr(task, "config", None), "process_results", None), "answer_key", None)
+    if extract is not None:
+        return extract(doc, str(out))
+    return text_key(str(out))
 
 
-def request_keys(requests: Sequence[Any]) -> Callable[[int, str], str]:
+def request_keys(requests: Sequence[Any]) -> Callable[[int, str], str | None]:
     """For lm-eval requests (Instances), ``key(i, text)``: request i's answer ``text`` keyed by its
     task's filters."""
     tasks = [known_task(getattr(r, "task_name", None)) for r in requests]
@@ -74,7 +81,7 @@ def request_keys(requests: Sequence[Any]) -> Callable[[int, str], str]:
             ", ".join(missing),
         )
 
-    def key(i: int, text: str) -> str:
+    def key(i: int, text: str) -> str | None:
         task = tasks[i]
         return text_key(text) if task is None else filtered_answer(task, requests[i].doc, text)
 

@@ -89,6 +89,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: the row kinds that read a classifier (and time a judgment)
+JUDGED = ("tandem", "route", "router")
+
 
 def _close(*backends) -> None:
     """Close each distinct backend once (one engine may serve both roles)."""
@@ -143,7 +146,15 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
         explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
         try:
             # answers stage by stage: each answer's time is a share of a call as large as a live run's
-            collect(explorer, questions, source, path, chunk=config.chunk, answers_by_stage=True)
+            collect(
+                explorer,
+                questions,
+                source,
+                path,
+                chunk=config.chunk,
+                answers_by_stage=True,
+                mentor_answers=needs_mentor_answers(config),
+            )
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
@@ -152,8 +163,14 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
     return records, source, questions
 
 
+def needs_mentor_answers(config: CompareConfig) -> bool:
+    """A replayed ``router`` row needs the mentor's own answers in the collect (``--mentor-answers``)."""
+    return any(r.replayed and r.mode == "router" for r in config.rows)
+
+
 def records_path(config: CompareConfig, task: str) -> Path:
-    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
+    extra = ("mentor_answers",) if needs_mentor_answers(config) else ()  # other configs keep their keys
+    key = _key(config.model_args, task, config.max_gen_toks, config.include_path, *extra)
     return config.output / "records" / f"{task}-{key}.jsonl"
 
 
@@ -163,7 +180,7 @@ def hidden_needs(config: CompareConfig) -> list[tuple[Path, object]]:
 
     out = []
     for row in config.rows:
-        if row.replayed and row.mode.split(":")[0] in ("tandem", "route"):
+        if row.replayed and row.mode.split(":")[0] in JUDGED:
             folder = _classifier_path(row, config)
             hidden = load_classifier_folder(folder).card.hidden
             if hidden is not None:
@@ -258,6 +275,7 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
                 "tflops": float(s["tandem_tflops"]),
                 "full_pass_tflops": float(s["tandem_full_pass_tflops"]),
                 "censored": float(s["tandem_censored"]),
+                "stop_stage": float(s["tandem_stop_stage"]),
                 "latency_s": float(s["tandem_latency_s"]),
                 "judgment_s": float(s["tandem_judgment_s"]),
                 "store_served": served,
@@ -276,13 +294,13 @@ def replayed_entry(
     ``source`` (the task's TaskSource) gives ``agreement`` the task's filters.
     Returns the board entry and, for a row with a judge, what the judge said (None otherwise)."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
-    from tandem_lm_eval.calibration.replay import agreement, fixed_stage, oracle, route
-    from tandem_lm_eval.calibration.tables import hidden_vectors, row_table, stage_table
+    from tandem_lm_eval.calibration.replay import agreement, fixed_stage, oracle, route, router
+    from tandem_lm_eval.calibration.tables import hidden_vectors, mentor_answers, row_table, stage_table
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.judgment.loading import load_classifier_folder
 
     kind = row.mode.split(":")[0]
-    if kind in ("tandem", "route"):
+    if kind in JUDGED:
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
         records = _grouped_as_live(clf, records, questions)
@@ -306,6 +324,8 @@ def replayed_entry(
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
             result = route(table, np.array([t[0] for t in thresholds]))
+        elif kind == "router":  # the intern alone, or the mentor's own recorded answer
+            result = router(table, mentor_answers(records), np.array([t[0] for t in thresholds]))
         else:
             result = replay_each(table, thresholds)
     else:
@@ -331,7 +351,7 @@ def replayed_entry(
         mean_tflops=result.mean_tflops,
         source="replay",
         mean_latency_s=result.mean_latency_s,
-        mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
+        mean_judgment_s=result.mean_judgment_s if kind in JUDGED else None,
         mean_full_pass_tflops=result.mean_full_pass_tflops,
         censored=result.censored_count,
         accuracy_uncensored=result.accuracy_uncensored,
@@ -377,9 +397,7 @@ def live_entry(
         mean_tflops=float(np.mean([s["tflops"] for s in samples])),
         source="live",
         mean_latency_s=_mean_of(samples, "latency_s"),
-        mean_judgment_s=_mean_of(samples, "judgment_s")
-        if row.mode.split(":")[0] in ("tandem", "route")
-        else None,
+        mean_judgment_s=_mean_of(samples, "judgment_s") if row.mode.split(":")[0] in JUDGED else None,
         mean_full_pass_tflops=_mean_of(samples, "full_pass_tflops"),
         censored=None
         if _mean_of(samples, "censored") is None
@@ -504,6 +522,11 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
             from tandem_lm_eval.workflows.collect import refuse_replicas
 
             refuse_replicas(row_config(config, None))
+            if needs_mentor_answers(config) and row_config(config, None).mentor.backend == "recorded":
+                raise CompareError(
+                    "a replayed router row needs the mentor's own answers, which a recorded mentor "
+                    "(mentor_backend=recorded) cannot give: use the mentor model, or drop the router row"
+                )
     except ValueError as exc:
         raise CompareError(f"model_args: {exc}") from None
     classifiers = {}  # row name -> (classifier, what to do about training questions)
@@ -519,7 +542,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                         "shared model_args, or give the row live = true"
                     )
             cfg = row_config(config, row)
-            if row.mode.split(":")[0] not in ("tandem", "route"):
+            if row.mode.split(":")[0] not in JUDGED:
                 continue
             if row.replayed:
                 from tandem_lm_eval.judgment.loading import load_classifier_folder
