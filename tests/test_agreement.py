@@ -97,6 +97,14 @@ def test_agreement_needs_a_mentor_budget():
         AgreementPolicy().last_stage(1)
 
 
+def test_agreement_refuses_replicas_before_any_model_loads():
+    from tandem_lm_eval.harness.lm import TandemLM
+
+    # the answers are keyed by the tasks' filters, which live in the lm_eval process
+    with pytest.raises(SystemExit, match="mode=agreement runs in one replica per process"):
+        TandemLM(mode="agreement", data_parallel_size="2")
+
+
 def test_agreement_replay_on_a_hand_made_table():
     nan = np.nan
     table = StageTable(

@@ -19,7 +19,7 @@ from tandem_lm_eval.cost.flops import tflops
 
 
 class ByQuestion:
-    """s_0 = 0.9 for questions starting with "easy", else 0.1."""
+    """s_0 of each scored row, in order (``values``)."""
 
     def sufficiency(self, X):
         return self.values[: len(X)]

@@ -18,7 +18,8 @@ The config file (TOML or YAML) names the models, the tasks, a limit and the rows
     model_args = "classifier=classifiers/smollm2-135m-gsm8k"
 
 Work is shared where the prompts are the same. Every row whose intern answers from a stage
-(``intern_only``, ``fixed:k``, ``tandem``, ``route``, and the ``oracle`` reference) is replayed from
+(``intern_only``, ``fixed:k``, ``tandem``, ``route``, ``agreement``, ``router`` (the collect then also
+records the mentor's own answer to each question), and the ``oracle`` reference) is replayed from
 one ``collect`` run per task: the mentor writes every stage once, the intern scores and answers every
 stage, the task's own filters and metric judge each answer (records under ``<output>/records``).
 Rows where the mentor answers (``mentor_only``, ``budget_forcing:B``) run through lm-eval's own
