@@ -142,3 +142,45 @@ def test_replay_counts_the_same_passes_and_regenerated_tokens():
     # a table without StageTokens reports neither
     bare = StageTable(**{k: v for k, v in table.__dict__.items() if k not in ("tokens", "seconds")})
     assert replay(bare, [0.5] * 3).full_pass_tflops is None and replay(bare, [0.5] * 3).censored is None
+
+
+def test_live_rows_say_where_their_latency_comes_from_and_count_censored_answers():
+    from tandem_lm_eval.workflows.compare import live_entry
+    from tandem_lm_eval.workflows.compare_config import CompareRow
+    from tandem_lm_eval.workflows.leaderboard import passes_markdown
+
+    def sample(doc_id, metric, censored, served):
+        return {
+            "doc_id": doc_id,
+            "metric": metric,
+            "mentor_tokens": 10.0,
+            "intern_tokens": 5.0,
+            "tflops": 1.0,
+            "full_pass_tflops": 1.5 + doc_id,
+            "censored": censored,
+            "latency_s": 0.5,
+            "judgment_s": 0.1,
+            "store_served": served,
+        }
+
+    row = CompareRow("Fixed", "fixed:1")
+    fresh = live_entry(
+        row, "t", [sample(0, 1.0, 0.0, 0), sample(1, 0.0, 1.0, 0), sample(2, 0.0, 0.0, 0)], "acc"
+    )
+    assert fresh.latency_from == "measured" and fresh.censored == 1
+    assert fresh.accuracy_uncensored == pytest.approx(0.5) and fresh.mean_full_pass_tflops == pytest.approx(
+        2.5
+    )
+    served = live_entry(row, "t", [sample(0, 1.0, 0.0, 4)], "acc")
+    assert served.latency_from == "store"
+    # samples cached by an earlier version have neither: nothing is claimed
+    old = {k: v for k, v in sample(0, 1.0, 0.0, 0).items() if k not in ("censored", "full_pass_tflops")}
+    legacy = live_entry(row, "t", [old], "acc")
+    assert (
+        legacy.censored is None
+        and legacy.mean_full_pass_tflops is None
+        and legacy.accuracy_uncensored is None
+    )
+    table = passes_markdown([fresh, served])
+    assert "| Fixed | 1.000 | 2.500 | 1 of 3 | 50.00 | yes | measured |" in table
+    assert "| store |" in table
