@@ -146,6 +146,25 @@ def test_agreement_replay_on_a_hand_made_table():
 
 
 # --- replay == live on real questions ------------------------------------------------------------------
+def live_samples(out, pattern: str) -> list[dict]:
+    """A compare run's per-sample file of one live row, by document."""
+    (path,) = (out / "live").glob(pattern)
+    return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda s: s["doc_id"])
+
+
+def assert_rows_agree(replayed: dict, live: dict, rel: float) -> None:
+    """A replayed leaderboard row and its live twin: the same accuracy, tokens, costs and censoring."""
+    for key in (
+        "accuracy",
+        "mean_mentor_tokens",
+        "mean_intern_tokens",
+        "mean_tflops",
+        "mean_full_pass_tflops",
+    ):
+        assert replayed[key] == pytest.approx(live[key], rel=rel), key
+    assert replayed["censored"] == live["censored"]
+
+
 @pytest.mark.slow
 def test_agreement_replay_equals_live_on_gsm8k(tmp_path, demo_model_dir):
     """Three GSM8K test questions, the demo intern, the recorded oracle mentor: the replayed row (from
@@ -189,10 +208,7 @@ live = true
     questions, source = task_questions(cfg, "tandem_gsm8k")
     table = stage_table(records, lambda r: np.zeros(len(r)), row_table(records, "prompt"))
     replayed = agreement(table, answer_keys(records, questions, source, "tandem_gsm8k"))
-    (samples_file,) = (out / "live").glob("tandem_gsm8k-agreement-*.jsonl")
-    live = sorted(
-        (json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"]
-    )
+    live = live_samples(out, "tandem_gsm8k-agreement-*.jsonl")
     assert [s["doc_id"] for s in live] == [q.doc_id for q in questions]
     for i, s in enumerate(live):
         assert s["stop_stage"] == replayed.stage[i], i
@@ -204,15 +220,7 @@ live = true
         assert s["full_pass_tflops"] == pytest.approx(replayed.full_pass_tflops[i], rel=1e-12), i
         assert s["censored"] == float(replayed.censored[i]), i
         assert s["full_pass_tflops"] >= s["tflops"]
-    for key in (
-        "accuracy",
-        "mean_mentor_tokens",
-        "mean_intern_tokens",
-        "mean_tflops",
-        "mean_full_pass_tflops",
-    ):
-        assert board["Agreement"][key] == pytest.approx(board["Agreement (live)"][key], rel=1e-12), key
-    assert board["Agreement"]["censored"] == board["Agreement (live)"]["censored"]
+    assert_rows_agree(board["Agreement"], board["Agreement (live)"], rel=1e-12)
     # every question visited stages 0 and 1 (agreement needs two answers), and paid for both answers
     assert all(
         replayed.intern_tokens[i] >= table.intern_tokens[i, 0] + table.intern_tokens[i, 1] for i in range(3)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from fakes import ScriptedBackend
+from test_agreement import assert_rows_agree, live_samples
 from test_compare import TASK, config_head, grouped_router
 
 from tandem_lm_eval.backends.base import Message
@@ -120,21 +121,12 @@ mode = "mentor_only"
     assert run_subcommand(["compare", str(config)]) == 0
     out = tmp_path / "out"
     board = {r["name"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
-    (samples_file,) = (out / "live").glob(f"{TASK}-router-*.jsonl")
-    live = sorted(
-        (json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"]
-    )
+    live = live_samples(out, f"{TASK}-router-*.jsonl")
     assert [s["mentor_tokens"] > 0 for s in live] == [False, False, True]
     assert [s["intern_tokens"] > 0 for s in live][2] is False
-    for key in (
-        "accuracy",
-        "mean_mentor_tokens",
-        "mean_intern_tokens",
-        "mean_tflops",
-        "mean_full_pass_tflops",
-    ):
-        assert board["Router"][key] == pytest.approx(board["Router (live)"][key], rel=1e-9), key
-    assert board["Router"]["censored"] == board["Router (live)"]["censored"]
+    assert_rows_agree(board["Router"], board["Router (live)"], rel=1e-9)
+    # the replayed row's latency is the collect's timing; the live one's outputs came from the run store
+    assert board["Router"]["latency_from"] == "collect" and board["Router (live)"]["latency_from"] == "store"
     # the collect recorded one mentor-only answer per question: the live mentor_only row's
     from tandem_lm_eval.calibration.fitting import router_rows
     from tandem_lm_eval.calibration.tables import row_table
@@ -143,10 +135,7 @@ mode = "mentor_only"
     (records_file,) = (out / "records").glob(f"{TASK}-*.jsonl")
     records = load_records([records_file])
     assert all(r.mentor_answer is not None and r.mentor_answer.label is not None for r in records)
-    (mentor_file,) = (out / "live").glob(f"{TASK}-mentor_only-*.jsonl")
-    mentor_live = sorted(
-        (json.loads(line) for line in mentor_file.read_text().splitlines()), key=lambda s: s["doc_id"]
-    )
+    mentor_live = live_samples(out, f"{TASK}-mentor_only-*.jsonl")
     assert [r.mentor_answer.tokens for r in records] == [s["mentor_tokens"] for s in mentor_live]
     assert [float(r.mentor_answer.label) for r in records] == [s["metric"] for s in mentor_live]
     # fit --policy router's labels: 1 unless only the mentor is right

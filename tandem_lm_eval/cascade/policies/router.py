@@ -16,25 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.policies.route import RoutePolicy
 
 
-class RouterPolicy(StopPolicy):
+class RouterPolicy(RoutePolicy):
+    """τ_0 and the one scored stage as ``route``; the other branch is the mentor alone."""
+
     name = "router"
-    needs_scores = True
     #: questions it does not give the intern go to the mentor alone (cascade/mentor_answers.py)
     routes_to_mentor = True
-
-    def __init__(self, thresholds: Sequence[float]) -> None:
-        if not thresholds:
-            raise ValueError("the router policy needs τ_0 (thresholds[0], from the classifier or model_args)")
-        tau0 = float(thresholds[0])
-        if not 0.0 <= tau0 <= 1.0:
-            raise ValueError(f"thresholds must lie in [0, 1], got {tau0}")
-        self.threshold = tau0
-
-    def scores_stage(self, stage: int) -> bool:
-        return stage == 0
 
     def last_stage(self, num_stages: int) -> int:
         return 0  # no mentor stage: the mentor answers itself or not at all
