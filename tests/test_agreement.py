@@ -210,8 +210,10 @@ live = true
     replayed = agreement(table, answer_keys(records, questions, source, "tandem_gsm8k"))
     live = live_samples(out, "tandem_gsm8k-agreement-*.jsonl")
     assert [s["doc_id"] for s in live] == [q.doc_id for q in questions]
+    print("agreement on GSM8K: stop stages", replayed.stage.tolist(), "agreed", replayed.early.tolist())
     for i, s in enumerate(live):
         assert s["stop_stage"] == replayed.stage[i], i
+        assert s["answer"] == records[i].stages[replayed.stage[i]].answer, i
         assert s["metric"] == float(replayed.correct[i]), i
         assert (
             s["mentor_tokens"] == replayed.mentor_paid[i] and s["intern_tokens"] == replayed.intern_tokens[i]

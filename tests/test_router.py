@@ -142,3 +142,46 @@ mode = "mentor_only"
     rows = router_rows(row_table(records, "question_insights"), records)
     expected = [int(bool(r.stages[0].label) or not r.mentor_answer.label) for r in records]
     assert rows.stage.tolist() == [0, 0, 0] and rows.y.tolist() == expected
+
+
+def test_fit_policy_router_learns_when_only_the_mentor_is_right_and_replays_the_router():
+    from dataclasses import replace
+
+    from test_fitting import make_records, settings
+
+    from tandem_lm_eval.calibration.fitting import fit_records, split_questions
+    from tandem_lm_eval.calibration.objectives import Objective, choose_route_threshold
+    from tandem_lm_eval.calibration.tables import TableError, mentor_answers, row_table, stage_table
+    from tandem_lm_eval.data.records import MentorAnswer
+
+    records = make_records(200, seed=1)
+    with pytest.raises(TableError, match="collect them with --mentor-answers"):
+        fit_records(records, settings("logistic", policy="router"))
+    # the mentor is right on every other question, 30 tokens each
+    records = [
+        replace(
+            r, mentor_answer=MentorAnswer(text="42", tokens=30, label=int(i % 2 == 0), finish_reason="stop")
+        )
+        for i, r in enumerate(records)
+    ]
+    clf, report = fit_records(records, settings("logistic", policy="router"))
+    assert clf.card.policy == "router" and report["policy"] == "router"
+    val_mask = split_questions(records, 0.3, 42)
+    train = [r for r, v in zip(records, val_mask) if not v]
+    val = [r for r, v in zip(records, val_mask) if v]
+    assert clf.card.training["train_rows"] == len(train)  # stage-0 rows only
+    # τ_0 is the objective's choice replaying the router (the mentor's own answers) on validation
+    table = stage_table(val, lambda r: clf.sufficiency(r.X), row_table(val, "question_insights"))
+    answers = mentor_answers(val)
+    expected = choose_route_threshold(
+        table, Objective("max_accuracy"), rule=lambda t, tau: router(t, answers, tau)
+    )
+    assert tuple(clf.card.thresholds) == expected.thresholds
+    # the saved front is the router replayed at every τ_0 of the grid (mentor answers, not the last stage)
+    front = clf.card.threshold_front
+    assert len(front) == len(expected.grid)
+    for point, tau in zip(front, expected.grid):
+        r = router(table, answers, tau)
+        assert point["accuracy"] == pytest.approx(r.accuracy) and point["mean_tflops"] == pytest.approx(
+            r.mean_tflops
+        )

@@ -280,6 +280,8 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
                 "latency_s": float(s["tandem_latency_s"]),
                 "judgment_s": float(s["tandem_judgment_s"]),
                 "store_served": served,
+                # the answer as generated (before the task's filters): what a replay is checked against
+                "answer": str(s["resps"][0][0]) if s.get("resps") and s["resps"][0] else None,
             }
         )
     path.parent.mkdir(parents=True, exist_ok=True)
