@@ -184,3 +184,18 @@ def test_live_rows_say_where_their_latency_comes_from_and_count_censored_answers
     table = passes_markdown([fresh, served])
     assert "| Fixed | 1.000 | 2.500 | 1 of 3 | 50.00 | yes | measured |" in table
     assert "| store |" in table
+
+
+def test_per_sample_metrics_carry_full_pass_and_censored():
+    from tandem_lm_eval.harness.reporting import HIGHER_IS_BETTER, per_doc_metrics
+
+    cut = RequestCost(mentor_tokens=10, intern_tokens=4, tflops=1.0, full_pass_tflops=2.5, censored=True)
+    whole = RequestCost(mentor_tokens=10, intern_tokens=4, tflops=1.0, full_pass_tflops=3.5)
+    one = per_doc_metrics([cut.as_dict()])
+    assert one["tandem_full_pass_tflops"] == 2.5 and one["tandem_censored"] == 1.0
+    # repeats: the passes add up, the censored flag is the share of the document's answers
+    two = per_doc_metrics([cut.as_dict(), whole.as_dict()])
+    assert two["tandem_full_pass_tflops"] == 6.0 and two["tandem_censored"] == 0.5
+    assert (
+        HIGHER_IS_BETTER["tandem_full_pass_tflops"] is False and HIGHER_IS_BETTER["tandem_censored"] is None
+    )
