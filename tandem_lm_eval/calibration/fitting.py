@@ -21,6 +21,10 @@
 6. ``--policy route``: a router for ``mode=route`` (FrugalGPT-style, paper Table 6) instead: fit on the
    stage-0 rows only (will the intern alone be right?), τ_0 by the same objectives replaying the
    routing rule (intern alone if s_0 > τ_0, else the last stage).
+7. ``--policy router``: a router for ``mode=router`` (the intern alone or the mentor alone, decided
+   before any generation): stage-0 rows labelled 1 where the intern alone is right or the mentor alone
+   is wrong (sending the question to the mentor would not help), from records with the mentor's own
+   answers (``collect --mentor-answers``); τ_0 by the same objectives replaying ``replay.router``.
 
 Training rows from a test split are refused (``--allow-test-rows`` to override), and the hashes of
 every question used are saved, so ``lm_eval --model tandem`` refuses to evaluate on them. Records whose
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,8 +48,15 @@ from tandem_lm_eval.calibration.objectives import (
     choose_route_threshold,
     choose_thresholds,
 )
-from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-from tandem_lm_eval.calibration.tables import HiddenVectors, RowTable, TableError, row_table, stage_table
+from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route, router
+from tandem_lm_eval.calibration.tables import (
+    HiddenVectors,
+    RowTable,
+    TableError,
+    mentor_answers,
+    row_table,
+    stage_table,
+)
 from tandem_lm_eval.calibration.threshold_grid import threshold_grid
 from tandem_lm_eval.data.records import QuestionRecord
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
@@ -73,7 +84,7 @@ class FitSettings:
     # (§2.3) or "train" (§3.1)
     threshold_rows: str = "cv"
     cv_folds: int = 5  # threshold_rows="cv": folds of the training questions
-    policy: str = "tandem"  # "tandem" or "route"
+    policy: str = "tandem"  # "tandem", "route" or "router"
     per_group: bool = False
     min_group_questions: int = 30
     mentor_params: float | None = None
@@ -89,6 +100,15 @@ class FitSettings:
 
     def rows(self, records: Sequence[QuestionRecord]) -> RowTable:
         return row_table(records, self.span, self.spec, self.hidden)
+
+
+def router_rows(rows: RowTable, records: Sequence[QuestionRecord]) -> RowTable:
+    """The stage-0 rows of ``rows`` (over ``records``) labelled for ``mode=router``: 1 where the intern
+    alone suffices, i.e. it is right or the mentor alone is wrong too (routing to the mentor would not
+    help); 0 where only the mentor is right."""
+    first = rows.subset(rows.stage == 0)
+    mentor_right = mentor_answers(records).correct[first.question]
+    return replace(first, y=(first.y.astype(bool) | ~mentor_right).astype(int))
 
 
 def split_questions(records: Sequence[QuestionRecord], fraction: float, seed: int) -> np.ndarray:
@@ -163,6 +183,8 @@ def out_of_fold_scores(
         train = rows.subset(fold != k)
         if settings.policy == "route":
             train = train.subset(train.stage == 0)
+        elif settings.policy == "router":
+            train = router_rows(train, records)
         member = fit_member(train, None, settings)
         held = fold == k
         scores[held] = member.sufficiency(rows.X[held])
@@ -200,8 +222,15 @@ def choose_for(
         settings.mentor_params,
         settings.intern_params,
     )
-    if settings.policy == "route":
-        choice = choose_route_threshold(table, settings.objective)
+    if settings.policy in ("route", "router"):
+        rule = route
+        if settings.policy == "router":
+            answers = mentor_answers(records)
+
+            def rule(t, tau):
+                return router(t, answers, tau)
+
+        choice = choose_route_threshold(table, settings.objective, rule=rule)
         front = [
             {
                 "thresholds": [tau],
@@ -209,7 +238,7 @@ def choose_for(
                 "mean_tflops": r.mean_tflops,
                 "mean_mentor_tokens": r.mean_mentor_tokens,
             }
-            for tau, r in ((tau, route(table, tau)) for tau in choice.grid)
+            for tau, r in ((tau, rule(table, tau)) for tau in choice.grid)
         ]
     else:
         grid = threshold_grid(table, stage0=settings.objective.stage0)
@@ -316,6 +345,8 @@ def _fit_one(train_records, val_records, settings: FitSettings):
         clf = fit_member(
             rows_train.subset(rows_train.stage == 0), rows_val.subset(rows_val.stage == 0), settings
         )
+    elif settings.policy == "router":  # stage 0, labelled by whether the mentor alone would help
+        clf = fit_member(router_rows(rows_train, train_records), router_rows(rows_val, val_records), settings)
     else:
         clf = fit_member(rows_train, rows_val, settings)
     tune_records, tune_rows, scores = threshold_tuning(train_records, val_records, settings)

@@ -292,15 +292,18 @@ def _choose_index(
 
 
 def choose_route_threshold(
-    table: StageTable, objective: Objective, grid: Sequence[float] = THRESHOLD_GRID
+    table: StageTable, objective: Objective, grid: Sequence[float] = THRESHOLD_GRID, rule=None
 ) -> ThresholdChoice:
     """τ_0 of the routing cascade for ``objective``, over ``grid`` (the same rules and tie-breaks as
     ``choose_thresholds``). The thresholds returned are (τ_0, NEVER, ..., NEVER): the later stages
-    never stop early, which is how ``mode=route`` reads them."""
+    never stop early, which is how ``mode=route`` reads them. ``rule(table, τ_0)``: the replay of
+    another one-decision policy (``mode=router``: ``replay.router`` with the mentor's own answers);
+    None: ``replay.route``."""
     if objective.kind == "per_stage":
         raise ValueError("the route policy has one threshold: use max_accuracy or min_cost")
     grid = tuple(float(g) for g in grid)
-    results = [route(table, tau) for tau in grid]
+    rule = rule or route
+    results = [rule(table, tau) for tau in grid]
     acc = np.array([r.accuracy for r in results])
     cost = np.array([r.mean_tflops for r in results])
     ref = fixed_stage(table, table.num_stages - 1)

@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from tandem_lm_eval.cost.flops import tflops as eq12_tflops
+from tandem_lm_eval.cost.passes import PassTokens, full_pass_tflops
 
 Stage0 = Literal["stop", "fallback"]
 STAGE0_MODES = ("stop", "fallback")
@@ -80,6 +81,34 @@ class StageSeconds:
 
 
 @dataclass(frozen=True)
+class StageTokens:
+    """(Q, T) what else each stage of each question processed or produced, as ``collect`` recorded it:
+    for the all-passes count (cost/passes.py), hosted-chat regenerated tokens and answers cut at the
+    length limit. Records written before these were kept read as 0 (and no censoring)."""
+
+    prompt: np.ndarray  # the intern prompt x_t in intern tokens (its scoring pass and its answer's prefill)
+    mentor_prompt: np.ndarray  # prefill of the mentor call that wrote stage t (0 at stage 0)
+    mentor_cached: np.ndarray  # of it, served from a prefix cache
+    mentor_regenerated: np.ndarray  # tokens that call generated again (a hosted chat API)
+    censored: np.ndarray  # bool: the intern's answer from stage t ended at the length limit
+    repeat: np.ndarray  # bool: stage t adds no insight to t-1 (same x_t: not scored or answered again)
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "mentor_prompt", "mentor_cached", "mentor_regenerated"):
+            arr = _frozen_array(getattr(self, name), np.float64, f"tokens.{name}")
+            if arr.ndim != 2 or not np.isfinite(arr).all() or np.any(arr < 0):
+                raise ValueError(f"tokens.{name} must be (questions, stages), finite and >= 0")
+            object.__setattr__(self, name, arr)
+        for name in ("censored", "repeat"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), np.bool_, f"tokens.{name}"))
+
+    def subset(self, index: np.ndarray) -> StageTokens:
+        return StageTokens(
+            *(getattr(self, f)[index] for f in StageTokens.__dataclass_fields__)  # field order
+        )
+
+
+@dataclass(frozen=True)
 class StageTable:
     """Q questions x T stages of collected outcomes, for replaying the cascade offline."""
 
@@ -90,6 +119,7 @@ class StageTable:
     mentor_params: float
     intern_params: float
     seconds: StageSeconds | None = None  # per-phase times (None: records without times)
+    tokens: StageTokens | None = None  # prefill, regenerated, censored (None: not known)
 
     def __post_init__(self) -> None:
         scores = _frozen_array(self.scores, np.float64, "scores")
@@ -112,6 +142,12 @@ class StageTable:
                 if getattr(self.seconds, name).shape != shape:
                     raise ValueError(
                         f"seconds.{name} has shape {getattr(self.seconds, name).shape}, scores has {shape}"
+                    )
+        if self.tokens is not None:
+            for name in StageTokens.__dataclass_fields__:
+                if getattr(self.tokens, name).shape != shape:
+                    raise ValueError(
+                        f"tokens.{name} has shape {getattr(self.tokens, name).shape}, scores has {shape}"
                     )
         usable = ~np.isnan(scores)
         if not usable[:, 0].all():
@@ -168,6 +204,7 @@ class StageTable:
             mentor_tokens=self.mentor_tokens[index],
             intern_tokens=self.intern_tokens[index],
             seconds=None if self.seconds is None else self.seconds.subset(index),
+            tokens=None if self.tokens is None else self.tokens.subset(index),
         )
 
 
@@ -185,6 +222,10 @@ class ReplayResult:
     num_stages: int
     latency: np.ndarray | None = None  # (Q,) seconds of the phases the path ran (None: no times)
     judgment: np.ndarray | None = None  # (Q,) the part of ``latency`` spent judging stages
+    # (Q,) every forward pass (cost/passes.py) and the answer ended at the length limit (None: the
+    # table has no StageTokens)
+    full_pass_tflops: np.ndarray | None = None
+    censored: np.ndarray | None = None
 
     @property
     def num_questions(self) -> int:
@@ -225,6 +266,22 @@ class ReplayResult:
         return None if self.judgment is None else float(np.mean(self.judgment))
 
     @property
+    def mean_full_pass_tflops(self) -> float | None:
+        return None if self.full_pass_tflops is None else float(np.mean(self.full_pass_tflops))
+
+    @property
+    def censored_count(self) -> int | None:
+        """How many returned answers ended at the length limit."""
+        return None if self.censored is None else int(np.sum(self.censored))
+
+    @property
+    def accuracy_uncensored(self) -> float | None:
+        """Accuracy among the answers that did not end at the length limit (None: none, or unknown)."""
+        if self.censored is None or self.censored.all():
+            return None
+        return float(np.mean(self.correct[~self.censored]))
+
+    @property
     def stage_distribution(self) -> tuple[float, ...]:
         """Fraction of questions answered from each stage 0..T-1."""
         counts = np.bincount(self.stage, minlength=self.num_stages)
@@ -244,6 +301,10 @@ class ReplayResult:
         if self.latency is not None:
             out["mean_latency_s"] = self.mean_latency_s
             out["mean_judgment_s"] = self.mean_judgment_s
+        if self.censored is not None:
+            out["mean_full_pass_tflops"] = self.mean_full_pass_tflops
+            out["censored"] = self.censored_count
+            out["accuracy_uncensored"] = self.accuracy_uncensored
         return out
 
 
@@ -279,24 +340,61 @@ def replay_result(
     *,
     mentor_through: np.ndarray,
     judged_through: np.ndarray,
+    answered: np.ndarray | None = None,
 ):
     """The result of a path per question; ``mentor_through``/``judged_through`` say which phases it
-    ran (``path_seconds``), for its latency."""
+    ran (``path_seconds``), for its latency and its passes; ``answered`` ((Q, T) bool): the stages whose
+    answers it generated (None: the chosen stage's only), every one in its cost."""
     rows = np.arange(table.num_questions)
-    intern = table.intern_tokens[rows, stage]
+    if answered is None:
+        intern = table.intern_tokens[rows, stage]
+    else:
+        intern = np.sum(np.where(answered, table.intern_tokens, 0.0), axis=1)
     latency = judgment = None
     if table.seconds is not None:
         latency, judgment = path_seconds(table.seconds, stage, mentor_through, judged_through)
+        if answered is not None:  # every generated answer's time, not the chosen one's only
+            latency = (
+                latency
+                - table.seconds.answer[rows, stage]
+                + np.sum(np.where(answered, table.seconds.answer, 0.0), axis=1)
+            )
+    regenerated = full = censored = 0.0
+    if table.tokens is not None:
+        tok = table.tokens
+        upto = np.arange(table.num_stages)[None, :]
+        wrote = (upto >= 1) & (upto <= np.asarray(mentor_through)[:, None])  # mentor calls 1..m
+        # a stage that adds nothing is not scored again (Cascade._score_stage)
+        judged = (upto <= np.asarray(judged_through)[:, None]) & table.usable & ~tok.repeat
+        if answered is None:
+            answer_prompt = tok.prompt[rows, stage]
+        else:
+            answer_prompt = np.sum(np.where(answered, tok.prompt, 0.0), axis=1)
+        regenerated = np.sum(np.where(wrote, tok.mentor_regenerated, 0.0), axis=1)
+        passes = PassTokens(
+            mentor_prompt=np.sum(np.where(wrote, tok.mentor_prompt, 0.0), axis=1),
+            mentor_generated=mentor_paid + regenerated,
+            mentor_cached=np.sum(np.where(wrote, tok.mentor_cached, 0.0), axis=1),
+            intern_scored=np.sum(np.where(judged, tok.prompt, 0.0), axis=1),
+            intern_prompt=answer_prompt,
+            intern_generated=intern,
+        )
+        full = np.asarray(full_pass_tflops(table.mentor_params, table.intern_params, passes).computed)
+        censored = tok.censored[rows, stage]
     return ReplayResult(
         stage=stage,
         early=early,
         correct=table.correct[rows, stage] if correct is None else correct,
         mentor_paid=mentor_paid,
         intern_tokens=intern,
-        tflops=np.asarray(eq12_tflops(table.mentor_params, table.intern_params, mentor_paid, intern)),
+        tflops=np.asarray(
+            eq12_tflops(table.mentor_params, table.intern_params, mentor_paid, intern, regenerated)
+        ),
         num_stages=table.num_stages,
         latency=latency,
         judgment=judgment,
+        full_pass_tflops=None if table.tokens is None else full,
+        censored=None if table.tokens is None else censored,
     )
 
 
@@ -406,4 +504,118 @@ def route(table: StageTable, tau0) -> ReplayResult:
         mentor_paid,
         mentor_through=np.where(early, 0, table.num_stages - 1),
         judged_through=np.zeros(table.num_questions, dtype=int),  # stage 0 only
+    )
+
+
+# --- answer agreement (no classifier) ------------------------------------------------------------------
+def agreement(table: StageTable, keys) -> ReplayResult:
+    """``mode=agreement`` (cascade/policies/agreement.py): the intern answers at every stage it visits;
+    stop at the first t >= 1 whose answer key equals stage t-1's, else answer from the last usable
+    stage. ``keys``: (Q, T) the answers' keys by the task's filters (None where a stage was unusable).
+
+    Paid: the mentor through the stop stage (the last on no agreement), and every answer generated on
+    the way (a stage that adds nothing to the previous one reuses its answer: not generated again,
+    ``StageTokens.repeat``, which the table needs); no judgment."""
+    keys = np.asarray(keys, dtype=object)
+    if keys.shape != table.scores.shape:
+        raise ValueError(f"keys has shape {keys.shape}, the table has {table.scores.shape}")
+    if table.tokens is None:
+        raise ValueError("agreement needs the table's StageTokens (which stages repeat the previous one)")
+    Q, T = table.scores.shape
+    present = table.usable & np.not_equal(keys, None)
+    same = np.zeros((Q, T), dtype=bool)
+    same[:, 1:] = present[:, 1:] & present[:, :-1] & (keys[:, 1:] == keys[:, :-1])
+    agreed = same.any(axis=1)
+    last_usable = T - 1 - np.argmax(table.usable[:, ::-1], axis=1)
+    stage = np.where(agreed, np.argmax(same, axis=1), last_usable)
+    through = np.where(agreed, stage, T - 1)  # stages visited: the mentor wrote each one
+    visited = np.arange(T)[None, :] <= through[:, None]
+    answered = visited & table.usable & ~table.tokens.repeat
+    rows = np.arange(Q)
+    mentor_paid = table.mentor_tokens[rows, through]
+    return replay_result(
+        table,
+        stage,
+        agreed,
+        mentor_paid,
+        mentor_through=through,
+        judged_through=np.full(Q, -1),
+        answered=answered,
+    )
+
+
+# --- the router: the intern alone or the mentor alone -------------------------------------------------
+@dataclass(frozen=True)
+class MentorAnswers:
+    """(Q,) the mentor's own answer to each question (``collect --mentor-answers``), for ``router``."""
+
+    correct: np.ndarray  # bool
+    tokens: np.ndarray  # generated
+    regenerated: np.ndarray  # generated again (a hosted chat API)
+    prompt: np.ndarray  # prefill of its call(s)
+    cached: np.ndarray  # of it, from a prefix cache
+    censored: np.ndarray  # bool: ended at the length limit
+    seconds: np.ndarray | None = None  # its share of the batched call (None: not timed)
+
+    def __post_init__(self) -> None:
+        for name in ("correct", "censored"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), np.bool_, f"mentor.{name}"))
+        for name in ("tokens", "regenerated", "prompt", "cached"):
+            arr = _frozen_array(getattr(self, name), np.float64, f"mentor.{name}")
+            if arr.ndim != 1 or not np.isfinite(arr).all() or np.any(arr < 0):
+                raise ValueError(f"mentor.{name} must be (questions,), finite and >= 0")
+            object.__setattr__(self, name, arr)
+        if self.seconds is not None:
+            object.__setattr__(self, "seconds", _frozen_array(self.seconds, np.float64, "mentor.seconds"))
+
+
+def router(table: StageTable, mentor: MentorAnswers, tau0) -> ReplayResult:
+    """``mode=router`` (cascade/policies/router.py): s_0 > τ_0: the intern answers alone from stage 0;
+    otherwise the mentor answers the question itself (its own recorded answer). Both pay the intern's
+    reading of the question (its scoring pass, the judgment: latency and all passes, not Eq. 12, which
+    never counts scoring); the mentor's answer costs 2e-12 · |θL| · (L + R), no intern term (as
+    ``mentor_only``). ``tau0``: one value, or one per question."""
+    Q = table.num_questions
+    if mentor.correct.shape != (Q,):
+        raise ValueError(f"mentor answers for {mentor.correct.shape[0]} questions, the table has {Q}")
+    tau0 = np.asarray(tau0, dtype=np.float64)
+    if tau0.ndim not in (0, 1) or (tau0.ndim == 1 and tau0.shape[0] != Q):
+        raise ValueError(f"tau0 must be one value or one per question ({Q}), got {tau0.shape}")
+    to_intern = table.scores[:, 0] > tau0
+    stage = np.zeros(Q, dtype=int)
+    intern_tokens = np.where(to_intern, table.intern_tokens[:, 0], 0.0)
+    mentor_paid = np.where(to_intern, 0.0, mentor.tokens)
+    regenerated = np.where(to_intern, 0.0, mentor.regenerated)
+    eq12 = np.asarray(eq12_tflops(table.mentor_params, 0.0, mentor_paid, 0.0, regenerated)) + np.asarray(
+        eq12_tflops(0.0, table.intern_params, 0.0, intern_tokens)
+    )
+    latency = judgment = None
+    if table.seconds is not None and mentor.seconds is not None:
+        judgment = table.seconds.judge[:, 0].copy()
+        latency = judgment + np.where(to_intern, table.seconds.answer[:, 0], mentor.seconds)
+    full = censored = None
+    if table.tokens is not None:
+        tok = table.tokens
+        passes = PassTokens(
+            mentor_prompt=np.where(to_intern, 0.0, mentor.prompt),
+            mentor_generated=mentor_paid + regenerated,
+            mentor_cached=np.where(to_intern, 0.0, mentor.cached),
+            intern_scored=tok.prompt[:, 0],
+            intern_prompt=np.where(to_intern, tok.prompt[:, 0], 0.0),
+            intern_generated=intern_tokens,
+        )
+        full = np.asarray(full_pass_tflops(table.mentor_params, table.intern_params, passes).computed)
+        censored = np.where(to_intern, tok.censored[:, 0], mentor.censored)
+    return ReplayResult(
+        stage=stage,
+        early=to_intern,
+        correct=np.where(to_intern, table.correct[:, 0], mentor.correct),
+        mentor_paid=mentor_paid,
+        intern_tokens=intern_tokens,
+        tflops=eq12,
+        num_stages=table.num_stages,
+        latency=latency,
+        judgment=judgment,
+        full_pass_tflops=full,
+        censored=censored,
     )

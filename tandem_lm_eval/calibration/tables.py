@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_lm_eval.calibration.replay import StageSeconds, StageTable
+from tandem_lm_eval.calibration.replay import MentorAnswers, StageSeconds, StageTable, StageTokens
 from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord
@@ -180,6 +180,28 @@ def stage_table(
         mentor_params=_param(records, mentor_params, "mentor"),
         intern_params=_param(records, intern_params, "intern"),
         seconds=stage_seconds(records, classifier_share),
+        tokens=stage_tokens(records),
+    )
+
+
+def stage_tokens(records: Sequence[QuestionRecord]) -> StageTokens:
+    """Each record's per-stage prompt, mentor-call and censoring facts as arrays (replay.StageTokens);
+    a count a record does not have (written before it was kept) reads as 0."""
+
+    def grid(value) -> np.ndarray:
+        return np.array([[value(r, t, st) for t, st in enumerate(r.stages)] for r in records])
+
+    return StageTokens(
+        prompt=grid(lambda r, t, st: st.prompt_tokens or 0),
+        mentor_prompt=grid(lambda r, t, st: st.mentor_prompt_tokens or 0),
+        mentor_cached=grid(lambda r, t, st: st.mentor_cached_tokens or 0),
+        mentor_regenerated=grid(lambda r, t, st: st.mentor_regenerated_tokens or 0),
+        censored=grid(lambda r, t, st: st.finish_reason == "length").astype(bool),
+        repeat=grid(
+            lambda r, t, st: bool(
+                t > 0 and st.usable and r.stages[t - 1].usable and st.insights == r.stages[t - 1].insights
+            )
+        ).astype(bool),
     )
 
 
@@ -225,3 +247,24 @@ def _param(records: Sequence[QuestionRecord], given: float | None, role: str) ->
             f"pass --{role}-num-params"
         )
     return float(values.pop())
+
+
+def mentor_answers(records: Sequence[QuestionRecord]) -> MentorAnswers:
+    """The mentor's own answers the records hold (``collect --mentor-answers``), for the router."""
+    missing = sum(r.mentor_answer is None or r.mentor_answer.label is None for r in records)
+    if missing:
+        raise TableError(
+            f"{missing} of {len(records)} records have no judged mentor answer: collect them with "
+            "--mentor-answers (a router learns and replays when the mentor alone would be right)"
+        )
+    answers = [r.mentor_answer for r in records]
+    timed = all(a.seconds is not None for a in answers)
+    return MentorAnswers(
+        correct=np.array([bool(a.label) for a in answers]),
+        tokens=np.array([a.tokens for a in answers], dtype=np.float64),
+        regenerated=np.array([a.regenerated_tokens for a in answers], dtype=np.float64),
+        prompt=np.array([a.prompt_tokens for a in answers], dtype=np.float64),
+        cached=np.array([a.cached_tokens for a in answers], dtype=np.float64),
+        censored=np.array([a.finish_reason == "length" for a in answers]),
+        seconds=np.array([a.seconds for a in answers], dtype=np.float64) if timed else None,
+    )

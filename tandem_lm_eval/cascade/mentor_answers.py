@@ -156,6 +156,7 @@ def answer_with_mentor(
         cost.intern_reads_mentor = False
         cost.stop_stage = 0
         cost.stopped_early = False
+        cost.censored = finish == "length"
         cost.finalize(mentor_params, intern_params)
         results.append(CascadeResult(text, cost, [], finish, gen))
     bar.update(bar.total - bar.n)

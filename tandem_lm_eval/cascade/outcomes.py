@@ -31,6 +31,12 @@ class StageRecord:
     hidden: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # what the classifier read: ``features`` for tandem-v2, else the hidden vector (and features)
     judge_input: np.ndarray | None = field(default=None, repr=False)
+    # the mentor call that wrote this stage (none at stage 0, or after the mentor finished): its
+    # prefill, the part a prefix cache served, the tokens it generated again (a hosted chat API);
+    # what a replay needs to count every pass and regenerated tokens as a live run does
+    mentor_prompt_tokens: int = 0
+    mentor_cached_tokens: int = 0
+    mentor_regenerated_tokens: int = 0
 
     def to_json(self) -> dict:
         """A JSON-safe dict (features as lists of floats): one stage of a trace or collect record."""
@@ -45,6 +51,9 @@ class StageRecord:
             "features": {k: [float(x) for x in v] for k, v in self.features_by_span.items()},
             "seconds": asdict(self.times),
             "hidden": {k: float32_list(v) for k, v in self.hidden.items()} or None,
+            "mentor_prompt_tokens": self.mentor_prompt_tokens,
+            "mentor_cached_tokens": self.mentor_cached_tokens,
+            "mentor_regenerated_tokens": self.mentor_regenerated_tokens,
         }
 
 

@@ -65,6 +65,7 @@ class _State:
     chosen: int | None = None
     early: bool = False
     cost: RequestCost = field(default_factory=RequestCost)
+    mentor_call: Generation | None = None  # the mentor call of the current stage (its record's tokens)
 
     @property
     def scores(self) -> list[float]:
@@ -72,6 +73,10 @@ class _State:
 
 
 class Cascade:
+    #: ``answer_key(question, text)``: an answer's key for a policy that compares answers (``agreement``):
+    #: the request's task's filters (harness/answer_keys.py); None: the stripped text
+    answer_key = None
+
     def __init__(
         self,
         mentor: Backend | None,
@@ -99,7 +104,7 @@ class Cascade:
             raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
         self.num_stages = len(budgets) + 1
         self.last_stage = policy.last_stage(self.num_stages)
-        if (self.last_stage > 0 or policy.answerer == "mentor") and mentor is None:
+        if (self.last_stage > 0 or policy.answerer == "mentor" or policy.routes_to_mentor) and mentor is None:
             raise ValueError(f"the {policy.name} policy needs a mentor")
         if policy.needs_scores and classifier is None:
             raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
@@ -140,6 +145,10 @@ class Cascade:
         states = [_State(q) for q in questions]
         if not states:
             return []
+        if self.policy.answers_each_stage:  # agreement: an answer at every stage visited
+            return self._run_answering(states)
+        if self.policy.routes_to_mentor:  # router: the intern alone or the mentor alone
+            return self._run_routing(states)
         bar = progress_bar(len(states) * (self.last_stage + 2), self.progress)
         active = list(range(len(states)))
         for stage in range(self.last_stage + 1):
@@ -229,6 +238,122 @@ class Cascade:
             out.append(Exploration(rows, st.mentor))
         return out
 
+    def _run_answering(self, states: list[_State]) -> list[CascadeResult]:
+        """A policy that reads the intern's answers (``agreement``): at each stage the mentor continues,
+        the intern answers from x_t (one batched call per stage; a stage that adds no insight reuses
+        the previous answer, as ``explore`` does), and the policy decides from the answers' keys
+        (``answer_key``: the task's filters). The returned answer is the chosen stage's: no answer is
+        generated twice; every generated one is in the cost."""
+        bar = progress_bar(len(states) * (self.last_stage + 1), self.progress)
+        key_of = self.answer_key or (lambda question, text: text.strip())
+        answers: list[list[Generation | None]] = [[] for _ in states]
+        keys: list[list[str | None]] = [[] for _ in states]
+        active = list(range(len(states)))
+        for stage in range(self.last_stage + 1):
+            mentor_seconds = self._mentor_stage(states, active, stage) if stage > 0 else {}
+            self._add_stage_prompts(states, active, stage, mentor_seconds)
+            todo = [
+                i
+                for i in active
+                if states[i].stages[stage].usable and not _same_as_previous(states[i], stage)
+            ]
+            if todo:
+                t0 = ledger.clock()
+                gens = self.intern.generate([self._answer_request(states[i], stage) for i in todo])
+                shares = _call_seconds(self.intern, t0, len(todo))
+                for i, gen, share in zip(todo, gens, shares):
+                    st = states[i]
+                    st.cost.intern_tokens += gen.new_tokens
+                    st.cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
+                    st.cost.add_intern_answer_call(
+                        prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens
+                    )
+                    st.cost.times.intern_generate += share
+                    st.stages[stage].times.intern_generate = share
+            done = dict(zip(todo, gens)) if todo else {}
+            still = []
+            for i in active:
+                st = states[i]
+                if i in done:
+                    gen = done[i]
+                    answers[i].append(gen)
+                    keys[i].append(key_of(st.question, gen.text))
+                elif st.stages[stage].usable and stage > 0:  # same x_t as before: the same answer
+                    answers[i].append(answers[i][-1])
+                    keys[i].append(keys[i][-1])
+                else:
+                    answers[i].append(None)
+                    keys[i].append(None)
+                if self.policy.stop_on_answers(stage, keys[i]):
+                    st.chosen, st.early = stage, True
+                else:
+                    still.append(i)
+            bar.update(len(active))
+            active = still
+            if not active:
+                break
+        results = []
+        for i, st in enumerate(states):
+            if st.chosen is None:  # no agreement: the last stage that has an answer
+                st.chosen = max(t for t, gen in enumerate(answers[i]) if gen is not None)
+            gen = answers[i][st.chosen]
+            cost = st.cost
+            cost.intern_discarded_tokens = cost.intern_tokens - gen.new_tokens
+            cost.censored = gen.finish_reason == "length"
+            cost.stop_stage, cost.stopped_early = st.chosen, st.early
+            cost.finalize(self.mentor_params, self.intern_params)
+            results.append(CascadeResult(gen.text, cost, st.stages, gen.finish_reason, st.mentor))
+        bar.update(bar.total - bar.n)
+        bar.close()
+        return results
+
+    def _run_routing(self, states: list[_State]) -> list[CascadeResult]:
+        """A policy that sends each question to the intern alone or to the mentor alone (``router``):
+        the intern reads the question (its scoring pass over x_0, the judgment), the policy decides,
+        the intern answers its questions from stage 0 and the mentor answers the others itself
+        (``mentor_answers.py``, as ``mode=mentor_only``); the reading is in both costs."""
+        from tandem_lm_eval.cascade.mentor_answers import answer_with_mentor
+        from tandem_lm_eval.cascade.policies.mentor import MentorOnlyPolicy
+
+        everyone = list(range(len(states)))
+        self._add_stage_prompts(states, everyone, 0, {})
+        self._score_stage(states, everyone, 0)
+        to_intern = [i for i in everyone if self._policy(states[i]).intern_answers(states[i].scores)]
+        to_mentor = [i for i in everyone if i not in set(to_intern)]
+        for i in to_intern:
+            states[i].chosen, states[i].early = 0, True
+        results: list[CascadeResult | None] = [None] * len(states)
+        for i, res in zip(to_intern, self._answer([states[i] for i in to_intern]) if to_intern else []):
+            results[i] = res
+        answered = (
+            answer_with_mentor(
+                self.mentor,
+                [states[i].question for i in to_mentor],
+                MentorOnlyPolicy(),
+                mentor_params=self.mentor_params,
+                intern_params=self.intern_params,
+                mentor_thinking=self.mentor_thinking,
+                mentor_prices=self.mentor_prices,
+                progress=False,
+            )
+            if to_mentor
+            else []
+        )
+        for i, res in zip(to_mentor, answered):
+            reading, cost = states[i].cost, res.cost  # the intern's reading of the question joins the cost
+            cost.intern_scored_tokens += reading.intern_scored_tokens
+            cost.scored_stages += reading.scored_stages
+            cost.times.intern_score += reading.times.intern_score
+            cost.times.classify += reading.times.classify
+            cost.stage_scores = [s.score for s in states[i].stages if s.score is not None]
+            if reading.usd is not None:
+                cost.usd = (cost.usd or 0.0) + reading.usd
+            cost.finalize(self.mentor_params, self.intern_params)
+            results[i] = CascadeResult(
+                res.answer, cost, states[i].stages, res.answer_finish_reason, res.mentor
+            )
+        return results  # type: ignore[return-value]
+
     def _policy(self, st: _State) -> StopPolicy:
         return self.group_policies.get(st.question.group, self.policy) if self.group_policies else self.policy
 
@@ -241,6 +366,7 @@ class Cascade:
         todo = []
         for i in active:
             st = states[i]
+            st.mentor_call = None
             if st.mentor is not None and st.mentor.finished:
                 continue  # the mentor already ended its insights: I_t = I_{t-1}, nothing to generate
             done = len(st.mentor.token_ids) if st.mentor else 0
@@ -269,6 +395,7 @@ class Cascade:
                 st.mentor = gen
                 st.cost.times.mentor_generate += share
                 seconds[i] = share
+                st.mentor_call = gen
                 st.cost.add_mentor_call(
                     self.mentor_prices,
                     new_tokens=gen.new_tokens,
@@ -306,6 +433,11 @@ class Cascade:
                 stage, st.cost.mentor_tokens if stage else 0, insights, None, usable, prompt_tokens=n
             )
             record.times.mentor_generate = mentor_seconds.get(i, 0.0)
+            call = st.mentor_call if stage > 0 else None
+            if call is not None:
+                record.mentor_prompt_tokens = call.prompt_tokens or 0
+                record.mentor_cached_tokens = call.cached_prompt_tokens or 0
+                record.mentor_regenerated_tokens = call.regenerated_tokens
             st.stages.append(record)
             st.prompts.append(prompt)
 
@@ -407,6 +539,10 @@ class Cascade:
             cost = st.cost
             cost.intern_tokens = gen.new_tokens
             cost.bill(self.intern_prices, gen.prompt_tokens or 0, gen.new_tokens)
+            cost.add_intern_answer_call(
+                prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens
+            )
+            cost.censored = gen.finish_reason == "length"
             cost.stop_stage = st.chosen
             cost.stopped_early = st.early
             cost.stage_scores = [s.score for s in st.stages if s.score is not None]

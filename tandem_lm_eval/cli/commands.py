@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         help="answer each stage in its own batched call, as a live run does: the recorded answer times are "
         "then shares of calls of a live run's size (what a replayed latency needs); slower on batching engines",
     )
+    c.add_argument(
+        "--mentor-answers",
+        action="store_true",
+        help="the mentor also answers each question itself (as mode=mentor_only), judged by the task: "
+        "the training data of fit --policy router (kept in each record's mentor_answer)",
+    )
     c.add_argument("--out", type=Path, required=True, help="JSONL records; an existing file is resumed")
     c.add_argument(
         "--hidden-layers",
@@ -264,6 +270,11 @@ def _collect(args) -> int:
         model_args["store"] = str(default_store(args.out))
     config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
     refuse_replicas(config)  # before the task and any model load
+    if args.mentor_answers and config.mentor.backend == "recorded":
+        raise ValueError(
+            "--mentor-answers: a recorded mentor (mentor_backend=recorded) serves recorded insights, it "
+            "cannot answer a question itself: collect the mentor's answers with the mentor model"
+        )
     default_max = config.max_gen_toks
     questions, source = _task_questions(
         args,
@@ -276,7 +287,13 @@ def _collect(args) -> int:
     source.check()  # --metric and --filter exist, before any model loads
     explorer = make_explorer(model_args, hidden_layers=args.hidden_layers)
     stats = collect(
-        explorer, questions, source, args.out, chunk=args.chunk, answers_by_stage=args.answers_by_stage
+        explorer,
+        questions,
+        source,
+        args.out,
+        chunk=args.chunk,
+        answers_by_stage=args.answers_by_stage,
+        mentor_answers=args.mentor_answers,
     )
     kept = f"; model outputs kept in the run store {config.store}" if config.store else ""
     print(

@@ -121,8 +121,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         default="tandem",
-        choices=("tandem", "route"),
-        help="thresholds for the Tandem stop rule, or a stage-0 router for mode=route",
+        choices=("tandem", "route", "router"),
+        help="thresholds for the Tandem stop rule, a stage-0 router for mode=route, or one for mode=router "
+        "(the intern alone or the mentor alone; records from collect --mentor-answers)",
     )
     p.add_argument("--mentor-num-params", type=float, help="|θL| for Eq. 12 (default: from the records)")
     p.add_argument("--intern-num-params", type=float, help="|θS| for Eq. 12 (default: from the records)")

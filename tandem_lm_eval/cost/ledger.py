@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.cost.passes import PassTokens, full_pass_tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
 
 
@@ -88,8 +89,20 @@ class RequestCost:
     scored_stages: int = 0  # scoring passes of the intern (a stage that adds no insight is not rescored)
     mentor_prompt_tokens: int = 0
     mentor_cached_tokens: int = 0
+    # the prefill of every intern answer call, and its part a prefix cache served (passes.py)
+    intern_prompt_tokens: int = 0
+    intern_cached_tokens: int = 0
+    # answer tokens of answers the policy generated but did not return (``agreement`` answers at every
+    # stage it visits): in L_S (``intern_tokens``) and so in Eq. 12; this is the part not returned
+    intern_discarded_tokens: int = 0
+    # the returned answer ended at the length limit (finish_reason "length"): a censored answer
+    censored: bool = False
     times: PhaseTimes = field(default_factory=PhaseTimes)
     tflops: float = 0.0
+    # every forward pass of both models (passes.py), beside Eq. 12; and the prompt tokens a prefix
+    # cache served, counted apart
+    full_pass_tflops: float = 0.0
+    cached_pass_tflops: float = 0.0
     usd: float | None = None
     # False when no intern read the mentor's tokens (the mentor answered itself): Eq. 12 then has no
     # |θS|·L_L term
@@ -118,7 +131,26 @@ class RequestCost:
         if cached_prompt_tokens:
             self.mentor_cached_tokens += cached_prompt_tokens
 
+    def add_intern_answer_call(self, *, prompt_tokens: int | None, cached_prompt_tokens: int | None) -> None:
+        """The prefill of one intern answer call (the answer tokens themselves are ``intern_tokens``)."""
+        self.intern_prompt_tokens += prompt_tokens or 0
+        self.intern_cached_tokens += cached_prompt_tokens or 0
+
+    def pass_tokens(self) -> PassTokens:
+        """Every token this request's passes processed, by model (``passes.py``)."""
+        return PassTokens(
+            mentor_prompt=self.mentor_prompt_tokens,
+            mentor_generated=self.mentor_tokens + self.mentor_regenerated_tokens,
+            mentor_cached=self.mentor_cached_tokens,
+            intern_scored=self.intern_scored_tokens,
+            intern_prompt=self.intern_prompt_tokens,
+            intern_generated=self.intern_tokens,
+            intern_cached=self.intern_cached_tokens,
+        )
+
     def finalize(self, mentor_params: float, intern_params: float) -> None:
+        passes = full_pass_tflops(mentor_params, intern_params, self.pass_tokens())
+        self.full_pass_tflops, self.cached_pass_tflops = passes.computed, passes.cached
         regenerated = self.mentor_regenerated_tokens
         if self.intern_reads_mentor:
             self.tflops = tflops(

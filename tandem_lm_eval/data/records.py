@@ -47,6 +47,22 @@ class MentorOutput:
 
 
 @dataclass
+class MentorAnswer:
+    """The mentor's own answer to the question (``collect --mentor-answers``: mode=mentor_only's), judged
+    by the task: what ``fit --policy router`` learns from and ``mode=router`` replays."""
+
+    text: str
+    tokens: int  # generated (L_L of a mentor-only row)
+    finish_reason: str | None = None
+    label: int | None = None  # 1: the task's metric says it is correct
+    metric_value: float | None = None
+    regenerated_tokens: int = 0
+    prompt_tokens: int = 0  # its prefill (every call)
+    cached_tokens: int = 0  # of it, served from a prefix cache
+    seconds: float | None = None  # its share of the batched call(s)
+
+
+@dataclass
 class StageEntry:
     stage: int
     mentor_tokens: int
@@ -62,6 +78,11 @@ class StageEntry:
     # the intern's hidden vectors of this stage (trace records of hidden-state judges); collect keeps
     # them compactly in a side file instead (data/hidden_file.py)
     hidden: dict[str, list[float]] | None = None
+    # the mentor call that wrote this stage: prefill, prefix-cache hits, tokens generated again (None in
+    # records written before they were kept)
+    mentor_prompt_tokens: int | None = None
+    mentor_cached_tokens: int | None = None
+    mentor_regenerated_tokens: int | None = None
     answer: str | None = None
     intern_tokens: int | None = None
     finish_reason: str | None = None
@@ -94,6 +115,8 @@ class QuestionRecord:
     chosen_stage: int | None = None
     stopped_early: bool | None = None
     cost: dict | None = None
+    # the mentor's own answer (collect --mentor-answers); None when not recorded
+    mentor_answer: MentorAnswer | None = None
     format: str = FORMAT
 
     @property
@@ -110,7 +133,13 @@ class QuestionRecord:
         data = dict(data)
         stages = [StageEntry(**s) for s in data.pop("stages")]
         mentor = data.pop("mentor", None)
-        return cls(stages=stages, mentor=MentorOutput(**mentor) if mentor else None, **data)
+        answer = data.pop("mentor_answer", None)
+        return cls(
+            stages=stages,
+            mentor=MentorOutput(**mentor) if mentor else None,
+            mentor_answer=MentorAnswer(**answer) if answer else None,
+            **data,
+        )
 
 
 def doc_hash(doc: dict | None) -> str | None:

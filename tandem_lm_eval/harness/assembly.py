@@ -126,7 +126,7 @@ def load_classifier(
     demo classifier. Thresholds from model_args override the classifier's (every group's). When
     model_args give no budgets, the classifier's are used: its thresholds were chosen for those stages.
     """
-    if cfg.mode not in ("tandem", "route"):
+    if cfg.mode not in ("tandem", "route", "router"):
         return None, cfg.thresholds
     name = cfg.classifier or (DEMO_CLASSIFIER if cfg.intern.model == "demo" else None)
     if name is None:
@@ -154,16 +154,18 @@ def load_classifier(
     thresholds = cfg.thresholds or tuple(card.thresholds)
     members = getattr(clf, "members", {})
     for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:
-        if cfg.mode == "route":  # τ_0 only: it judges the question alone, whatever the budgets
+        if cfg.mode in ("route", "router"):  # τ_0 only: it judges the question alone, whatever the budgets
             if not cfg.thresholds and not member_card.thresholds:
                 raise ConfigError(f"classifier {path.name}{label} has no thresholds: give thresholds=[τ_0]")
-            if member_card.policy != "route":
+            if member_card.policy != cfg.mode:
                 logger.info(
-                    "tandem: classifier %s%s: its thresholds were chosen for the %s rule; mode=route uses "
-                    "its τ_0 (fit --policy route chooses one for routing)",
+                    "tandem: classifier %s%s: its thresholds were chosen for the %s rule; mode=%s uses "
+                    "its τ_0 (fit --policy %s chooses one for it)",
                     path.name,
                     label,
                     member_card.policy,
+                    cfg.mode,
+                    cfg.mode,
                 )
             continue
         if not cfg.thresholds and len(member_card.thresholds) != cfg.num_stages:
@@ -179,7 +181,7 @@ def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
     """Each group's own thresholds, for a per-group classifier in mode=tandem or route (unless model_args
     give thresholds, which then hold for every group)."""
     members = getattr(classifier, "members", None)
-    if cfg.mode not in ("tandem", "route") or not members or cfg.thresholds:
+    if cfg.mode not in ("tandem", "route", "router") or not members or cfg.thresholds:
         return {}
     return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in members.items()}
 

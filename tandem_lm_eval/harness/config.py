@@ -215,12 +215,12 @@ class TandemConfig:
             )
             # mode=route reads τ_0 only: one value will do
             if len(cfg.thresholds) != cfg.num_stages and not (
-                cfg.mode == "route" and len(cfg.thresholds) == 1
+                cfg.mode in ("route", "router") and len(cfg.thresholds) == 1
             ):
                 raise ConfigError(
                     f"thresholds has {len(cfg.thresholds)} values; {cfg.num_stages} are needed "
                     f"(stage 0 = question alone, then one per budget {list(cfg.budgets)})"
-                    + ("; or one, τ_0, for mode=route" if cfg.mode == "route" else "")
+                    + (f"; or one, τ_0, for mode={cfg.mode}" if cfg.mode in ("route", "router") else "")
                 )
         if "classifier_strict" in top:
             cfg.classifier_strict = as_bool("classifier_strict", top["classifier_strict"])

@@ -38,6 +38,7 @@ from tandem_lm_eval.common.disk import DiskFullError
 from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
+from tandem_lm_eval.harness.answer_keys import request_keys
 from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
@@ -60,6 +61,12 @@ class TandemLM(LM):
         except ConfigError as exc:
             raise SystemExit(redact_urls(f"tandem: bad model_args: {exc}")) from None
         cfg = self.config
+        if cfg.mode == "agreement" and cfg.data_parallel_size > 1:
+            # its answers are keyed by the tasks' filters, which live in this process, not in the replicas
+            raise SystemExit(
+                "tandem: bad model_args: mode=agreement runs in one replica per process: drop "
+                f"data_parallel_size={cfg.data_parallel_size} (or run several processes under a launcher)"
+            )
         try:
             # every rank reaches the launcher's store before any model loads; then each claims its GPUs
             self.ranks = RankGroup.from_env()
@@ -120,6 +127,10 @@ class TandemLM(LM):
             except ValueError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
+        if self.cascade is not None and self.cascade.policy.answers_each_stage:
+            # agreement compares answers by each request's task filters (harness/answer_keys.py)
+            keys, position = request_keys(requests), {id(questions[i]): i for i in runs}
+            self.cascade.answer_key = lambda question, text: keys(position[id(question)], text)
         t0 = time.perf_counter()
         progress = self.config.progress and not disable_tqdm and self.rank == 0
         responses: list[str | None] = [None] * len(requests)

@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from statistics import mean
 
 from tandem_lm_eval.cost.ledger import PHASES, RequestCost
+from tandem_lm_eval.harness.answer_keys import remember_task
 
 logger = logging.getLogger(__name__)
 
 COST_METRICS = (
     "tandem_tflops",
+    "tandem_full_pass_tflops",
     "tandem_mentor_tokens",
     "tandem_intern_tokens",
     "tandem_length",
@@ -38,6 +40,7 @@ COST_METRICS = (
     "tandem_early_stop",
     "tandem_latency_s",
     "tandem_judgment_s",
+    "tandem_censored",
 )
 USD_METRIC = "tandem_usd"
 #: lm-eval's ``higher_is_better`` per metric (it only draws the ↑/↓ arrow of the printed table): the costs
@@ -45,7 +48,7 @@ USD_METRIC = "tandem_usd"
 #: classifier stopped early describe where the cascade stopped: a later stop buys more mentor, which is
 #: better or worse only beside the accuracy (and its cost is already in the TFLOPs), so neither claims a
 #: direction (None: no arrow).
-DESCRIPTIVE_METRICS = ("tandem_stop_stage", "tandem_early_stop")
+DESCRIPTIVE_METRICS = ("tandem_stop_stage", "tandem_early_stop", "tandem_censored")
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     metric: None if metric in DESCRIPTIVE_METRICS else False for metric in (*COST_METRICS, USD_METRIC)
 }
@@ -93,9 +96,12 @@ def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
 
     ``tandem_latency_s``: the request's seconds, every phase summed (its share of each batched call:
     cost/ledger.py); ``tandem_judgment_s``: the part spent judging (the intern's scoring passes,
-    features, classifier)."""
+    features, classifier); ``tandem_full_pass_tflops``: every forward pass of both models (prefill,
+    scoring, answers: cost/passes.py) beside Eq. 12; ``tandem_censored``: 1 when the answer ended at the
+    length limit (the mean over repeats)."""
     out = {
         "tandem_tflops": float(sum(c["tflops"] for c in costs)),
+        "tandem_full_pass_tflops": float(sum(c.get("full_pass_tflops", 0.0) for c in costs)),
         "tandem_mentor_tokens": float(sum(c["mentor_tokens"] for c in costs)),
         "tandem_intern_tokens": float(sum(c["intern_tokens"] for c in costs)),
         # the paper's "Len." (section 3.1): L_L + L_S, all tokens generated for the document
@@ -104,6 +110,7 @@ def per_doc_metrics(costs: list[dict]) -> dict[str, float]:
         "tandem_early_stop": float(mean(float(c["stopped_early"]) for c in costs)),
         "tandem_latency_s": float(sum(_seconds(c, PHASES) for c in costs)),
         "tandem_judgment_s": float(sum(_seconds(c, ("intern_score", "classify")) for c in costs)),
+        "tandem_censored": float(mean(float(c.get("censored", False)) for c in costs)),
     }
     if any(c.get("usd") is not None for c in costs):
         out[USD_METRIC] = float(sum(c.get("usd") or 0.0 for c in costs))
@@ -215,7 +222,9 @@ def _patch_class(klass) -> None:
 
         def doc_iterator(self, *args, _orig=original_iterator, **kwargs):
             # the evaluator calls process_results for each document as this iterator hands it out:
-            # noting the doc_id lets the cost be that request's, even for documents with equal content
+            # noting the doc_id lets the cost be that request's, even for documents with equal content;
+            # the task itself is noted for mode=agreement, which keys answers by its filters
+            remember_task(_task_name(self), self)
             for doc_id, doc in _orig(self, *args, **kwargs):
                 setattr(self, CURRENT_DOC_ID, doc_id)
                 yield doc_id, doc

@@ -20,8 +20,8 @@ from typing import Any
 from tandem_lm_eval.data.benchmarks import MathTrainSource, load_gsm8k, load_humaneval, load_math
 from tandem_lm_eval.scoring.code_answer import build_test_program, extract_program
 from tandem_lm_eval.scoring.code_exec import ExecResult, SandboxLimits, check_sandbox, run_program
-from tandem_lm_eval.scoring.gsm8k_answer import score_gsm8k_response
-from tandem_lm_eval.scoring.math_answer import score_math_response
+from tandem_lm_eval.scoring.gsm8k_answer import extract_gsm8k_answer, score_gsm8k_response
+from tandem_lm_eval.scoring.math_answer import extract_math_answer, score_math_response
 from tandem_lm_eval.scoring.prompts import code_prompt, math_prompt
 
 
@@ -88,6 +88,23 @@ def gsm8k_process_results(doc: dict, results: list[str]) -> dict[str, int]:
         results[0], doc["target"], prompt_opened_think=bool(doc.get("prompt_opened_think"))
     )
     return {"exact_match": int(correct)}
+
+
+# What ``mode=agreement`` compares (harness/answer_keys.py): a task whose filter hands process_results
+# the raw text, and which extracts the answer there, says how through ``process_results.answer_key``
+# (doc, text) -> the extracted answer, None when there is none (no answer never agrees).
+def gsm8k_answer_key(doc: dict, text: str) -> str | None:
+    answer = extract_gsm8k_answer(text, prompt_opened_think=bool(doc.get("prompt_opened_think")))
+    return None if answer.value is None else str(answer.value)
+
+
+def math_answer_key(doc: dict, text: str) -> str | None:
+    answer = extract_math_answer(text, prompt_opened_think=bool(doc.get("prompt_opened_think")))
+    return answer.text
+
+
+gsm8k_process_results.answer_key = gsm8k_answer_key
+math_process_results.answer_key = math_answer_key
 
 
 class ExecutedProgram(str):

@@ -49,7 +49,8 @@ def trace_record(
         )
     stages = []
     for rec in res.stages:
-        answered = rec.stage == res.cost.stop_stage
+        # the intern's answer; a question a router gave the mentor has the intern's reading, no answer
+        answered = rec.stage == res.cost.stop_stage and res.cost.intern_reads_mentor
         stages.append(
             stage_entry(
                 rec,

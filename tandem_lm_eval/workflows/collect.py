@@ -28,6 +28,7 @@ from tandem_lm_eval.backends.base import Backend, HiddenRequest
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
 from tandem_lm_eval.data.records import (
+    MentorAnswer,
     MentorOutput,
     QuestionRecord,
     RecordError,
@@ -147,11 +148,14 @@ def collect(
     *,
     chunk: int = 32,
     answers_by_stage: bool = False,
+    mentor_answers: bool = False,
 ) -> CollectStats:
     """Explore every stage of ``questions`` chunk by chunk, appending one record per question.
 
     Each stage of a record carries its own seconds by phase (a share of each batched call);
-    ``answers_by_stage``: answer in one call per stage, as a live run does (``Cascade.explore``)."""
+    ``answers_by_stage``: answer in one call per stage, as a live run does (``Cascade.explore``);
+    ``mentor_answers``: the mentor also answers each question itself (``mode=mentor_only``'s answer,
+    judged by the task), what ``fit --policy router`` learns from (the record's ``mentor_answer``)."""
     cascade = explorer.cascade
     out_path = Path(out_path)
     done = done_keys(out_path)
@@ -177,6 +181,7 @@ def collect(
             verdicts = source.judge([batch[i] for i, _ in flat], [o.answer for _, o in flat])
         except Exception as exc:  # the task's own code (its filters or metric): say where, and what was kept
             raise TaskDataError(_judging_failed(exc, batch, cascade)) from exc
+        own = _mentor_answers(cascade, batch, source) if mentor_answers else [None] * len(batch)
         by_question: dict[int, list] = {}
         vectors: list[HiddenRow] = []
         for (i, outcome), (value, label) in zip(flat, verdicts):
@@ -227,6 +232,7 @@ def collect(
                     intern_num_params=cascade.intern_params,
                     entropy_method=explorer.entropy_method,
                     mode="explore",
+                    mentor_answer=own[i],
                 )
             )
         if side is not None:  # vectors first: a record in the file always has its vectors
@@ -245,6 +251,44 @@ def collect(
         side.close()
     stats.seconds = time.perf_counter() - t_start
     return stats
+
+
+def _mentor_answers(
+    cascade: Cascade, batch: Sequence[TaskQuestion], source: TaskSource
+) -> list[MentorAnswer]:
+    """The mentor's own answer to each question of ``batch`` (as ``mode=mentor_only`` answers), judged."""
+    from tandem_lm_eval.cascade.mentor_answers import answer_with_mentor
+    from tandem_lm_eval.cascade.policies.mentor import MentorOnlyPolicy
+
+    if cascade.mentor is None:
+        raise ValueError("--mentor-answers needs a mentor")
+    results = answer_with_mentor(
+        cascade.mentor,
+        [q.question for q in batch],
+        MentorOnlyPolicy(),
+        mentor_params=cascade.mentor_params,
+        intern_params=cascade.intern_params,
+        mentor_thinking=cascade.mentor_thinking,
+        progress=False,
+    )
+    try:
+        verdicts = source.judge(batch, [r.answer for r in results])
+    except Exception as exc:  # the task's own code, as for the stages' answers
+        raise TaskDataError(_judging_failed(exc, batch, cascade)) from exc
+    return [
+        MentorAnswer(
+            text=r.answer,
+            tokens=r.cost.mentor_tokens,
+            finish_reason=r.answer_finish_reason,
+            label=label,
+            metric_value=value,
+            regenerated_tokens=r.cost.mentor_regenerated_tokens,
+            prompt_tokens=r.cost.mentor_prompt_tokens,
+            cached_tokens=r.cost.mentor_cached_tokens,
+            seconds=r.cost.times.mentor_generate,
+        )
+        for r, (value, label) in zip(results, verdicts)
+    ]
 
 
 def _judging_failed(exc: Exception, batch: Sequence[TaskQuestion], cascade: Cascade) -> str:

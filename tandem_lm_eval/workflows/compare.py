@@ -18,7 +18,8 @@ The config file (TOML or YAML) names the models, the tasks, a limit and the rows
     model_args = "classifier=classifiers/smollm2-135m-gsm8k"
 
 Work is shared where the prompts are the same. Every row whose intern answers from a stage
-(``intern_only``, ``fixed:k``, ``tandem``, ``route``, and the ``oracle`` reference) is replayed from
+(``intern_only``, ``fixed:k``, ``tandem``, ``route``, ``agreement``, ``router`` (the collect then also
+records the mentor's own answer to each question), and the ``oracle`` reference) is replayed from
 one ``collect`` run per task: the mentor writes every stage once, the intern scores and answers every
 stage, the task's own filters and metric judge each answer (records under ``<output>/records``).
 Rows where the mentor answers (``mentor_only``, ``budget_forcing:B``) run through lm-eval's own
@@ -64,7 +65,14 @@ from tandem_lm_eval.workflows.compare_config import (
     load_config,
 )
 from tandem_lm_eval.workflows.judges_board import JudgedRows, judges_by_task, table8_markdown
-from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
+from tandem_lm_eval.workflows.leaderboard import (
+    BoardEntry,
+    passes_markdown,
+    plot_task,
+    to_csv,
+    to_json,
+    to_markdown,
+)
 
 # Public names of the config and of Table 8, imported from here by the CLI and by users' scripts.
 __all__ = [
@@ -81,6 +89,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the row kinds that read a classifier (and time a judgment)
+JUDGED = ("tandem", "route", "router")
 
 
 def _close(*backends) -> None:
@@ -136,7 +147,15 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
         explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
         try:
             # answers stage by stage: each answer's time is a share of a call as large as a live run's
-            collect(explorer, questions, source, path, chunk=config.chunk, answers_by_stage=True)
+            collect(
+                explorer,
+                questions,
+                source,
+                path,
+                chunk=config.chunk,
+                answers_by_stage=True,
+                mentor_answers=needs_mentor_answers(config),
+            )
         finally:  # free the engines (GPU memory) before the live rows load theirs
             _close(explorer.cascade.mentor, explorer.cascade.intern)
     by_key = {(r.task, r.doc_hash): r for r in load_records([path])}
@@ -145,8 +164,14 @@ def records_for_task(config: CompareConfig, task: str, loaded=None):
     return records, source, questions
 
 
+def needs_mentor_answers(config: CompareConfig) -> bool:
+    """A replayed ``router`` row needs the mentor's own answers in the collect (``--mentor-answers``)."""
+    return any(r.replayed and r.mode == "router" for r in config.rows)
+
+
 def records_path(config: CompareConfig, task: str) -> Path:
-    key = _key(config.model_args, task, config.max_gen_toks, config.include_path)
+    extra = ("mentor_answers",) if needs_mentor_answers(config) else ()  # other configs keep their keys
+    key = _key(config.model_args, task, config.max_gen_toks, config.include_path, *extra)
     return config.output / "records" / f"{task}-{key}.jsonl"
 
 
@@ -156,7 +181,7 @@ def hidden_needs(config: CompareConfig) -> list[tuple[Path, object]]:
 
     out = []
     for row in config.rows:
-        if row.replayed and row.mode.split(":")[0] in ("tandem", "route"):
+        if row.replayed and row.mode.split(":")[0] in JUDGED:
             folder = _classifier_path(row, config)
             hidden = load_classifier_folder(folder).card.hidden
             if hidden is not None:
@@ -233,8 +258,11 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
             else TaskManager(),
             confirm_run_unsafe_code=config.confirm_run_unsafe_code,
         )
+        # outputs the run store served bring the seconds they took when computed: the row says so
+        store = lm.get_model_info()["tandem"]["store"] or {}
     finally:
         lm.close()  # its engines, or its replicas' workers
+    served = sum(c["generations_served"] + c["scores_served"] for c in (store.get("counts") or {}).values())
     samples = []
     for s in out["samples"][task]:
         if s.get("filter", filter_name) != filter_name:
@@ -246,8 +274,14 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
                 "mentor_tokens": float(s["tandem_mentor_tokens"]),
                 "intern_tokens": float(s["tandem_intern_tokens"]),
                 "tflops": float(s["tandem_tflops"]),
+                "full_pass_tflops": float(s["tandem_full_pass_tflops"]),
+                "censored": float(s["tandem_censored"]),
+                "stop_stage": float(s["tandem_stop_stage"]),
                 "latency_s": float(s["tandem_latency_s"]),
                 "judgment_s": float(s["tandem_judgment_s"]),
+                "store_served": served,
+                # the answer as generated (before the task's filters): what a replay is checked against
+                "answer": str(s["resps"][0][0]) if s.get("resps") and s["resps"][0] else None,
             }
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,19 +290,20 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
 
 
 def replayed_entry(
-    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None
+    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None, source=None
 ) -> tuple[BoardEntry, JudgedRows | None]:
     """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
-    in order) let a per-group classifier find each question's group by its own rule, as a live run does.
+    in order) let a per-group classifier find each question's group by its own rule, as a live run does;
+    ``source`` (the task's TaskSource) gives ``agreement`` the task's filters.
     Returns the board entry and, for a row with a judge, what the judge said (None otherwise)."""
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
-    from tandem_lm_eval.calibration.replay import fixed_stage, oracle, route
-    from tandem_lm_eval.calibration.tables import hidden_vectors, row_table, stage_table
+    from tandem_lm_eval.calibration.replay import agreement, fixed_stage, oracle, route, router
+    from tandem_lm_eval.calibration.tables import hidden_vectors, mentor_answers, row_table, stage_table
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.judgment.loading import load_classifier_folder
 
     kind = row.mode.split(":")[0]
-    if kind in ("tandem", "route"):
+    if kind in JUDGED:
         clf = load_classifier_folder(_classifier_path(row, config))
         _check_classifier_fits(clf, records, row)
         records = _grouped_as_live(clf, records, questions)
@@ -292,6 +327,8 @@ def replayed_entry(
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
             result = route(table, np.array([t[0] for t in thresholds]))
+        elif kind == "router":  # the intern alone, or the mentor's own recorded answer
+            result = router(table, mentor_answers(records), np.array([t[0] for t in thresholds]))
         else:
             result = replay_each(table, thresholds)
     else:
@@ -299,6 +336,8 @@ def replayed_entry(
         table = stage_table(records, lambda r: np.zeros(len(r)), rows)
         if kind == "oracle":
             result = oracle(table)
+        elif kind == "agreement":
+            result = agreement(table, answer_keys(records, questions, source, task))
         else:
             policy = make_policy(row.mode)
             result = fixed_stage(table, policy.last_stage(table.num_stages))
@@ -315,9 +354,33 @@ def replayed_entry(
         mean_tflops=result.mean_tflops,
         source="replay",
         mean_latency_s=result.mean_latency_s,
-        mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
+        mean_judgment_s=result.mean_judgment_s if kind in JUDGED else None,
+        mean_full_pass_tflops=result.mean_full_pass_tflops,
+        censored=result.censored_count,
+        accuracy_uncensored=result.accuracy_uncensored,
+        # records made before the mentor's calls were kept cannot count regenerated tokens
+        counts_regenerated=all(
+            st.mentor_regenerated_tokens is not None for r in records for st in r.stages[1:]
+        ),
+        latency_from="collect" if result.latency is not None else None,
     )
     return entry, judged
+
+
+def answer_keys(records, questions, source, task: str) -> np.ndarray:
+    """(Q, T) each stage's recorded answer keyed by the task's own filters (harness/answer_keys.py), as
+    ``mode=agreement`` keys them live; None where a stage has no answer."""
+    from tandem_lm_eval.harness.answer_keys import filtered_answer
+
+    if source is None or questions is None:
+        raise CompareError(f"{task}: the agreement row needs the task's filters (its TaskSource)")
+    lm_task, filter_name = source.tasks[task], source.filter_of(task)
+    keys = np.full((len(records), len(records[0].stages)), None, dtype=object)
+    for q, (r, tq) in enumerate(zip(records, questions)):
+        for t, st in enumerate(r.stages):
+            if st.usable and st.answer is not None:
+                keys[q, t] = filtered_answer(lm_task, tq.doc, st.answer, filter_name)
+    return keys
 
 
 def live_entry(
@@ -337,10 +400,23 @@ def live_entry(
         mean_tflops=float(np.mean([s["tflops"] for s in samples])),
         source="live",
         mean_latency_s=_mean_of(samples, "latency_s"),
-        mean_judgment_s=_mean_of(samples, "judgment_s")
-        if row.mode.split(":")[0] in ("tandem", "route")
-        else None,
+        mean_judgment_s=_mean_of(samples, "judgment_s") if row.mode.split(":")[0] in JUDGED else None,
+        mean_full_pass_tflops=_mean_of(samples, "full_pass_tflops"),
+        censored=None
+        if _mean_of(samples, "censored") is None
+        else int(sum(s["censored"] > 0 for s in samples)),
+        accuracy_uncensored=_uncensored_accuracy(samples, threshold),
+        latency_from=None
+        if _mean_of(samples, "latency_s") is None
+        else ("store" if any(s.get("store_served", 0) for s in samples) else "measured"),
     )
+
+
+def _uncensored_accuracy(samples: list[dict], threshold: float) -> float | None:
+    kept = [s for s in samples if s.get("censored") is not None and s["censored"] == 0]
+    if not kept:
+        return None
+    return float(np.mean([s["metric"] >= threshold - 1e-9 for s in kept]))
 
 
 def _mean_of(samples: list[dict], key: str) -> float | None:
@@ -449,6 +525,11 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
             from tandem_lm_eval.workflows.collect import refuse_replicas
 
             refuse_replicas(row_config(config, None))
+            if needs_mentor_answers(config) and row_config(config, None).mentor.backend == "recorded":
+                raise CompareError(
+                    "a replayed router row needs the mentor's own answers, which a recorded mentor "
+                    "(mentor_backend=recorded) cannot give: use the mentor model, or drop the router row"
+                )
     except ValueError as exc:
         raise CompareError(f"model_args: {exc}") from None
     classifiers = {}  # row name -> (classifier, what to do about training questions)
@@ -464,7 +545,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                         "shared model_args, or give the row live = true"
                     )
             cfg = row_config(config, row)
-            if row.mode.split(":")[0] not in ("tandem", "route"):
+            if row.mode.split(":")[0] not in JUDGED:
                 continue
             if row.replayed:
                 from tandem_lm_eval.judgment.loading import load_classifier_folder
@@ -522,7 +603,7 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entry, judged = replayed_entry(row, task, records, metric, config, questions)
+                entry, judged = replayed_entry(row, task, records, metric, config, questions, source)
                 entries.append(entry)
                 if judged is not None:
                     judged_rows[(row.name, task)] = judged
@@ -532,7 +613,9 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     table8 = judges_by_task(config, entries, judged_rows)
-    (out / "leaderboard.md").write_text(to_markdown(entries) + "\n" + table8_markdown(table8))
+    (out / "leaderboard.md").write_text(
+        to_markdown(entries) + "\n" + passes_markdown(entries) + "\n" + table8_markdown(table8)
+    )
     (out / "leaderboard.csv").write_text(to_csv(entries))
     (out / "leaderboard.json").write_text(
         to_json(entries, {"tasks": config.tasks, "limit": config.limit, "table8": table8})

@@ -14,7 +14,7 @@ from typing import Any
 
 from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
 
-REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle")
+REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle", "agreement", "router")
 #: what a replayed row's own model_args may set (what replay reads); everything else is the shared collect's
 REPLAYED_ROW_KEYS = ("classifier", "thresholds")
 STORE_FILE = "store.sqlite"

@@ -41,6 +41,17 @@ class BoardEntry:
     source: str  # "replay" (from collected records) or "live" (an lm-eval run)
     mean_latency_s: float | None = None  # seconds per question (None: no times recorded)
     mean_judgment_s: float | None = None  # the part spent judging (rows that judge: tandem, route)
+    # every forward pass of both models (cost/passes.py), beside Eq. 12's mean_tflops (None: unknown)
+    mean_full_pass_tflops: float | None = None
+    censored: int | None = None  # answers that ended at the length limit (None: unknown)
+    accuracy_uncensored: float | None = None  # the accuracy among the other answers
+    # mean_tflops counts the tokens a hosted chat API regenerated (False: records made before
+    # they were kept, which cannot)
+    counts_regenerated: bool = True
+    # where the latency comes from: "measured" (this run), "collect" (the phases as the collect timed
+    # them), "store" (outputs the run store served bring the seconds they took when computed, at
+    # another moment than this run)
+    latency_from: str | None = None
 
     @property
     def mean_length(self) -> float:
@@ -132,6 +143,38 @@ def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> st
             "judgment share = the intern's scoring passes, features and classifier / the latency.",
             "",
         ]
+    return "\n".join(lines)
+
+
+def passes_markdown(entries: Sequence[BoardEntry]) -> str:
+    """Per task: every forward pass beside Eq. 12, the answers cut at the length limit, and what
+    each row's cost and latency count (so rows measured differently are never compared unmarked)."""
+    lines = ["## Every pass, censored answers, what each row counts", ""]
+    for task in _tasks(entries):
+        rows = [e for e in entries if e.task == task]
+        lines += [
+            f"### {task}",
+            "",
+            "| method | TFLOPs (Eq. 12) | all-passes TFLOPs | censored | accuracy w/o censored "
+            "| regenerated tokens counted | latency from |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in rows:
+            acc = None if e.accuracy_uncensored is None else 100 * e.accuracy_uncensored
+            lines.append(
+                f"| {e.name} | {e.mean_tflops:.3f} | {_fmt(e.mean_full_pass_tflops, '.3f')} | "
+                f"{'' if e.censored is None else f'{e.censored} of {e.questions}'} | {_fmt(acc, '.2f')} | "
+                f"{'yes' if e.counts_regenerated else 'no (records without them)'} | {e.latency_from or ''} |"
+            )
+        lines.append("")
+    lines += [
+        "All-passes TFLOPs: 2e-12 · Σ over both models of |θ| · every token it processed (prompt "
+        "prefill, the intern's scoring passes, regenerated chat outputs, every answer), prefix-cache "
+        "hits left out (docs/cost-reporting.md). Censored: answers that ended at the length limit. "
+        "Latency from: measured = in this run; collect = the phases as the collect timed them; store = "
+        "outputs the run store served carry the seconds they took when computed, at another moment.",
+        "",
+    ]
     return "\n".join(lines)
 
 

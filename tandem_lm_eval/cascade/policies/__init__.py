@@ -8,16 +8,22 @@
   (FrugalGPT-style cascade, paper Table 6; needs a classifier)
 - ``mentor_only``: the mentor answers the task's prompt itself (no intern)
 - ``budget_forcing:B``: the mentor answers itself, its reasoning cut at B tokens (s1, paper Table 6)
+- ``router``: one decision from the intern's reading of the question: the intern alone if s_0 > τ_0,
+  else the mentor alone (needs a classifier from ``fit --policy router``)
+- ``agreement``: no classifier: the intern answers at every stage; stop at the first t >= 1 whose answer
+  (by the task's filters) equals stage t-1's, else the last stage
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.policies.agreement import AgreementPolicy
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
 from tandem_lm_eval.cascade.policies.fixed import FIXED_LEVELS, FixedStagePolicy, InternOnlyPolicy
 from tandem_lm_eval.cascade.policies.mentor import BudgetForcingPolicy, MentorOnlyPolicy
 from tandem_lm_eval.cascade.policies.route import RoutePolicy
+from tandem_lm_eval.cascade.policies.router import RouterPolicy
 from tandem_lm_eval.cascade.policies.tandem import TandemPolicy
 
 MODES = (
@@ -28,15 +34,19 @@ MODES = (
     "route",
     "mentor_only",
     "budget_forcing:<B>",
+    "agreement",
+    "router",
 )
 
 __all__ = [
     "MODES",
+    "AgreementPolicy",
     "BudgetForcingPolicy",
     "FixedStagePolicy",
     "InternOnlyPolicy",
     "MentorOnlyPolicy",
     "RoutePolicy",
+    "RouterPolicy",
     "StopPolicy",
     "TandemPolicy",
     "answerer_of",
@@ -60,17 +70,19 @@ def answerer_of(mode: str) -> str:
 def make_policy(
     mode: str, thresholds: Sequence[float] | None = None, *, budget_forcing_close: str = "auto"
 ) -> StopPolicy:
-    """The policy ``mode`` names. ``thresholds``: per-stage τ_t (``tandem``; ``route`` reads τ_0);
+    """The policy ``mode`` names. ``thresholds``: per-stage τ_t (``tandem``; ``route``, ``router`` read τ_0);
     ``budget_forcing_close``: the text forced after a cut reasoning (``budget_forcing:B``)."""
     mode = mode.strip()
-    if mode in ("tandem", "route"):
+    if mode in ("tandem", "route", "router"):
         if thresholds is None:
             raise ValueError(f"mode={mode} needs thresholds (from the classifier or model_args)")
-        return TandemPolicy(thresholds) if mode == "tandem" else RoutePolicy(thresholds)
+        return {"tandem": TandemPolicy, "route": RoutePolicy, "router": RouterPolicy}[mode](thresholds)
     if mode == "intern_only":
         return InternOnlyPolicy()
     if mode == "mentor_only":
         return MentorOnlyPolicy()
+    if mode == "agreement":
+        return AgreementPolicy()
     if mode.startswith("fixed:"):
         value = mode.split(":", 1)[1].strip()
         if value.lower() in FIXED_LEVELS:

@@ -37,6 +37,11 @@ class StopPolicy(abc.ABC):
     #: who answers: "intern" (the cascade of stages) or "mentor" (the mentor answers the question
     #: itself, no stages and no intern: ``mentor_answers.py``)
     answerer: str = "intern"
+    #: the intern answers at every stage it visits and the policy decides from the answers
+    #: (``stop_on_answers``: ``agreement``); False: it answers once, from the chosen stage
+    answers_each_stage: bool = False
+    #: a question the policy does not give the intern is answered by the mentor alone (``router``)
+    routes_to_mentor: bool = False
 
     def scores_stage(self, stage: int) -> bool:
         """Whether the intern scores stage ``stage`` (default: every stage when the policy needs scores)."""

@@ -19,7 +19,9 @@ class RoutePolicy(StopPolicy):
 
     def __init__(self, thresholds: Sequence[float]) -> None:
         if not thresholds:
-            raise ValueError("the route policy needs τ_0 (thresholds[0], from the classifier or model_args)")
+            raise ValueError(
+                f"the {self.name} policy needs τ_0 (thresholds[0], from the classifier or model_args)"
+            )
         tau0 = float(thresholds[0])
         if not 0.0 <= tau0 <= 1.0:
             raise ValueError(f"thresholds must lie in [0, 1], got {tau0}")
