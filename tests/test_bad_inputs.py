@@ -289,6 +289,13 @@ def test_fit_on_test_split_records(tmp_path, capsys):
     assert "come from a test split" in message
 
 
+def test_fit_on_an_empty_records_file(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text("")
+    message = command_error(capsys, "fit", "--records", str(path), "--out", str(tmp_path / "c"))
+    assert f"--records {path}: no records to fit on" in message
+
+
 # --- tasks and data -------------------------------------------------------------------------------------
 def test_unknown_task_in_collect(capsys):
     assert "could not load tasks" in command_error(

@@ -45,6 +45,9 @@ class Question:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    # Which of a request's ``repeats`` samples this is (0 for the first): with sampling, k repeats are k
+    # draws, so the run store keys each one apart instead of serving the first k times.
+    sample: int = 0
     # The request's group (task name or a document field, see classifier.group_of): picks the
     # member of a per-group classifier.
     group: str | None = None

@@ -24,6 +24,7 @@ its own N replicas over its share of the documents and its GPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -107,15 +108,19 @@ class TandemLM(LM):
             return []
         runs, padding = split_padding(requests)
         questions = {}
+        draws: dict[int, int] = {}  # id(request) -> how many of its repeats came before
         for i in runs:
             req = requests[i]
             context, gen_kwargs = req.args
             try:
-                questions[i] = question_from_request(
+                question = question_from_request(
                     context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
                 )
             except ValueError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
+            # the k-th of a request's repeats is its k-th draw: sampled, each is its own stored entry
+            questions[i] = dataclasses.replace(question, sample=draws.get(id(req), 0))
+            draws[id(req)] = draws.get(id(req), 0) + 1
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
         t0 = time.perf_counter()
         progress = self.config.progress and not disable_tqdm and self.rank == 0

@@ -13,7 +13,7 @@ from tandem_lm_eval.judgment.features import (
     FEATURE_SET,
     check_span,
 )
-from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set
+from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set, needs_statistics
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -116,3 +116,18 @@ def write_folder(folder: str | Path, kind: str, card: ClassifierCard, meta: dict
 def normalize_model_name(name: str) -> str:
     """Compare models by their last path component: ``/models/Qwen3-8B`` and ``Qwen/Qwen3-8B`` agree."""
     return Path(name.rstrip("/")).name.lower() if name else ""
+
+
+def intern_mismatch(card: ClassifierCard, intern_model: str, entropy_method: str) -> list[str]:
+    """Why a classifier does not fit an intern (empty: it fits): another intern model, or features made
+    with another entropy method. The one rule ``lm_eval`` (harness/assembly.py) and ``analyze`` apply:
+    its scores would be read off features of another model's distribution."""
+    problems = []
+    want = normalize_model_name(intern_model)
+    if card.intern_model and want and normalize_model_name(card.intern_model) != want:
+        problems.append(f"it was trained for intern {card.intern_model!r}, this run's intern is {want!r}")
+    if needs_statistics(card.feature_set) and entropy_method and card.entropy_method != entropy_method:
+        problems.append(
+            f"its features used {card.entropy_method!r} entropy, the intern backend gives {entropy_method!r}"
+        )
+    return problems
