@@ -37,7 +37,12 @@ from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
-from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
+from tandem_lm_eval.harness.answer_cache import (
+    AnswerCacheError,
+    check_answer_cache,
+    configuration_fingerprint,
+)
+from tandem_lm_eval.harness.assembly import build_replica, classifier_path, load_classifier, open_store
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
 from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
@@ -323,6 +328,21 @@ class TandemLM(LM):
     @property
     def tokenizer_name(self) -> str:
         return f"tandem:{self.config.mentor.model}+{self.config.intern.model}"
+
+    def set_cache_hook(self, cache_hook) -> None:
+        """lm-eval's ``--use_cache`` wraps this model and hands it the cache: a cache that another tandem
+        configuration filled is refused here, before any request is served from it (answer_cache.py)."""
+        super().set_cache_hook(cache_hook)
+        cache = getattr(cache_hook, "dbdict", None)
+        if cache is None:
+            return
+        folder = classifier_path(self.config) if self.classifier is not None else None
+        try:
+            check_answer_cache(
+                cache, str(getattr(cache, "filename", "?")), configuration_fingerprint(self.config, folder)
+            )
+        except AnswerCacheError as exc:
+            raise SystemExit(f"tandem: {exc}") from None
 
     def get_model_info(self) -> dict:
         """The run summary over every rank (lm-eval asks rank 0 only, after the gathers)."""
