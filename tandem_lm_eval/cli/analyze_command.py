@@ -12,6 +12,7 @@ from tandem_lm_eval.calibration.tables import TableError, hidden_vectors
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.card import intern_mismatch
 from tandem_lm_eval.judgment.loading import load_classifier_folder
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity, overlap
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,10 @@ def run_analyze(args) -> int:
         for name in args.classifier:
             clf = load_classifier_folder(classifier_folder(name))
             check_fits_records(clf, name, records, getattr(args, "classifier_strict", True))
-            seen = clf.card.training_questions
-            overlap = sum(r.question_hash in seen for r in records)
-            if overlap and not args.allow_training_overlap:
+            found = overlap([QuestionIdentity.of_record(r) for r in records], clf.card.training_questions)
+            if found and not args.allow_training_overlap:
                 raise TableError(
-                    f"{overlap} of {len(records)} questions are among the classifier's training questions "
+                    f"{len(found)} of {len(records)} questions are among the classifier's training questions "
                     f"({name}): a held-out report needs questions it never saw (--allow-training-overlap to "
                     "analyze anyway)"
                 )

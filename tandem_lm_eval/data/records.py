@@ -92,6 +92,10 @@ class QuestionRecord:
     chosen_stage: int | None = None
     stopped_early: bool | None = None
     cost: dict | None = None
+    # The question's content key (common/question_content.py: the document's question text, normalised
+    # and hashed), which the training-question guard matches whatever the template; None in records
+    # written before it
+    question_key: str | None = None
     format: str = FORMAT
 
     @property

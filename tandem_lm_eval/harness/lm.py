@@ -50,6 +50,8 @@ from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, in
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity
+from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
 from tandem_lm_eval.store.run_store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -290,11 +292,15 @@ class TandemLM(LM):
         seen = self.classifier.card.training_questions if self.classifier is not None else frozenset()
         if not seen or self.config.allow_training_overlap:
             return
-        overlap = [(req, q) for req, q in zip(requests, questions) if q.key in seen]
-        if overlap:
-            req, _ = overlap[0]
+        identities = [
+            QuestionIdentity(q.key, q.content_key(getattr(req, "doc", None)))
+            for req, q in zip(requests, questions)
+        ]
+        found = training_overlap(identities, seen)
+        if found:
+            req = requests[found[0]]
             raise SystemExit(
-                f"tandem: {len(overlap)} of {len(questions)} questions (first: {_describe(req)}) are among "
+                f"tandem: {len(found)} of {len(questions)} questions (first: {_describe(req)}) are among "
                 "the classifier's training questions: scores on them would be inflated. Evaluate on "
                 "other questions, or give allow_training_overlap=true to run anyway"
             )

@@ -14,6 +14,7 @@ from tandem_lm_eval.judgment.features import (
     check_span,
 )
 from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set, needs_statistics
+from tandem_lm_eval.judgment.training_guard import check_training_questions_file
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -52,7 +53,8 @@ class ClassifierCard:
     threshold_objective: dict = field(default_factory=dict)
     threshold_front: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
-    # Hashes (prompts.question_hash) of the questions the classifier and thresholds were fit on.
+    # The questions the classifier and thresholds were fit on, as training_guard.py records them: content
+    # keys (``c:<key>``) and rendered-dialogue hashes (``prompts.question_hash``).
     training_questions: frozenset[str] = frozenset()
     # What a hidden-state judge reads (layer, position, hidden size, adapter); None for ``tandem-v2``.
     hidden: HiddenReading | None = None
@@ -85,6 +87,7 @@ class ClassifierCard:
     @classmethod
     def from_meta(cls, meta: dict, folder: Path) -> ClassifierCard:
         hashes = folder / HASHES_FILE
+        check_training_questions_file(folder, meta, hashes.is_file())
         hidden = meta.get("hidden")
         return cls(
             feature_set=check_feature_set(meta["feature_set"]),

@@ -227,6 +227,7 @@ def collect(
                     intern_num_params=cascade.intern_params,
                     entropy_method=explorer.entropy_method,
                     mode="explore",
+                    question_key=item.question.content_key(item.doc),
                 )
             )
         if side is not None:  # vectors first: a record in the file always has its vectors
