@@ -371,14 +371,9 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
     problems = []
     if list(card.budgets) != list(first.budgets):
         problems.append(f"budgets {card.budgets} vs the records' {first.budgets}")
-    if card.entropy_method != first.entropy_method:
-        problems.append(f"entropy {card.entropy_method!r} vs {first.entropy_method!r}")
-    from tandem_lm_eval.judgment.card import normalize_model_name
+    from tandem_lm_eval.judgment.card import intern_mismatch
 
-    if card.intern_model and normalize_model_name(card.intern_model) != normalize_model_name(
-        first.intern_model
-    ):
-        problems.append(f"intern {card.intern_model!r} vs {first.intern_model!r}")
+    problems += intern_mismatch(card, first.intern_model, first.entropy_method)  # lm_eval's rule
     if problems:
         raise CompareError(
             f"row {row.name!r}: the classifier does not fit the collected records: " + "; ".join(problems)
