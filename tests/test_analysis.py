@@ -353,6 +353,21 @@ def test_analyze_subcommand_allows_training_overlap_when_asked(
     assert json.loads((tmp_path / "r.json").read_text())["questions"] == len(mixed)
 
 
+def test_analyze_refuses_a_classifier_made_for_another_intern(tmp_path, clf_folder, held_out, capsys):
+    """lm_eval's rule (judgment/card.py: intern_mismatch) in analyze too: records of another intern."""
+    import dataclasses
+
+    path = tmp_path / "other.jsonl"
+    write_records(path, [dataclasses.replace(r, intern_model="Qwen3-1.7B") for r in held_out])
+    argv = ["analyze", "--records", str(path), "--classifier", str(clf_folder), "--resamples", "20"]
+    assert run_subcommand([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "it was trained for intern" in err and "'qwen3-1.7b'" in err and "--no-classifier-strict" in err
+    assert not (tmp_path / "r.json").exists()
+    assert run_subcommand([*argv, "--out", str(tmp_path / "r"), "--no-classifier-strict"]) == 0
+    assert (tmp_path / "r.json").exists()
+
+
 def _trace_records() -> list[QuestionRecord]:
     """Five lm_eval trace records (unlabelled): chosen stage, early stop and cost each."""
     chosen = [0, 1, 1, 3, 2]

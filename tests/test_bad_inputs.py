@@ -289,6 +289,58 @@ def test_fit_on_test_split_records(tmp_path, capsys):
     assert "come from a test split" in message
 
 
+def test_fit_on_an_empty_records_file(tmp_path, capsys, no_model):
+    path = tmp_path / "r.jsonl"
+    path.write_text("")
+    message = command_error(capsys, "fit", "--records", str(path), "--out", str(tmp_path / "c"))
+    assert f"--records {path}: no records to fit on" in message
+
+
+def test_analyze_with_a_classifier_made_for_another_intern(tmp_path, capsys, tiny_classifier_dir, no_model):
+    from tandem_lm_eval.data.records import StageEntry
+
+    path = tmp_path / "r.jsonl"
+    stages = [StageEntry(0, 0, label=1)]
+    write_records(path, [QuestionRecord("a", "Q", stages, intern_model="Qwen3-1.7B", entropy_method="exact")])
+    message = command_error(
+        capsys, "analyze", "--records", str(path), "--classifier", str(tiny_classifier_dir)
+    )
+    assert "it was trained for intern 'tiny-llama', this run's intern is 'qwen3-1.7b'" in message
+    assert "--no-classifier-strict" in message
+
+
+def test_classifier_folder_copied_without_its_training_questions(tmp_path, capsys, no_model):
+    import shutil
+
+    copy = tmp_path / "copied"
+    shipped = HERE.parent / "classifiers" / "smollm2-135m-gsm8k"
+    shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("training_questions.txt"))
+    path = tmp_path / "r.jsonl"
+    write_records(path, [QuestionRecord("a", "Q", [])])
+    message = command_error(capsys, "analyze", "--records", str(path), "--classifier", str(copy))
+    assert f"classifier {copy}: no training_questions.txt, though it was fit on 480 questions" in message
+
+
+def test_hidden_side_file_of_other_prompts(tmp_path, capsys, no_model):
+    import numpy as np
+
+    from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
+    from tandem_lm_eval.data.records import StageEntry
+
+    path = tmp_path / "r.jsonl"
+    stages = [StageEntry(0, 0, label=1, prompt_tokens=12), StageEntry(1, 8, label=0, prompt_tokens=20)]
+    write_records(path, [QuestionRecord("a", "Q", stages, task="t", split="train")])
+    with HiddenFile(hidden_path_for(path), create=True) as side:  # an earlier collect's vectors
+        side.set_meta(intern_model="tiny-llama", num_layers=2, hidden_size=4)
+        side.put_many(HiddenRow("a", t, "layer2@prompt_end", n, np.ones(4)) for t, n in ((0, 12), (1, 23)))
+    argv = ["fit", "--records", str(path), "--features", "hidden", "--hidden-layer", "last"]
+    message = command_error(capsys, *argv, "--out", str(tmp_path / "c"))
+    assert (
+        f"{hidden_path_for(path)}: 1 layer2@prompt_end vectors were made from prompts of another length"
+        in message
+    )
+
+
 # --- tasks and data -------------------------------------------------------------------------------------
 def test_unknown_task_in_collect(capsys):
     assert "could not load tasks" in command_error(

@@ -227,6 +227,23 @@ def test_completed_collect_equals_collect_with_hidden_from_the_start(tmp_path, o
                 np.testing.assert_array_equal(va[k], vb[k])
     # a rerun completes nothing
     assert run_subcommand([*argv, "--model_args", model_args, "--hidden-layers", "last,1"]) == 0
+    # a stale vector (made from a prompt of another length than its record's) is recomputed, not kept
+    import sqlite3
+
+    side = sqlite3.connect(str(hidden_path_for(plain)))
+    with side:
+        q, t, key, n = side.execute(
+            "SELECT question_hash, stage, key, prompt_tokens FROM vectors LIMIT 1"
+        ).fetchone()
+        side.execute(
+            "UPDATE vectors SET prompt_tokens = ?, data = ? WHERE question_hash = ? AND stage = ? AND key = ?",
+            (n + 1, np.zeros(64, dtype="<f2").tobytes(), q, t, key),
+        )
+    side.close()
+    assert run_subcommand([*argv, "--model_args", model_args, "--hidden-layers", "last,1"]) == 0
+    with HiddenFile(hidden_path_for(with_hidden)) as a, HiddenFile(hidden_path_for(plain)) as b:
+        assert b.prompt_tokens(key)[(q, t)] == n
+        np.testing.assert_array_equal(b.read_key(key)[(q, t)], a.read_key(key)[(q, t)])
 
     # fit a Hidden judge and a Statistics judge on them (labels set by hand: the tiny intern is never
     # right), then analyze both: Table 8 compares them
@@ -383,6 +400,35 @@ def test_hidden_file_float16_float32_fallback_and_meta_guard(tmp_path):
             f.set_meta(hidden_size=4)
         with pytest.raises(HiddenFileError):
             f.put_many([HiddenRow("q2", 0, "k", 1, np.array([np.nan], dtype=np.float32))])
+
+
+def test_hidden_side_file_of_other_prompts_is_refused_and_stale_vectors_are_not_current(tmp_path):
+    from tandem_lm_eval.calibration.tables import TableError, hidden_vectors
+    from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
+    from tandem_lm_eval.data.records import QuestionRecord, StageEntry, write_records
+
+    records = tmp_path / "r.jsonl"
+    write_records(
+        records,
+        [QuestionRecord("q1", "Q", [StageEntry(0, 0, prompt_tokens=10), StageEntry(1, 8, prompt_tokens=14)])],
+    )
+    vector = np.ones(3, dtype=np.float32)
+    with HiddenFile(hidden_path_for(records), create=True) as f:
+        f.set_meta(intern_model="a", num_layers=2, hidden_size=3)
+        f.put_many([HiddenRow("q1", 0, "k", 10, vector), HiddenRow("q1", 1, "k", 14, vector)])
+        assert f.has_current("q1", {0: 10, 1: 14}, ["k"])
+    vectors, _ = hidden_vectors([records], "k")
+    assert set(vectors) == {("q1", 0), ("q1", 1)}
+    with HiddenFile(hidden_path_for(records)) as f:  # stage 1's vector now of a 15-token prompt
+        f.put_many([HiddenRow("q1", 1, "k", 15, vector)])
+        assert not f.has_current("q1", {0: 10, 1: 14}, ["k"]) and f.has_all("q1", [0, 1], ["k"])
+    with pytest.raises(TableError) as info:
+        hidden_vectors([records], "k")
+    message = str(info.value)
+    assert message.startswith(
+        f"{hidden_path_for(records)}: 1 k vectors were made from prompts of another length"
+    )
+    assert "question q1 stage 1, 14 tokens in the records" in message and "complete-hidden" in message
 
 
 def test_table8_markdown_has_every_judge_and_group():

@@ -94,7 +94,12 @@ def test_demo_classifier_is_shipped():
 
     clf = load_classifier_folder(folder)
     records = load_records([folder / "training_records.jsonl.gz"])
-    assert clf.card.training_questions == {r.question_hash for r in records}
+    # by content (c:<key>) and by rendered dialogue, every question (judgment/training_guard.py)
+    from tandem_lm_eval.judgment.training_guard import QuestionIdentity, training_entries
+
+    assert all(r.question_key for r in records)
+    assert clf.card.training_questions == training_entries([QuestionIdentity.of_record(r) for r in records])
+    assert {r.question_hash for r in records} < clf.card.training_questions
     assert {r.task for r in records} == {"tandem_gsm8k_train"}
     router = load_classifier_folder(classifiers_dir() / "smollm2-135m-gsm8k-router")
     assert router.card.policy == "route" and router.card.thresholds[1:] == [1.0, 1.0, 1.0]

@@ -459,3 +459,53 @@ def test_a_store_someone_else_filled_is_a_recorded_mentor(tmp_path, tiny_model_d
     again = answers(replayed.generate_until(REQS))
     assert [text for text, _ in again] == [text for text, _ in original]
     assert [cost["mentor_tokens"] for _, cost in again] == [cost["mentor_tokens"] for _, cost in original]
+
+
+# --- sampled repeats: k draws are k entries -------------------------------------------------------
+def test_each_draw_of_a_sampled_request_is_its_own_entry(tmp_path):
+    store = RunStore(tmp_path / "s.sqlite")
+    inner = ScriptedBackend()
+    b = StoredBackend(inner, store, "intern", fp("i"))
+    prompt = mentor_prompt(QUESTIONS[2], None)
+    draws = [GenerationRequest(prompt, 8, temperature=0.7, sample=k) for k in range(3)]
+    b.generate(draws)
+    assert b.counts.generations_computed == 3 and b.counts.generations_served == 0
+    assert len(inner.generate_calls[-1]) == 3  # the inner backend drew three times, not once
+    b.generate(draws)  # a rerun serves each draw its own stored result
+    assert b.counts.generations_computed == 3 and b.counts.generations_served == 3
+    # greedy: every draw is the same result, one entry serves them all
+    greedy = [GenerationRequest(prompt, 8, sample=k) for k in range(3)]
+    b.generate(greedy)
+    assert b.counts.generations_computed == 4
+    assert len({generation_key("d", "intern", r) for r in greedy}) == 1
+    assert len({generation_key("d", "intern", r) for r in draws}) == 3
+
+
+class RepeatedReq(Req):
+    """One lm-eval Instance with ``repeats=3`` and sampling: the evaluator passes the same object 3 times."""
+
+    def __init__(self) -> None:
+        super().__init__("Question: what is 2 plus 3?\nAnswer:", 0)
+        self.args = (
+            self.args[0],
+            {"until": ["Question:"], "max_gen_toks": 6, "do_sample": True, "temperature": 1.0},
+        )
+        self.repeats = 3
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_sampled_repeats_are_distinct_draws_billed_once_each(tmp_path, tiny_model_dir, with_store):
+    req = RepeatedReq()
+    extra = {"store": str(tmp_path / "s.sqlite")} if with_store else {}
+    first = lm(tiny_model_dir, **extra)
+    out = first.generate_until([req, req, req])
+    texts = [str(r) for r in out]
+    assert len(set(texts)) == 3, texts  # three draws (random tiny model at temperature 1), not one thrice
+    assert all(r.tandem["intern_tokens"] > 0 for r in out)  # each billed its own draw
+    if with_store:
+        counts = first.get_model_info()["tandem"]["store"]["counts"]["intern"]
+        assert counts["generations_computed"] == 3 and counts["generations_served"] == 0
+        again = lm(tiny_model_dir, **extra)
+        assert [str(r) for r in again.generate_until([req, req, req])] == texts  # each draw from the store
+        counts = again.get_model_info()["tandem"]["store"]["counts"]["intern"]
+        assert counts["generations_computed"] == 0 and counts["generations_served"] == 3

@@ -158,6 +158,9 @@ class GenerationRequest:
     seed: int | None = None
     forced_text: str = ""
     insights: bool = False
+    # Which draw of the same sampled request this is (lm-eval's ``repeats``): two draws are two results,
+    # so the run store keys them apart. Greedy requests ignore it (every draw is the same).
+    sample: int = 0
 
     def __post_init__(self) -> None:
         if self.forced_text and self.prefix is None:

@@ -63,6 +63,7 @@ from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.grouped import GroupedClassifier
 from tandem_lm_eval.judgment.judges import JudgeSpec, needs_adapter
 from tandem_lm_eval.judgment.loading import make_classifier
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity, training_entries
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +366,9 @@ def _fit_one(train_records, val_records, settings: FitSettings):
     if settings.threshold_rows == "cv":
         card.threshold_objective["folds"] = settings.cv_folds
     card.threshold_front = front
-    card.training_questions = frozenset(r.question_hash for r in [*train_records, *val_records])
+    card.training_questions = training_entries(
+        [QuestionIdentity.of_record(r) for r in [*train_records, *val_records]]
+    )
     val_scores = clf.sufficiency(rows_val.X)
     report = {
         "kind": settings.kind,

@@ -12,8 +12,8 @@ import numpy as np
 
 from tandem_lm_eval.calibration.replay import MentorAnswers, StageSeconds, StageTable, StageTokens
 from tandem_lm_eval.cost import ledger
-from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for
-from tandem_lm_eval.data.records import QuestionRecord
+from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for, stale_vectors
+from tandem_lm_eval.data.records import QuestionRecord, iter_records
 from tandem_lm_eval.judgment.features import NUM_FEATURES, check_span
 from tandem_lm_eval.judgment.judges import JudgeError, JudgeSpec, judge_input, needs_statistics
 
@@ -137,6 +137,7 @@ def hidden_vectors(records_paths: Sequence[str | Path], key: str) -> tuple[Hidde
     for path in records_paths:
         with HiddenFile(hidden_path_for(path)) as side:
             metas.append(side.meta())
+            check_prompt_lengths(path, side, key)
             vectors.update(side.read_key(key))
     shapes = {(m.get("num_layers"), m.get("hidden_size")) for m in metas}
     if len(shapes) != 1:
@@ -147,6 +148,23 @@ def hidden_vectors(records_paths: Sequence[str | Path], key: str) -> tuple[Hidde
             "`tandem-lm-eval complete-hidden` (layers/adapter as the judge reads)"
         )
     return vectors, metas[0]
+
+
+def check_prompt_lengths(records_path: str | Path, side: HiddenFile, key: str) -> None:
+    """Refuse a side file whose vectors were made from prompts of another length than its records'
+    (an earlier collect's vectors beside a new record file): they would be read as this x_t's."""
+    expected = {
+        (r.question_hash, s.stage): s.prompt_tokens or 0 for r in iter_records(records_path) for s in r.stages
+    }
+    stale = stale_vectors(expected, side.prompt_tokens(key))
+    if stale:
+        q, t = stale[0]
+        raise TableError(
+            f"{side.path}: {len(stale)} {key} vectors were made from prompts of another length than the records "
+            f"of {records_path} (first: question {q} stage {t}, {expected[(q, t)]} tokens in the records): they "
+            "belong to other records; recompute them with `tandem-lm-eval complete-hidden` (it replaces stale "
+            "vectors) or give the side file that belongs to these records"
+        )
 
 
 def stage_table(

@@ -104,6 +104,7 @@ def answer_with_mentor(
             temperature=q.temperature,
             top_p=q.top_p,
             seed=q.seed,
+            sample=q.sample,
             forced_text=forced,
         )
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from tandem_lm_eval.backends.base import Message, Prompt, Segment
+from tandem_lm_eval.common.question_content import question_key
 from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.common.thinking import strip_think_tags
 from tandem_lm_eval.judgment.features import INSIGHTS, QUESTION
@@ -45,6 +46,9 @@ class Question:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    # Which of a request's ``repeats`` samples this is (0 for the first): with sampling, k repeats are k
+    # draws, so the run store keys each one apart instead of serving the first k times.
+    sample: int = 0
     # The request's group (task name or a document field, see classifier.group_of): picks the
     # member of a per-group classifier.
     group: str | None = None
@@ -65,6 +69,12 @@ class Question:
     def key(self) -> str:
         """``question_hash`` of this question's dialogue."""
         return question_hash(self.dialogue())
+
+    def content_key(self, doc=None) -> str | None:
+        """The key of this question's content (common/question_content.py): its task document's
+        question text, else its last user turn, however the task rendered it."""
+        last_user = next((m.content for m in reversed(self.messages) if m.role == "user"), None)
+        return question_key(doc, last_user)
 
 
 def serialize_chat(chat_history: list[dict[str, str]]) -> str:

@@ -527,6 +527,7 @@ class Cascade:
             temperature=st.question.temperature,
             top_p=st.question.top_p,
             seed=st.question.seed,
+            sample=st.question.sample,
         )
 
     def _answer(self, states: list[_State]) -> list[CascadeResult]:

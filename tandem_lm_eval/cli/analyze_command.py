@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from tandem_lm_eval.calibration.analysis import analyze_records, to_markdown, trace_summary
 from tandem_lm_eval.calibration.tables import TableError, hidden_vectors
 from tandem_lm_eval.data.records import load_records
+from tandem_lm_eval.judgment.card import intern_mismatch
 from tandem_lm_eval.judgment.loading import load_classifier_folder
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity, overlap
+
+logger = logging.getLogger(__name__)
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -29,6 +34,13 @@ def add_analyze_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-training-overlap", action="store_true", help="analyze records the classifier was trained on"
     )
+    p.add_argument(
+        "--no-classifier-strict",
+        dest="classifier_strict",
+        action="store_false",
+        help="analyze with a classifier made for another intern or entropy method (lm_eval's "
+        "classifier_strict=false)",
+    )
 
 
 def run_analyze(args) -> int:
@@ -43,11 +55,11 @@ def run_analyze(args) -> int:
         judges = {}
         for name in args.classifier:
             clf = load_classifier_folder(classifier_folder(name))
-            seen = clf.card.training_questions
-            overlap = sum(r.question_hash in seen for r in records)
-            if overlap and not args.allow_training_overlap:
+            check_fits_records(clf, name, records, getattr(args, "classifier_strict", True))
+            found = overlap([QuestionIdentity.of_record(r) for r in records], clf.card.training_questions)
+            if found and not args.allow_training_overlap:
                 raise TableError(
-                    f"{overlap} of {len(records)} questions are among the classifier's training questions "
+                    f"{len(found)} of {len(records)} questions are among the classifier's training questions "
                     f"({name}): a held-out report needs questions it never saw (--allow-training-overlap to "
                     "analyze anyway)"
                 )
@@ -72,6 +84,19 @@ def run_analyze(args) -> int:
     else:
         print(markdown)
     return 0
+
+
+def check_fits_records(clf, name: str, records, strict: bool) -> None:
+    """The classifier against the records' intern, by lm_eval's rule (judgment/card.py: intern_mismatch):
+    its scores of another intern's features would make a held-out report of nothing."""
+    for intern, method in sorted({(r.intern_model, r.entropy_method) for r in records}):
+        problems = intern_mismatch(clf.card, intern, method)
+        if not problems:
+            continue
+        message = f"classifier {name}: " + "; ".join(problems) + " (the records' intern)"
+        if strict:
+            raise TableError(message + ": --no-classifier-strict to analyze anyway")
+        logger.warning("analyze: %s; analyzing anyway (--no-classifier-strict)", message)
 
 
 def judge_vectors(clf, records_paths):

@@ -12,7 +12,7 @@ from pathlib import Path
 from tandem_lm_eval.calibration.fitting import KINDS, THRESHOLD_ROWS, FitSettings, fit_records
 from tandem_lm_eval.calibration.model_card import model_card
 from tandem_lm_eval.calibration.objectives import OBJECTIVE_KINDS, Objective
-from tandem_lm_eval.calibration.tables import hidden_file_meta, hidden_vectors
+from tandem_lm_eval.calibration.tables import TableError, hidden_file_meta, hidden_vectors
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.judges import (
@@ -209,6 +209,8 @@ def judge_for(args, settings: FitSettings, adapter: dict | None = None) -> FitSe
 def run_fit(args) -> dict:
     settings = settings_from_args(args)  # every value checked before the records are read
     records = load_records(args.records)
+    if not records:  # else a traceback-less "min() arg is an empty sequence" from deep in the fit
+        raise TableError(f"--records {' '.join(str(p) for p in args.records)}: no records to fit on")
     adapter_dir = None
     if needs_adapter(args.features):
         if len(args.records) != 1:

@@ -155,11 +155,20 @@ class HiddenFile:
         return dict(self._db.execute("SELECT key, COUNT(*) FROM vectors GROUP BY key ORDER BY key"))
 
     def has_all(self, question_hash: str, stages: Sequence[int], keys: Sequence[str]) -> bool:
+        """Whether every (stage, name) has a vector, whatever prompt it was made from."""
+        return self.has_current(question_hash, {int(t): 0 for t in stages}, keys)
+
+    def has_current(self, question_hash: str, prompt_tokens: dict[int, int], keys: Sequence[str]) -> bool:
+        """Whether every stage of ``prompt_tokens`` (stage -> the record's prompt length) has a vector
+        of every name in ``keys``, made from a prompt of that length: a vector of another length is stale
+        (made from another x_t, e.g. of an earlier collect into the same file) and does not count."""
         rows = self._db.execute(
-            "SELECT stage, key FROM vectors WHERE question_hash = ?", (question_hash,)
+            "SELECT stage, key, prompt_tokens FROM vectors WHERE question_hash = ?", (question_hash,)
         ).fetchall()
-        have = {(int(t), k) for t, k in rows}
-        return all((t, k) in have for t in stages for k in keys)
+        have = {(int(t), k): int(n) for t, k, n in rows}
+        return all(
+            (t, k) in have and (not n or have[(t, k)] == n) for t, n in prompt_tokens.items() for k in keys
+        )
 
     def size_bytes(self) -> int:
         return self.path.stat().st_size
@@ -174,3 +183,11 @@ class HiddenFile:
                 HiddenRow(q, t, key, tokens[(q, t)], v) for (q, t), v in self.read_key(key).items()
             )
         return other
+
+
+def stale_vectors(
+    expected: dict[tuple[str, int], int], stored: dict[tuple[str, int], int]
+) -> list[tuple[str, int]]:
+    """(question hash, stage) of the stored vectors whose prompt length is not the record's: ``expected``
+    and ``stored`` map (question hash, stage) to a prompt length in tokens (0 in a record: unknown)."""
+    return sorted(k for k, n in stored.items() if expected.get(k) and expected[k] != n)

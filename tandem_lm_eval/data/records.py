@@ -117,6 +117,10 @@ class QuestionRecord:
     cost: dict | None = None
     # the mentor's own answer (collect --mentor-answers); None when not recorded
     mentor_answer: MentorAnswer | None = None
+    # The question's content key (common/question_content.py: the document's question text, normalised
+    # and hashed), which the training-question guard matches whatever the template; None in records
+    # written before it
+    question_key: str | None = None
     format: str = FORMAT
 
     @property

@@ -18,9 +18,8 @@ from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.checkpoint import configured_hidden_shape
 from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
-from tandem_lm_eval.judgment.card import normalize_model_name
+from tandem_lm_eval.judgment.card import intern_mismatch
 from tandem_lm_eval.judgment.errors import ClassifierError
-from tandem_lm_eval.judgment.judges import needs_statistics
 from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
 from tandem_lm_eval.store.export import StoreRecordedBackend, is_run_store
 from tandem_lm_eval.store.keys import fingerprint
@@ -228,7 +227,6 @@ def hidden_request_for(classifier, path: Path) -> HiddenRequest | None:
 def check_classifier_fits_intern(cfg: TandemConfig, clf, path: Path, intern: Backend) -> None:
     if clf.card.hidden is not None:
         check_hidden_shape(clf.card, path, intern.hidden_shape())
-    problems = []
     clf_budgets = tuple(clf.card.budgets)
     if clf_budgets and clf_budgets != tuple(cfg.budgets):
         logger.warning(
@@ -238,16 +236,9 @@ def check_classifier_fits_intern(cfg: TandemConfig, clf, path: Path, intern: Bac
             list(clf_budgets),
             list(cfg.budgets),
         )
-    want_intern = normalize_model_name(intern_identity(cfg.intern, intern))
-    if clf.card.intern_model and normalize_model_name(clf.card.intern_model) != want_intern:
-        problems.append(
-            f"it was trained for intern {clf.card.intern_model!r}, this run's intern is {want_intern!r}"
-        )
-    method = getattr(intern, "entropy_method", "exact")
-    if needs_statistics(clf.card.feature_set) and clf.card.entropy_method != method:
-        problems.append(
-            f"its features used {clf.card.entropy_method!r} entropy, the intern backend gives {method!r}"
-        )
+    problems = intern_mismatch(
+        clf.card, intern_identity(cfg.intern, intern), getattr(intern, "entropy_method", "exact")
+    )
     if not problems:
         return
     message = f"classifier {path.name}: " + "; ".join(problems)

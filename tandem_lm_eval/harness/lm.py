@@ -24,6 +24,7 @@ its own N replicas over its share of the documents and its GPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -38,8 +39,13 @@ from tandem_lm_eval.common.disk import DiskFullError
 from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
+from tandem_lm_eval.harness.answer_cache import (
+    AnswerCacheError,
+    check_answer_cache,
+    configuration_fingerprint,
+)
 from tandem_lm_eval.harness.answer_keys import request_keys
-from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
+from tandem_lm_eval.harness.assembly import build_replica, classifier_path, load_classifier, open_store
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
 from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
 from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
@@ -47,6 +53,8 @@ from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, in
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity
+from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
 from tandem_lm_eval.scoring.code_exec import isolation_summary
 from tandem_lm_eval.store.run_store import StoreError
 
@@ -117,15 +125,19 @@ class TandemLM(LM):
             return []
         runs, padding = split_padding(requests)
         questions = {}
+        draws: dict[int, int] = {}  # id(request) -> how many of its repeats came before
         for i in runs:
             req = requests[i]
             context, gen_kwargs = req.args
             try:
-                questions[i] = question_from_request(
+                question = question_from_request(
                     context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
                 )
             except ValueError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
+            # the k-th of a request's repeats is its k-th draw: sampled, each is its own stored entry
+            questions[i] = dataclasses.replace(question, sample=draws.get(id(req), 0))
+            draws[id(req)] = draws.get(id(req), 0) + 1
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
         if self.cascade is not None and self.cascade.policy.answers_each_stage:
             # agreement compares answers by each request's task filters (harness/answer_keys.py)
@@ -299,11 +311,15 @@ class TandemLM(LM):
         seen = self.classifier.card.training_questions if self.classifier is not None else frozenset()
         if not seen or self.config.allow_training_overlap:
             return
-        overlap = [(req, q) for req, q in zip(requests, questions) if q.key in seen]
-        if overlap:
-            req, _ = overlap[0]
+        identities = [
+            QuestionIdentity(q.key, q.content_key(getattr(req, "doc", None)))
+            for req, q in zip(requests, questions)
+        ]
+        found = training_overlap(identities, seen)
+        if found:
+            req = requests[found[0]]
             raise SystemExit(
-                f"tandem: {len(overlap)} of {len(questions)} questions (first: {_describe(req)}) are among "
+                f"tandem: {len(found)} of {len(questions)} questions (first: {_describe(req)}) are among "
                 "the classifier's training questions: scores on them would be inflated. Evaluate on "
                 "other questions, or give allow_training_overlap=true to run anyway"
             )
@@ -337,6 +353,21 @@ class TandemLM(LM):
     @property
     def tokenizer_name(self) -> str:
         return f"tandem:{self.config.mentor.model}+{self.config.intern.model}"
+
+    def set_cache_hook(self, cache_hook) -> None:
+        """lm-eval's ``--use_cache`` wraps this model and hands it the cache: a cache that another tandem
+        configuration filled is refused here, before any request is served from it (answer_cache.py)."""
+        super().set_cache_hook(cache_hook)
+        cache = getattr(cache_hook, "dbdict", None)
+        if cache is None:
+            return
+        folder = classifier_path(self.config) if self.classifier is not None else None
+        try:
+            check_answer_cache(
+                cache, str(getattr(cache, "filename", "?")), configuration_fingerprint(self.config, folder)
+            )
+        except AnswerCacheError as exc:
+            raise SystemExit(f"tandem: {exc}") from None
 
     def get_model_info(self) -> dict:
         """The run summary over every rank (lm-eval asks rank 0 only, after the gathers)."""

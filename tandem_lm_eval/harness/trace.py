@@ -78,6 +78,7 @@ def trace_record(
         chosen_stage=res.cost.stop_stage,
         stopped_early=res.cost.stopped_early,
         cost=res.cost.as_dict(),
+        question_key=question.content_key(getattr(req, "doc", None)),
     )
 
 

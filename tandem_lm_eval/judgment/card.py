@@ -13,7 +13,8 @@ from tandem_lm_eval.judgment.features import (
     FEATURE_SET,
     check_span,
 )
-from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set
+from tandem_lm_eval.judgment.judges import HiddenReading, JudgeSpec, check_feature_set, needs_statistics
+from tandem_lm_eval.judgment.training_guard import check_training_questions_file
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -52,7 +53,8 @@ class ClassifierCard:
     threshold_objective: dict = field(default_factory=dict)
     threshold_front: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
-    # Hashes (prompts.question_hash) of the questions the classifier and thresholds were fit on.
+    # The questions the classifier and thresholds were fit on, as training_guard.py records them: content
+    # keys (``c:<key>``) and rendered-dialogue hashes (``prompts.question_hash``).
     training_questions: frozenset[str] = frozenset()
     # What a hidden-state judge reads (layer, position, hidden size, adapter); None for ``tandem-v2``.
     hidden: HiddenReading | None = None
@@ -85,6 +87,7 @@ class ClassifierCard:
     @classmethod
     def from_meta(cls, meta: dict, folder: Path) -> ClassifierCard:
         hashes = folder / HASHES_FILE
+        check_training_questions_file(folder, meta, hashes.is_file())
         hidden = meta.get("hidden")
         return cls(
             feature_set=check_feature_set(meta["feature_set"]),
@@ -116,3 +119,18 @@ def write_folder(folder: str | Path, kind: str, card: ClassifierCard, meta: dict
 def normalize_model_name(name: str) -> str:
     """Compare models by their last path component: ``/models/Qwen3-8B`` and ``Qwen/Qwen3-8B`` agree."""
     return Path(name.rstrip("/")).name.lower() if name else ""
+
+
+def intern_mismatch(card: ClassifierCard, intern_model: str, entropy_method: str) -> list[str]:
+    """Why a classifier does not fit an intern (empty: it fits): another intern model, or features made
+    with another entropy method. The one rule ``lm_eval`` (harness/assembly.py) and ``analyze`` apply:
+    its scores would be read off features of another model's distribution."""
+    problems = []
+    want = normalize_model_name(intern_model)
+    if card.intern_model and want and normalize_model_name(card.intern_model) != want:
+        problems.append(f"it was trained for intern {card.intern_model!r}, this run's intern is {want!r}")
+    if needs_statistics(card.feature_set) and entropy_method and card.entropy_method != entropy_method:
+        problems.append(
+            f"its features used {card.entropy_method!r} entropy, the intern backend gives {entropy_method!r}"
+        )
+    return problems

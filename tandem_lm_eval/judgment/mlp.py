@@ -7,8 +7,9 @@ logistic regression and gradient boosting as alternatives behind the same interf
 Estimator API like scikit-learn: parameters in the constructor, ``fit``, ``predict_proba``. Saved as
 a folder, never pickle: ``model.safetensors`` (weights and input scaler) + ``classifier.json``
 (feature set and span, intern model, entropy method, budgets, thresholds with the objective that
-chose them and the accuracy-cost front, training summary) + ``training_questions.txt`` (hashes of
-the training questions, so an evaluation that contains them is refused) + a model card.
+chose them and the accuracy-cost front, training summary) + ``training_questions.txt`` (the training
+questions by content and by rendered dialogue, training_guard.py, so an evaluation that contains them
+is refused) + a model card.
 
 A *per-group* classifier (one per MATH subject, say) is a folder of such folders with a unified
 fallback: ``GroupedClassifier``; the cascade picks the member by each request's group.

@@ -203,6 +203,8 @@ def generation_key(model_digest: str, role: str, req: GenerationRequest) -> str:
         "top_p": float(req.top_p),
         "seed": req.seed,
     }
+    if req.temperature > 0 and req.sample:  # the k-th draw of a sampled request (first draws keep old keys)
+        payload["sample"] = int(req.sample)
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 

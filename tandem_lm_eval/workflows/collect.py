@@ -233,6 +233,7 @@ def collect(
                     entropy_method=explorer.entropy_method,
                     mode="explore",
                     mentor_answer=own[i],
+                    question_key=item.question.content_key(item.doc),
                 )
             )
         if side is not None:  # vectors first: a record in the file always has its vectors

@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from tandem_lm_eval.judgment.training_guard import QuestionIdentity
+from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
 from tandem_lm_eval.workflows.compare_config import (
     REPLAYED_ROW_KEYS,
     STORE_FILE,
@@ -445,22 +447,17 @@ def _check_classifier_fits(clf, records, row: CompareRow) -> None:
     problems = []
     if list(card.budgets) != list(first.budgets):
         problems.append(f"budgets {card.budgets} vs the records' {first.budgets}")
-    if card.entropy_method != first.entropy_method:
-        problems.append(f"entropy {card.entropy_method!r} vs {first.entropy_method!r}")
-    from tandem_lm_eval.judgment.card import normalize_model_name
+    from tandem_lm_eval.judgment.card import intern_mismatch
 
-    if card.intern_model and normalize_model_name(card.intern_model) != normalize_model_name(
-        first.intern_model
-    ):
-        problems.append(f"intern {card.intern_model!r} vs {first.intern_model!r}")
+    problems += intern_mismatch(card, first.intern_model, first.entropy_method)  # lm_eval's rule
     if problems:
         raise CompareError(
             f"row {row.name!r}: the classifier does not fit the collected records: " + "; ".join(problems)
         )
-    overlap = sum(r.question_hash in card.training_questions for r in records)
-    if overlap:
+    found = training_overlap([QuestionIdentity.of_record(r) for r in records], card.training_questions)
+    if found:
         raise CompareError(
-            f"row {row.name!r}: {overlap} questions are among the classifier's training questions"
+            f"row {row.name!r}: {len(found)} questions are among the classifier's training questions"
         )
 
 
@@ -578,12 +575,12 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
     loaded = {}
     for task in config.tasks:
         questions, source = loaded[task] = task_questions(config, task)
-        keys = {q.question.key for q in questions}
+        identities = [QuestionIdentity(q.question.key, q.question.content_key(q.doc)) for q in questions]
         for name, (clf, remedy) in classifiers.items():
-            overlap = len(keys & clf.card.training_questions)
-            if overlap and remedy is not None:
+            found = training_overlap(identities, clf.card.training_questions)
+            if found and remedy is not None:
                 raise CompareError(
-                    f"row {name!r}: {overlap} of {len(keys)} questions of {task} are among its classifier's "
+                    f"row {name!r}: {len(found)} of {len(identities)} questions of {task} are among its classifier's "
                     f"training questions (scores on them would be inflated): choose other questions, or {remedy}"
                 )
         source.check()  # a task without a metric or filter fails here, not after its collect

@@ -11,7 +11,8 @@ The passes are batched as ``collect`` batches them (chunks of questions in file 
 per stage, a stage that adds nothing to the previous one copies its vectors), so the vectors equal
 those of a collect that kept them from the start (tests/test_judges.py). With a ``hidden_lora``
 classifier the vectors of the intern with its adapter are computed (another name in the same file).
-Resumable: questions whose vectors are all there are skipped.
+Resumable: questions whose vectors are all there are skipped; vectors made from a prompt of another
+length than the record's (stale: from another collect into the same file) are recomputed.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def complete_hidden(
         bar = tqdm(total=len(records), desc="complete-hidden", unit="question", disable=not progress)
         for start in range(0, len(records), max(1, chunk)):
             batch = list(records[start : start + chunk])
-            todo = [r for r in batch if not side.has_all(r.question_hash, _usable(r), keys)]
+            # a question whose vectors are all there, each made from a prompt of the record's length, is
+            # done; stale ones (another x_t, e.g. of an earlier collect) are recomputed and replaced
+            todo = [r for r in batch if not side.has_current(r.question_hash, _usable(r), keys)]
             stats.skipped += len(batch) - len(todo)
             if todo:
                 rows = _chunk_vectors(todo, questions, intern, hidden, thinking, stats)
@@ -112,8 +115,9 @@ def complete_hidden(
     return stats
 
 
-def _usable(record: QuestionRecord) -> list[int]:
-    return [s.stage for s in record.stages if s.usable]
+def _usable(record: QuestionRecord) -> dict[int, int]:
+    """The record's usable stages and the prompt length of each (its vectors are checked against it)."""
+    return {s.stage: s.prompt_tokens or 0 for s in record.stages if s.usable}
 
 
 def _chunk_vectors(records, questions, intern, hidden, thinking, stats: CompletionStats) -> list[HiddenRow]:

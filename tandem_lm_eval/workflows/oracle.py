@@ -46,6 +46,7 @@ def oracle_records(
             QuestionRecord(
                 question_hash=q.question.key,
                 question="\n\n".join(m.content for m in q.question.dialogue()),
+                question_key=q.question.content_key(q.doc),
                 stages=[],
                 kind="oracle",
                 task=q.task,
