@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
+
 FORMAT = "tandem-record/1"
 
 
-class RecordError(ValueError):
+class RecordError(TandemError, ValueError):
     """A record file that cannot be read as records."""
 
 

@@ -34,6 +34,7 @@ from lm_eval.api.model import LM
 from tandem_lm_eval.backends.base import BackendError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
 from tandem_lm_eval.harness.assembly import build_replica, load_classifier, open_store
@@ -42,7 +43,6 @@ from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
 from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
 from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, install_task_patches
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
-from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
 from tandem_lm_eval.store.run_store import StoreError
 
@@ -93,7 +93,7 @@ class TandemLM(LM):
                 first = self.replicas.infos[0]
                 self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
                 self.entropy_method = first.entropy_method
-        except (ConfigError, ClassifierError, BackendError, StoreError, ValueError, ReplicaError) as exc:
+        except TandemError as exc:  # a user's input: one line; anything else is a bug (traceback)
             raise SystemExit(f"tandem: {exc}") from None
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
         self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
@@ -114,7 +114,7 @@ class TandemLM(LM):
                 questions[i] = question_from_request(
                     context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
                 )
-            except ValueError as exc:
+            except TandemError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
         t0 = time.perf_counter()

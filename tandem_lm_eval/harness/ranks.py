@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
+
 logger = logging.getLogger(__name__)
 
 # How long a rank waits for the others at a collective: ranks finish their shares at different times
@@ -54,7 +56,7 @@ LAUNCHER_ENV = (
 )
 
 
-class RankError(ValueError):
+class RankError(TandemError, ValueError):
     """The launcher's environment or the GPUs do not allow the run as asked (one line)."""
 
 

@@ -48,15 +48,15 @@ class SufficiencyClassifier:
         log_columns: Sequence[bool] | None = None,
     ) -> None:
         if early_stopping not in ("accuracy", "loss"):
-            raise ValueError(
+            raise ClassifierError(
                 f"early_stopping must be 'accuracy' (the paper's) or 'loss', got {early_stopping!r}"
             )
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ClassifierError(f"dropout must be in [0, 1), got {dropout}")
         if learning_rate <= 0 or batch_size < 1 or max_epochs < 1:
-            raise ValueError("learning_rate must be > 0, batch_size and max_epochs >= 1")
+            raise ClassifierError("learning_rate must be > 0, batch_size and max_epochs >= 1")
         if not 0 < validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise ClassifierError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.dropout = float(dropout)
         self.learning_rate = float(learning_rate)
@@ -126,9 +126,9 @@ class SufficiencyClassifier:
         X = self._prepare(X)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+            raise ClassifierError(f"X has {len(X)} rows but y has {len(y)}")
         if set(np.unique(y)) - {0.0, 1.0}:
-            raise ValueError("labels must be 0 (insufficient) or 1 (sufficient)")
+            raise ClassifierError("labels must be 0 (insufficient) or 1 (sufficient)")
         if X_val is None:
             train_idx, val_idx = stratified_split(y, self.validation_fraction, self.random_state)
             X_tr, y_tr, X_va, y_va = X[train_idx], y[train_idx], X[val_idx], y[val_idx]

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.workflows.compare_config import (
     REPLAYED_ROW_KEYS,
     STORE_FILE,
@@ -435,7 +436,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
 
     try:
         output_dir("output", config.output)
-    except ValueError as exc:
+    except TandemError as exc:
         raise CompareError(str(exc)) from None
     if importlib.util.find_spec("matplotlib") is None:
         raise CompareError(
@@ -449,7 +450,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
             from tandem_lm_eval.workflows.collect import refuse_replicas
 
             refuse_replicas(row_config(config, None))
-    except ValueError as exc:
+    except TandemError as exc:
         raise CompareError(f"model_args: {exc}") from None
     classifiers = {}  # row name -> (classifier, what to do about training questions)
     for i, row in enumerate(config.rows):
@@ -492,7 +493,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
             classifiers[row.name] = (clf, overlap_ok)
         except CompareError:
             raise
-        except ValueError as exc:  # ConfigError, ClassifierError: the message names the key or file
+        except TandemError as exc:  # ConfigError, ClassifierError: the message names the key or file
             raise CompareError(f"{where}: {exc}") from None
     loaded = {}
     for task in config.tasks:

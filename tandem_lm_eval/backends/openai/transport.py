@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from tandem_lm_eval.backends.base import (
     BackendError,
 )
+from tandem_lm_eval.common.errors import TandemError
 
 # Local servers (vllm serve without --api-key) accept any key, but the SDK insists on one.
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class StatusError(BackendError):
         self.status = status
 
 
-class Aborted(Exception):
+class Aborted(TandemError):
     """Another request of the same batch failed for good: stop retrying, the batch is lost anyway."""
 
 
