@@ -106,7 +106,7 @@ class Cascade:
             raise CascadeError(f"the {policy.name} policy needs a sufficiency classifier")
         self.mentor, self.intern, self.policy, self.classifier = mentor, intern, policy, classifier
         self.group_policies = dict(group_policies or {})
-        card = getattr(classifier, "card", None)
+        card = classifier.card if classifier is not None else None
         self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
         self.judge = card.spec if card is not None else None  # what the classifier reads (judges.py)
         if self.judge is not None and self.judge.hidden is not None and hidden is None:
@@ -357,10 +357,7 @@ class Cascade:
         if self.classifier is not None:
             X = np.stack([states[i].stages[stage].judge_input for i in todo])
             groups = [states[i].question.group for i in todo]
-            if hasattr(self.classifier, "for_group"):
-                s = self.classifier.sufficiency(X, groups)
-            else:
-                s = self.classifier.sufficiency(X)
+            s = self.classifier.sufficiency(X, groups)  # a per-group classifier judges by group
             for i, value in zip(todo, s):
                 states[i].stages[stage].score = float(value)
         t2 = ledger.clock()

@@ -270,7 +270,7 @@ class TandemLM(LM):
         )
 
     def _group_of(self, req) -> str | None:
-        group_by = getattr(self.classifier, "group_by", None)
+        group_by = self.classifier.group_by if self.classifier is not None else None
         if group_by is None:
             return None
         return group_of(group_by, getattr(req, "task_name", None), getattr(req, "doc", None))
@@ -392,7 +392,7 @@ class _TraceSink:
                 res,
                 q,
                 config=lm.config,
-                group_by=getattr(lm.classifier, "group_by", "task"),
+                group_by=(lm.classifier and lm.classifier.group_by) or "task",
                 mentor_params=lm.mentor_params,
                 intern_params=lm.intern_params,
                 entropy_method=lm.entropy_method,

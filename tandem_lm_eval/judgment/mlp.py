@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.features import NUM_FEATURES
 from tandem_lm_eval.judgment.scaling import log_scaled_columns, signed_log
 
 
-class SufficiencyClassifier:
+class SufficiencyClassifier(Classifier):
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (64, 32),
@@ -204,8 +205,8 @@ class SufficiencyClassifier:
         s = self.sufficiency(X)
         return np.stack([1.0 - s, s], axis=1)
 
-    def sufficiency(self, X) -> np.ndarray:
-        """s = C(f) in [0, 1] for each row of features."""
+    def sufficiency(self, X, groups: Sequence[str | None] | None = None) -> np.ndarray:
+        """s = C(f) in [0, 1] for each row of features (one classifier for every group)."""
         import torch
 
         if self._net is None:

@@ -393,7 +393,7 @@ def _grouped_as_live(clf, records, questions):
     """The records with each question's group by the classifier's own rule (``group_by``), as
     ``TandemLM`` finds it at run time; compare's collect groups by task, a per-group classifier may
     group by a document field (MATH's subject)."""
-    group_by = getattr(clf, "group_by", None)
+    group_by = clf.group_by
     if group_by is None or questions is None:
         return records
     from dataclasses import replace
