@@ -164,9 +164,9 @@ class TimedClassifier:
     def __init__(self, inner) -> None:
         self.inner, self.seconds = inner, []
 
-    def sufficiency(self, X) -> np.ndarray:
+    def sufficiency(self, X, groups=None) -> np.ndarray:
         t0 = time.perf_counter()
-        out = self.inner.sufficiency(X)
+        out = self.inner.sufficiency(X, groups)
         self.seconds.append(time.perf_counter() - t0)
         return out
 

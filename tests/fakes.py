@@ -11,6 +11,8 @@ import numpy as np
 
 from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Prompt, PromptScores
 from tandem_lm_eval.backends.rendering import segment_spans
+from tandem_lm_eval.judgment.card import ClassifierCard
+from tandem_lm_eval.judgment.classifier import Classifier
 
 
 def render_words(prompt: Prompt) -> list[str]:
@@ -90,11 +92,14 @@ class ScriptedBackend(Backend):
         return out
 
 
-class LengthClassifier:
+class LengthClassifier(Classifier):
     """s_t grows with the prompt length: more insight, more sufficient (for stop-rule wiring tests)."""
+
+    kind = "length"
 
     def __init__(self, scale: float = 200.0):
         self.scale = scale
+        self.card = ClassifierCard()
 
-    def sufficiency(self, X):
+    def sufficiency(self, X, groups=None):
         return np.clip(X[:, -1] / self.scale, 0, 1)

@@ -67,8 +67,8 @@ def test_stop_rule_and_stage_specific_thresholds():
 
 
 def test_fallback_argmax_when_no_stage_passes():
-    class Peak:
-        def sufficiency(self, X):  # highest at the 500-token stage, never above 0.95
+    class Peak(LengthClassifier):
+        def sufficiency(self, X, groups=None):  # highest at the 500-token stage, never above 0.95
             return np.where((X[:, -1] > 300) & (X[:, -1] < 700), 0.8, 0.3)
 
     results, mentor, _ = run(TandemPolicy([0.95] * 4), [q("x")], classifier=Peak())
@@ -101,8 +101,8 @@ def test_finished_mentor_is_not_called_again_and_scores_are_reused():
 
 
 def test_batches_mixed_stops_and_request_order():
-    class ByQuestion:
-        def sufficiency(self, X):
+    class ByQuestion(LengthClassifier):
+        def sufficiency(self, X, groups=None):
             return np.where(X[:, -1] < 50, 0.0, 1.0)  # every question stops at stage 1
 
     questions = [q(f"q{i}") for i in range(4)]

@@ -29,6 +29,7 @@ from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.common.thinking import split_thinking
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN
 
 THETA_L, THETA_S = 32, 7  # toy |θL|, |θS|: Eq. 12 by hand below
@@ -254,15 +255,17 @@ def test_budget_forcing_policy_and_mode_names():
 
 
 # --- route -----------------------------------------------------------------------------------------------
-class CraftedRouter:
+class CraftedRouter(Classifier):
     """s_0 per question in call order; the card holds τ_0 (later thresholds never matter)."""
+
+    kind = "crafted"
 
     def __init__(self, scores, thresholds):
         self.scores = list(scores)
         self.card = types.SimpleNamespace(thresholds=list(thresholds), feature_span=DEFAULT_SPAN, spec=None)
         self.calls = 0
 
-    def sufficiency(self, X):
+    def sufficiency(self, X, groups=None):
         self.calls += 1
         out, self.scores = self.scores[: len(X)], self.scores[len(X) :]
         return np.asarray(out)

@@ -45,7 +45,7 @@ __all__ = [
 
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid backends: {', '.join(sorted(BACKENDS))}")
+        raise BackendError(f"unknown backend {name!r}; valid backends: {', '.join(sorted(BACKENDS))}")
     module_name, _, class_name = BACKENDS[name].partition(":")
     try:
         module = importlib.import_module(module_name)

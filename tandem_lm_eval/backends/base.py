@@ -21,13 +21,14 @@ from typing import Literal
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.hidden_keys import hidden_key
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
 
-class BackendError(RuntimeError):
+class BackendError(TandemError, RuntimeError):
     """A backend could not do what was asked (bad model path, server error after retries, ...)."""
 
 

@@ -50,9 +50,7 @@ class _Scorer:
 
 def scores_of(clf, rows: RowTable, records: Sequence[QuestionRecord]) -> np.ndarray:
     """s for every row, by the classifier of each row's group for a per-group classifier."""
-    if hasattr(clf, "for_group"):
-        return clf.sufficiency(rows.X, [records[q].group for q in rows.question])
-    return clf.sufficiency(rows.X)
+    return clf.sufficiency(rows.X, [records[q].group for q in rows.question])
 
 
 def bootstrap_auc(y: np.ndarray, s: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
@@ -193,9 +191,7 @@ def analyze_records(
 
 def question_thresholds(clf, records: Sequence[QuestionRecord]) -> list[tuple[float, ...]]:
     """Each question's thresholds: its group's for a per-group classifier, else the classifier's."""
-    if hasattr(clf, "for_group"):
-        return [tuple(clf.for_group(r.group).card.thresholds) for r in records]
-    return [tuple(clf.card.thresholds)] * len(records)
+    return [tuple(clf.for_group(r.group).card.thresholds) for r in records]
 
 
 def replay_each(table: StageTable, thresholds: Sequence[tuple[float, ...]]) -> ReplayResult:
@@ -226,9 +222,7 @@ def _with_columns(X_all: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 
 def _rescore(clf, X, rows: RowTable, records) -> np.ndarray:
-    if hasattr(clf, "for_group"):
-        return clf.sufficiency(X, [records[q].group for q in rows.question])
-    return clf.sufficiency(X)
+    return clf.sufficiency(X, [records[q].group for q in rows.question])
 
 
 def trace_summary(records: Sequence[QuestionRecord]) -> dict:

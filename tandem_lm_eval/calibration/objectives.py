@@ -26,6 +26,7 @@ from tandem_lm_eval.calibration.threshold_grid import (
     grid_search_threshold,
     threshold_grid,
 )
+from tandem_lm_eval.common.options import OptionError
 
 # --- objectives -------------------------------------------------------------------------------------
 ObjectiveKind = Literal["max_accuracy", "one_se", "min_cost", "per_stage"]
@@ -64,43 +65,43 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVE_KINDS:
-            raise ValueError(f"objective kind must be one of {OBJECTIVE_KINDS}, got {self.kind!r}")
+            raise OptionError(f"objective kind must be one of {OBJECTIVE_KINDS}, got {self.kind!r}")
         check_stage0(self.stage0)
         caps = {"max_tflops": self.max_tflops, "max_cost_fraction": self.max_cost_fraction}
         floors = {"min_accuracy": self.min_accuracy, "min_accuracy_fraction": self.min_accuracy_fraction}
         for name, value in {**caps, **floors}.items():
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"{name} must be a finite number, got {value!r}")
+                    raise OptionError(f"{name} must be a finite number, got {value!r}")
                 object.__setattr__(self, name, float(value))
         given_caps = [n for n, v in caps.items() if v is not None]
         given_floors = [n for n, v in floors.items() if v is not None]
         se = self.se_multiplier
         if isinstance(se, bool) or not isinstance(se, (int, float)) or not math.isfinite(se) or se < 0:
-            raise ValueError(f"se_multiplier must be a finite number >= 0, got {se!r}")
+            raise OptionError(f"se_multiplier must be a finite number >= 0, got {se!r}")
         object.__setattr__(self, "se_multiplier", float(se))
         if self.kind != "one_se" and self.se_multiplier != 1.0:
-            raise ValueError(f"se_multiplier is for the one_se objective, not {self.kind}")
+            raise OptionError(f"se_multiplier is for the one_se objective, not {self.kind}")
         if self.kind in ("max_accuracy", "one_se"):
             if given_floors:
-                raise ValueError(f"{self.kind} takes a cost cap, not an accuracy floor ({given_floors})")
+                raise OptionError(f"{self.kind} takes a cost cap, not an accuracy floor ({given_floors})")
             if len(given_caps) > 1:
-                raise ValueError("give max_tflops or max_cost_fraction, not both")
+                raise OptionError("give max_tflops or max_cost_fraction, not both")
         elif self.kind == "min_cost":
             if given_caps:
-                raise ValueError(f"min_cost takes an accuracy floor, not a cost cap ({given_caps})")
+                raise OptionError(f"min_cost takes an accuracy floor, not a cost cap ({given_caps})")
             if len(given_floors) != 1:
-                raise ValueError("min_cost needs exactly one of min_accuracy, min_accuracy_fraction")
+                raise OptionError("min_cost needs exactly one of min_accuracy, min_accuracy_fraction")
         elif given_caps or given_floors:
-            raise ValueError(f"per_stage takes no cap or floor ({given_caps + given_floors})")
+            raise OptionError(f"per_stage takes no cap or floor ({given_caps + given_floors})")
         if self.max_tflops is not None and self.max_tflops < 0:
-            raise ValueError(f"max_tflops must be >= 0, got {self.max_tflops}")
+            raise OptionError(f"max_tflops must be >= 0, got {self.max_tflops}")
         if self.max_cost_fraction is not None and self.max_cost_fraction <= 0:
-            raise ValueError(f"max_cost_fraction must be > 0, got {self.max_cost_fraction}")
+            raise OptionError(f"max_cost_fraction must be > 0, got {self.max_cost_fraction}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"min_accuracy must lie in [0, 1], got {self.min_accuracy}")
+            raise OptionError(f"min_accuracy must lie in [0, 1], got {self.min_accuracy}")
         if self.min_accuracy_fraction is not None and self.min_accuracy_fraction < 0:
-            raise ValueError(f"min_accuracy_fraction must be >= 0, got {self.min_accuracy_fraction}")
+            raise OptionError(f"min_accuracy_fraction must be >= 0, got {self.min_accuracy_fraction}")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -114,7 +115,7 @@ class Objective:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown objective fields {sorted(unknown)}; known: {sorted(known)}")
+            raise OptionError(f"unknown objective fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
 
 
@@ -300,7 +301,7 @@ def choose_route_threshold(
     another one-decision policy (``mode=router``: ``replay.router`` with the mentor's own answers);
     None: ``replay.route``."""
     if objective.kind == "per_stage":
-        raise ValueError("the route policy has one threshold: use max_accuracy or min_cost")
+        raise OptionError("the route policy has one threshold: use max_accuracy or min_cost")
     grid = tuple(float(g) for g in grid)
     rule = rule or route
     results = [rule(table, tau) for tau in grid]

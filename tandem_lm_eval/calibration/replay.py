@@ -40,6 +40,8 @@ from typing import Literal
 
 import numpy as np
 
+from tandem_lm_eval.calibration.errors import TableError
+from tandem_lm_eval.common.options import OptionError
 from tandem_lm_eval.cost.flops import tflops as eq12_tflops
 from tandem_lm_eval.cost.passes import PassTokens, full_pass_tflops
 
@@ -54,7 +56,7 @@ def _frozen_array(value, dtype, name: str) -> np.ndarray:
     try:
         arr = np.array(value, dtype=dtype, copy=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot be read as {np.dtype(dtype).name} ({exc})") from exc
+        raise TableError(f"{name}: cannot be read as {np.dtype(dtype).name} ({exc})") from exc
     arr.setflags(write=False)  # the table is frozen: nobody edits its arrays behind its back
     return arr
 
@@ -71,9 +73,9 @@ class StageSeconds:
         for name in ("mentor", "judge", "answer"):
             arr = _frozen_array(getattr(self, name), np.float64, f"seconds.{name}")
             if arr.ndim != 2:
-                raise ValueError(f"seconds.{name} must have shape (questions, stages), got {arr.shape}")
+                raise TableError(f"seconds.{name} must have shape (questions, stages), got {arr.shape}")
             if not np.isfinite(arr).all() or np.any(arr < 0):
-                raise ValueError(f"seconds.{name} must be finite and >= 0")
+                raise TableError(f"seconds.{name} must be finite and >= 0")
             object.__setattr__(self, name, arr)
 
     def subset(self, index: np.ndarray) -> StageSeconds:
@@ -124,23 +126,23 @@ class StageTable:
     def __post_init__(self) -> None:
         scores = _frozen_array(self.scores, np.float64, "scores")
         if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 1:
-            raise ValueError(f"scores must have shape (questions, stages) with both >= 1, got {scores.shape}")
+            raise TableError(f"scores must have shape (questions, stages) with both >= 1, got {scores.shape}")
         shape = scores.shape
         correct = np.asarray(self.correct)
         if correct.dtype != np.bool_:
             # 0/1 integers are accepted (labels often come as ints); anything else is a mistake
             if not np.issubdtype(correct.dtype, np.integer) or not np.isin(correct, (0, 1)).all():
-                raise ValueError(f"correct must be bool (or 0/1 integers), got dtype {correct.dtype}")
+                raise TableError(f"correct must be bool (or 0/1 integers), got dtype {correct.dtype}")
         correct = _frozen_array(correct, np.bool_, "correct")
         mentor = _frozen_array(self.mentor_tokens, np.float64, "mentor_tokens")
         intern = _frozen_array(self.intern_tokens, np.float64, "intern_tokens")
         for name, arr in (("correct", correct), ("mentor_tokens", mentor), ("intern_tokens", intern)):
             if arr.shape != shape:
-                raise ValueError(f"{name} has shape {arr.shape}, scores has {shape}")
+                raise TableError(f"{name} has shape {arr.shape}, scores has {shape}")
         if self.seconds is not None:
             for name in ("mentor", "judge", "answer"):
                 if getattr(self.seconds, name).shape != shape:
-                    raise ValueError(
+                    raise TableError(
                         f"seconds.{name} has shape {getattr(self.seconds, name).shape}, scores has {shape}"
                     )
         if self.tokens is not None:
@@ -152,25 +154,25 @@ class StageTable:
         usable = ~np.isnan(scores)
         if not usable[:, 0].all():
             bad = np.flatnonzero(~usable[:, 0])[:5].tolist()
-            raise ValueError(f"stage 0 (the question alone) must be usable: NaN score for questions {bad}")
+            raise TableError(f"stage 0 (the question alone) must be usable: NaN score for questions {bad}")
         if np.any(scores[usable] < 0.0) or np.any(scores[usable] > 1.0):
             # the rule relies on it: τ = 1.0 must never pass (stage0="fallback")
-            raise ValueError("scores must lie in [0, 1] (NaN marks an unusable stage)")
+            raise TableError("scores must lie in [0, 1] (NaN marks an unusable stage)")
         for name, arr in (("mentor_tokens", mentor), ("intern_tokens", intern)):
             if not np.isfinite(arr).all() or np.any(arr < 0):
-                raise ValueError(f"{name} must be finite and >= 0 at every stage, usable or not")
+                raise TableError(f"{name} must be finite and >= 0 at every stage, usable or not")
         if np.any(mentor[:, 0] != 0):
-            raise ValueError("mentor_tokens must be 0 at stage 0 (the question alone)")
+            raise TableError("mentor_tokens must be 0 at stage 0 (the question alone)")
         if np.any(np.diff(mentor, axis=1) < 0):
             q = int(np.flatnonzero((np.diff(mentor, axis=1) < 0).any(axis=1))[0])
-            raise ValueError(
+            raise TableError(
                 f"mentor_tokens must be cumulative (non-decreasing along stages); question {q}: "
                 f"{mentor[q].tolist()}"
             )
         for name in ("mentor_params", "intern_params"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+                raise TableError(f"{name} must be finite and >= 0, got {value}")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "correct", correct)
@@ -315,7 +317,7 @@ def format_distribution(summary: dict) -> str:
 
 def check_stage0(stage0: str) -> None:
     if stage0 not in STAGE0_MODES:
-        raise ValueError(f"stage0 must be one of {STAGE0_MODES}, got {stage0!r}")
+        raise OptionError(f"stage0 must be one of {STAGE0_MODES}, got {stage0!r}")
 
 
 def path_seconds(
@@ -413,12 +415,12 @@ def replay(table: StageTable, thresholds: Sequence[float], stage0: Stage0 = "sto
     check_stage0(stage0)
     tau = np.asarray(thresholds, dtype=np.float64)
     if tau.shape != (table.num_stages,):
-        raise ValueError(f"{tau.size} thresholds for {table.num_stages} stages")
+        raise OptionError(f"{tau.size} thresholds for {table.num_stages} stages")
     if stage0 == "fallback":
         tau = tau.copy()
         tau[0] = np.inf
     elif not np.isfinite(tau).all():
-        raise ValueError(f"thresholds must be finite, got {tau.tolist()}")
+        raise OptionError(f"thresholds must be finite, got {tau.tolist()}")
     passes = table.usable & (table.scores > tau)  # NaN > τ is False as well; the mask says why
     early = passes.any(axis=1)
     stage = np.where(early, np.argmax(passes, axis=1), fallback_stage(table))
@@ -437,7 +439,7 @@ def fixed_stage(table: StageTable, t: int) -> ReplayResult:
     stage t is unusable the intern answers from the last usable stage before it.
     """
     if not 0 <= t < table.num_stages:
-        raise ValueError(f"stage {t} out of range 0..{table.num_stages - 1}")
+        raise OptionError(f"stage {t} out of range 0..{table.num_stages - 1}")
     usable = table.usable[:, : t + 1]
     # index of the last True along the row (stage 0 is always usable, so there is one)
     stage = t - np.argmax(usable[:, ::-1], axis=1)
@@ -490,7 +492,7 @@ def route(table: StageTable, tau0) -> ReplayResult:
     each group its own)."""
     tau0 = np.asarray(tau0, dtype=np.float64)
     if tau0.ndim not in (0, 1) or (tau0.ndim == 1 and tau0.shape[0] != table.num_questions):
-        raise ValueError(
+        raise TableError(
             f"tau0 must be one value or one per question ({table.num_questions}), got {tau0.shape}"
         )
     early = table.scores[:, 0] > tau0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tandem_lm_eval.calibration.errors import TableError
 from tandem_lm_eval.calibration.replay import MentorAnswers, StageSeconds, StageTable, StageTokens
 from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.data.hidden_file import HiddenFile, hidden_path_for, stale_vectors
@@ -19,10 +20,6 @@ from tandem_lm_eval.judgment.judges import JudgeError, JudgeSpec, judge_input, n
 
 # Hidden vectors of records by (question hash, stage), as read from their side files.
 HiddenVectors = dict[tuple[str, int], np.ndarray]
-
-
-class TableError(ValueError):
-    """Records that cannot make one table (unlabelled, mixed setups, missing features)."""
 
 
 @dataclass

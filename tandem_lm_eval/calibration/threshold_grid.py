@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tandem_lm_eval.calibration.replay import NEVER, Stage0, StageTable, check_stage0, fallback_stage
+from tandem_lm_eval.common.options import OptionError
 from tandem_lm_eval.cost.flops import tflops as eq12_tflops
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
@@ -102,9 +103,9 @@ class GridResult:
 def grid_axes(grid: Sequence[float], num_stages: int, stage0: Stage0) -> tuple[tuple[float, ...], ...]:
     values = np.asarray(grid, dtype=np.float64)
     if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
-        raise ValueError("grid must be a non-empty sequence of finite thresholds")
+        raise OptionError("grid must be a non-empty sequence of finite thresholds")
     if np.any(np.diff(values) <= 0):
-        raise ValueError("grid must be strictly increasing")
+        raise OptionError("grid must be strictly increasing")
     axis = tuple(float(v) for v in values)
     axes = [axis] * num_stages
     if stage0 == "fallback":
@@ -151,7 +152,7 @@ def threshold_grid(
     cells = int(np.prod(sizes))
     hist_cells = int(np.prod([n + 1 for n in sizes]))
     if max(cells, hist_cells) > max_cells:
-        raise ValueError(
+        raise OptionError(
             f"a grid of {len(grid)} values over {table.num_stages} stages needs {hist_cells:,} histogram "
             f"cells (limit {max_cells:,}, about {8 * hist_cells / 1e9:.1f} GB per array): use a coarser "
             "grid, stage0='fallback' (one axis less), fewer stages, or raise max_cells"

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tandem_lm_eval.backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -77,7 +78,7 @@ def answer_with_mentor(
     ``mentor_only``) and ``close_text`` drive budget forcing.
     """
     if mentor is None:
-        raise ValueError(f"the {policy.name} policy needs a mentor")
+        raise CascadeError(f"the {policy.name} policy needs a mentor")
     if not questions:
         return []
     budget = getattr(policy, "reasoning_budget", None)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from tandem_lm_eval.backends.base import Message, Prompt, Segment
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.common.question_content import question_key
 from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.common.thinking import strip_think_tags
@@ -55,7 +56,7 @@ class Question:
 
     def __post_init__(self) -> None:
         if not self.messages or not any(m.content.strip() for m in self.messages if m.role == "user"):
-            raise ValueError("empty prompt: the request has no question text")
+            raise CascadeError("empty prompt: the request has no question text")
 
     @property
     def system(self) -> str | None:
@@ -93,18 +94,21 @@ def question_from_request(
     until = gen_kwargs.pop("until", None) or ()
     if isinstance(until, str):
         until = (until,)
-    max_gen = int(gen_kwargs.pop("max_gen_toks", default_max_gen_toks))
-    do_sample = bool(gen_kwargs.pop("do_sample", False))
-    temperature = float(gen_kwargs.pop("temperature", 0.0) or 0.0)
+    try:  # lm-eval's gen_kwargs, as the task or --gen_kwargs gave them
+        max_gen = int(gen_kwargs.pop("max_gen_toks", default_max_gen_toks))
+        do_sample = bool(gen_kwargs.pop("do_sample", False))
+        temperature = float(gen_kwargs.pop("temperature", 0.0) or 0.0)
+        top_p = float(gen_kwargs.pop("top_p", 1.0) or 1.0)
+    except (TypeError, ValueError) as exc:
+        raise CascadeError(f"gen_kwargs: {exc}") from None
     if not do_sample:
         temperature = 0.0
-    top_p = float(gen_kwargs.pop("top_p", 1.0) or 1.0)
     seed = gen_kwargs.pop("seed", None)
     if context.startswith(CHAT_SENTINEL):
         messages = tuple(_Message(m["role"], m["content"]) for m in json.loads(context[len(CHAT_SENTINEL) :]))
     else:
         if not context.strip():
-            raise ValueError("empty prompt")
+            raise CascadeError("empty prompt")
         messages = (_Message("user", context),)
     return Question(
         messages=messages,

@@ -39,6 +39,7 @@ from tandem_lm_eval.backends.base import (
     HiddenRequest,
     Prompt,
 )
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOutcome, StageRecord
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
@@ -101,20 +102,20 @@ class Cascade:
         the scoring pass (a hidden-state judge's, or a collect's)."""
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
-            raise ValueError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
+            raise CascadeError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
         self.num_stages = len(budgets) + 1
         self.last_stage = policy.last_stage(self.num_stages)
         if (self.last_stage > 0 or policy.answerer == "mentor" or policy.routes_to_mentor) and mentor is None:
-            raise ValueError(f"the {policy.name} policy needs a mentor")
+            raise CascadeError(f"the {policy.name} policy needs a mentor")
         if policy.needs_scores and classifier is None:
-            raise ValueError(f"the {policy.name} policy needs a sufficiency classifier")
+            raise CascadeError(f"the {policy.name} policy needs a sufficiency classifier")
         self.mentor, self.intern, self.policy, self.classifier = mentor, intern, policy, classifier
         self.group_policies = dict(group_policies or {})
-        card = getattr(classifier, "card", None)
+        card = classifier.card if classifier is not None else None
         self.feature_span = card.feature_span if card is not None else DEFAULT_SPAN
         self.judge = card.spec if card is not None else None  # what the classifier reads (judges.py)
         if self.judge is not None and self.judge.hidden is not None and hidden is None:
-            raise ValueError(f"the classifier reads hidden vectors ({self.judge.hidden.key}): give hidden=")
+            raise CascadeError(f"the classifier reads hidden vectors ({self.judge.hidden.key}): give hidden=")
         self.hidden = hidden
         self.budgets = budgets
         self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
@@ -488,10 +489,7 @@ class Cascade:
         if self.classifier is not None:
             X = np.stack([states[i].stages[stage].judge_input for i in todo])
             groups = [states[i].question.group for i in todo]
-            if hasattr(self.classifier, "for_group"):
-                s = self.classifier.sufficiency(X, groups)
-            else:
-                s = self.classifier.sufficiency(X)
+            s = self.classifier.sufficiency(X, groups)  # a per-group classifier judges by group
             for i, value in zip(todo, s):
                 states[i].stages[stage].score = float(value)
         t2 = ledger.clock()

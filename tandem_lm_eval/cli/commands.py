@@ -12,17 +12,48 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
+
 logger = logging.getLogger("tandem_lm_eval")
 
 
-class CommandError(Exception):
+class CommandError(TandemError):
     """A problem with the command's inputs: printed as one line, exit status 2."""
 
 
-def run_subcommand(argv: Sequence[str]) -> int:
-    from tandem_lm_eval.backends.base import BackendError
-    from tandem_lm_eval.data.benchmarks import DatasetUnavailable
+# The subcommands in the order of the workflow (docs/classifier.md), each with its one line: the parser's
+# help and ``tandem-lm-eval --help`` read them from here.
+SUBCOMMANDS: dict[str, str] = {
+    "oracle-mentor": "write a recorded mentor from a task's reference solutions",
+    "collect": "run a mentor/intern pair over a task's questions, every stage, labelled",
+    "complete-hidden": "add the intern's hidden vectors to collected records (intern passes only)",
+    "fit": "train a sufficiency classifier and choose thresholds by an objective",
+    "analyze": "held-out report of a classifier on collected records (no model calls)",
+    "compare": "Tandem and its baselines on tasks: leaderboard (md/csv/json) and plots",
+    "store": "the run store (model_args store=): stats, prune, export, merge",
+}
 
+
+def overview() -> str:
+    """``tandem-lm-eval --help``: the subcommands, one line each, and where everything else goes."""
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = [
+        "usage: tandem-lm-eval SUBCOMMAND [options]   the classifier workflow (docs/classifier.md)",
+        "       tandem-lm-eval [lm_eval options]      lm-eval's command line, with tandem registered",
+        "",
+        "subcommands:",
+        *(f"  {name:<{width}}  {line}" for name, line in SUBCOMMANDS.items()),
+        "",
+        "tandem-lm-eval SUBCOMMAND --help shows a subcommand's options.",
+        "Anything else goes to lm-eval's command line (the same flags as lm_eval), with the tandem model",
+        "and its tasks registered, e.g.",
+        "  tandem-lm-eval --model tandem --model_args mentor=...,intern=... --tasks tandem_gsm8k",
+        "lm-eval's own options: tandem-lm-eval run --help",
+    ]
+    return "\n".join(lines)
+
+
+def run_subcommand(argv: Sequence[str]) -> int:
     parser = _parser()
     args = parser.parse_args(list(argv))
     args.argv = list(argv)  # recorded in model cards as the command that made them
@@ -33,8 +64,7 @@ def run_subcommand(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("tandem-lm-eval: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (CommandError, BackendError, DatasetUnavailable, ValueError, OSError) as exc:
-        # ValueError covers ConfigError, ClassifierError, RecordError, TaskDataError, FeatureError
+    except TandemError as exc:  # a user's input: one line; anything else is a bug and keeps its traceback
         print(f"tandem-lm-eval {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -107,9 +137,7 @@ def _parser() -> argparse.ArgumentParser:
             help="as lm_eval's flag (tasks that run model code)",
         )
 
-    c = sub.add_parser(
-        "collect", help="run a mentor/intern pair over a task's questions, every stage, labelled"
-    )
+    c = sub.add_parser("collect", help=SUBCOMMANDS["collect"])
     task_args(c)
     c.add_argument(
         "--model_args",
@@ -144,10 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=_collect)
 
-    h = sub.add_parser(
-        "complete-hidden",
-        help="add the intern's hidden vectors to collected records (intern forward passes only)",
-    )
+    h = sub.add_parser("complete-hidden", help=SUBCOMMANDS["complete-hidden"])
     task_args(h)
     h.add_argument("--records", type=Path, required=True, help="the collect's JSONL records")
     h.add_argument(
@@ -163,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--chunk", type=int, default=32, help="questions per batch (as the collect's --chunk)")
     h.set_defaults(func=_complete_hidden)
 
-    o = sub.add_parser("oracle-mentor", help="write a recorded mentor from a task's reference solutions")
+    o = sub.add_parser("oracle-mentor", help=SUBCOMMANDS["oracle-mentor"])
     task_args(o)
     o.add_argument("--solution-field", required=True, help="the document field with the solution text")
     o.add_argument("--keep-final-answer", action="store_true", help="keep GSM8K's '#### <answer>' line")
@@ -172,25 +197,21 @@ def _parser() -> argparse.ArgumentParser:
 
     from tandem_lm_eval.cli.fit_command import add_fit_arguments
 
-    f = sub.add_parser("fit", help="train a sufficiency classifier and choose thresholds by an objective")
+    f = sub.add_parser("fit", help=SUBCOMMANDS["fit"])
     add_fit_arguments(f)
     f.set_defaults(func=_fit)
 
     from tandem_lm_eval.cli.analyze_command import add_analyze_arguments
 
-    a = sub.add_parser(
-        "analyze", help="held-out report of a classifier on collected records (no model calls)"
-    )
+    a = sub.add_parser("analyze", help=SUBCOMMANDS["analyze"])
     add_analyze_arguments(a)
     a.set_defaults(func=_analyze)
 
-    m = sub.add_parser(
-        "compare", help="Tandem and its baselines on tasks: leaderboard (md/csv/json) and plots"
-    )
+    m = sub.add_parser("compare", help=SUBCOMMANDS["compare"])
     m.add_argument("config", type=Path, help="TOML or YAML file: output, tasks, limit, model_args, rows")
     m.set_defaults(func=_compare)
 
-    st = sub.add_parser("store", help="the run store (model_args store=): stats, prune, export, merge")
+    st = sub.add_parser("store", help=SUBCOMMANDS["store"])
     st_sub = st.add_subparsers(dest="store_command", required=True)
 
     def store_arg(p: argparse.ArgumentParser) -> None:
@@ -271,7 +292,7 @@ def _collect(args) -> int:
     config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
     refuse_replicas(config)  # before the task and any model load
     if args.mentor_answers and config.mentor.backend == "recorded":
-        raise ValueError(
+        raise CommandError(
             "--mentor-answers: a recorded mentor (mentor_backend=recorded) serves recorded insights, it "
             "cannot answer a question itself: collect the mentor's answers with the mentor model"
         )

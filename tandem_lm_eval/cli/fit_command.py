@@ -13,6 +13,7 @@ from tandem_lm_eval.calibration.fitting import KINDS, THRESHOLD_ROWS, FitSetting
 from tandem_lm_eval.calibration.model_card import model_card
 from tandem_lm_eval.calibration.objectives import OBJECTIVE_KINDS, Objective
 from tandem_lm_eval.calibration.tables import TableError, hidden_file_meta, hidden_vectors
+from tandem_lm_eval.common.options import OptionError
 from tandem_lm_eval.data.records import load_records
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS
 from tandem_lm_eval.judgment.judges import (
@@ -171,7 +172,7 @@ def threshold_rows(args) -> str:
     from the training part's labels: their out-of-fold scores would not be out of sample."""
     lora = needs_adapter(getattr(args, "features", STATISTICS))
     if args.threshold_rows == "cv" and lora:  # refused here, before the adapter's training
-        raise ValueError(
+        raise OptionError(
             "--threshold-rows cv does not suit --features hidden_lora: the adapter learns from the training "
             "questions' labels, so their vectors are not out of sample in any fold; use validation (the "
             "default for hidden_lora) or train"
@@ -185,9 +186,9 @@ def _cv_folds(args) -> int:
     if args.cv_folds is None:
         return 5
     if threshold_rows(args) != "cv":
-        raise ValueError("--cv-folds is for --threshold-rows cv")
+        raise OptionError("--cv-folds is for --threshold-rows cv")
     if args.cv_folds < 2:
-        raise ValueError(f"--cv-folds must be at least 2, got {args.cv_folds}")
+        raise OptionError(f"--cv-folds must be at least 2, got {args.cv_folds}")
     return args.cv_folds
 
 
@@ -214,7 +215,7 @@ def run_fit(args) -> dict:
     adapter_dir = None
     if needs_adapter(args.features):
         if len(args.records) != 1:
-            raise ValueError("--features hidden_lora trains on one record file: join them first")
+            raise OptionError("--features hidden_lora trains on one record file: join them first")
         # the LoRA adapter first (the intern fine-tuned on the training split), then its vectors
         from tandem_lm_eval.workflows.lora_judge import train_adapter_for_fit
 

@@ -10,7 +10,8 @@ With a subcommand, the classifier workflow (docs/classifier.md), each step one c
     tandem-lm-eval compare CONFIG # Tandem against its baselines: leaderboard and Pareto plots
     tandem-lm-eval store stats|prune|export|merge  # the run store (model_args store=): size, cleanup, export, merge
 
-Without one, the stock lm_eval CLI with tandem registered (same flags as ``lm_eval``). It registers the
+``tandem-lm-eval --help`` (``-h``) lists them. Without one, the stock lm_eval CLI with tandem registered
+(same flags as ``lm_eval``; its own help: ``tandem-lm-eval run --help``). It registers the
 model and the task folder explicitly, so it also works where the start-up hook is disabled
 (``TANDEM_LM_EVAL_NO_HOOK=1``) or the .pth file was not installed.
 """
@@ -19,15 +20,18 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("collect", "complete-hidden", "fit", "analyze", "oracle-mentor", "compare", "store")
+from tandem_lm_eval.cli.commands import SUBCOMMANDS, overview, run_subcommand
+
+HELP = ("-h", "--help")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        from tandem_lm_eval.cli.commands import run_subcommand
-
         raise SystemExit(run_subcommand(argv))
+    if argv[:1] and argv[0] in HELP:  # ours; lm-eval's is `tandem-lm-eval run --help`
+        print(overview())
+        raise SystemExit(0)
     import lm_eval.tasks.manager as manager
 
     from tandem_lm_eval.harness.registration import patch_results_folder, patch_task_manager, register_model

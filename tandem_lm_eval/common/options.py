@@ -11,13 +11,15 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from tandem_lm_eval.common.errors import TandemError
+
 T = TypeVar("T")
 
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
 
-class OptionError(ValueError):
+class OptionError(TandemError, ValueError):
     """A bad option value; the message names the key."""
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tandem_lm_eval.common.options import OptionError
+
 PER_TOKENS = 1_000_000
 
 
@@ -26,7 +28,7 @@ class TokenPrices:
         for name in ("input_per_million", "output_per_million"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite price >= 0, got {value!r}")
+                raise OptionError(f"{name} must be a finite price >= 0, got {value!r}")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return token_cost_usd(input_tokens, output_tokens, self.input_per_million, self.output_per_million)
@@ -47,11 +49,11 @@ def parse_price(key: str, value: Any) -> float:
     try:
         price = float(text)
     except ValueError:
-        raise ValueError(
+        raise OptionError(
             f"{key} must be a price in US dollars per 1M tokens such as 0.15, got {value!r}"
         ) from None
     if not math.isfinite(price) or price < 0:
-        raise ValueError(f"{key} must be a price >= 0 in US dollars per 1M tokens, got {value!r}")
+        raise OptionError(f"{key} must be a price >= 0 in US dollars per 1M tokens, got {value!r}")
     return price
 
 

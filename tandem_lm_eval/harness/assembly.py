@@ -19,6 +19,7 @@ from tandem_lm_eval.data.checkpoint import configured_hidden_shape
 from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import ConfigError, RoleConfig, TandemConfig
 from tandem_lm_eval.judgment.card import intern_mismatch
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.loading import adapter_of, load_classifier_folder
 from tandem_lm_eval.store.export import StoreRecordedBackend, is_run_store
@@ -118,7 +119,7 @@ def classifier_path(cfg: TandemConfig) -> Path:
 
 def load_classifier(
     cfg: TandemConfig, intern: Backend | None = None
-) -> tuple[object | None, tuple[float, ...] | None]:
+) -> tuple[Classifier | None, tuple[float, ...] | None]:
     """The sufficiency classifier and per-stage thresholds for this run (None for baseline modes).
 
     ``classifier`` is a folder path or a name under ``classifiers/``; the demo intern gets the shipped
@@ -151,8 +152,7 @@ def load_classifier(
     if intern is not None:  # else the caller checks once the intern is loaded
         check_classifier_fits_intern(cfg, clf, path, intern)
     thresholds = cfg.thresholds or tuple(card.thresholds)
-    members = getattr(clf, "members", {})
-    for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in members.items())]:
+    for label, member_card in [("", card), *((f" (group {g})", m.card) for g, m in clf.members.items())]:
         if cfg.mode in ("route", "router"):  # τ_0 only: it judges the question alone, whatever the budgets
             if not cfg.thresholds and not member_card.thresholds:
                 raise ConfigError(f"classifier {path.name}{label} has no thresholds: give thresholds=[τ_0]")
@@ -176,13 +176,17 @@ def load_classifier(
     return clf, thresholds
 
 
-def group_policies(cfg: TandemConfig, classifier) -> dict[str, StopPolicy]:
+def group_policies(cfg: TandemConfig, classifier: Classifier | None) -> dict[str, StopPolicy]:
     """Each group's own thresholds, for a per-group classifier in mode=tandem or route (unless model_args
     give thresholds, which then hold for every group)."""
-    members = getattr(classifier, "members", None)
-    if cfg.mode not in ("tandem", "route", "router") or not members or cfg.thresholds:
+    if (
+        classifier is None
+        or cfg.mode not in ("tandem", "route", "router")
+        or not classifier.members
+        or cfg.thresholds
+    ):
         return {}
-    return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in members.items()}
+    return {group: make_policy(cfg.mode, tuple(m.card.thresholds)) for group, m in classifier.members.items()}
 
 
 def check_judge_before_load(cfg: TandemConfig, card, path: Path) -> None:
@@ -214,12 +218,11 @@ def check_hidden_shape(card, path: Path, shape: tuple[int, int]) -> None:
         )
 
 
-def hidden_request_for(classifier, path: Path) -> HiddenRequest | None:
+def hidden_request_for(classifier: Classifier | None, path: Path) -> HiddenRequest | None:
     """What the cascade asks the intern's scoring pass for: the judge's layer (with its adapter)."""
-    card = getattr(classifier, "card", None)
-    if card is None or card.hidden is None:
+    if classifier is None or classifier.card.hidden is None:
         return None
-    h = card.hidden
+    h = classifier.card.hidden
     folder, adapter_id = adapter_of(path, h) if h.adapter is not None else (None, None)
     return HiddenRequest((h.layer,), adapter=folder, adapter_id=adapter_id)
 

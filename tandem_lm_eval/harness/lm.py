@@ -36,6 +36,7 @@ from tandem_lm_eval.backends.base import BackendError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
 from tandem_lm_eval.common.disk import DiskFullError
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
@@ -51,7 +52,6 @@ from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
 from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
 from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, install_task_patches
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
-from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.grouped import group_of
 from tandem_lm_eval.judgment.training_guard import QuestionIdentity
 from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
@@ -111,7 +111,7 @@ class TandemLM(LM):
                 first = self.replicas.infos[0]
                 self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
                 self.entropy_method = first.entropy_method
-        except (ConfigError, ClassifierError, BackendError, StoreError, ValueError, ReplicaError) as exc:
+        except TandemError as exc:  # a user's input: one line; anything else is a bug (traceback)
             raise SystemExit(redact_urls(f"tandem: {exc}")) from None
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
         self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
@@ -133,7 +133,7 @@ class TandemLM(LM):
                 question = question_from_request(
                     context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
                 )
-            except ValueError as exc:
+            except TandemError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
             # the k-th of a request's repeats is its k-th draw: sampled, each is its own stored entry
             questions[i] = dataclasses.replace(question, sample=draws.get(id(req), 0))
@@ -301,7 +301,7 @@ class TandemLM(LM):
         )
 
     def _group_of(self, req) -> str | None:
-        group_by = getattr(self.classifier, "group_by", None)
+        group_by = self.classifier.group_by if self.classifier is not None else None
         if group_by is None:
             return None
         return group_of(group_by, getattr(req, "task_name", None), getattr(req, "doc", None))
@@ -445,7 +445,7 @@ class _TraceSink:
                 res,
                 q,
                 config=lm.config,
-                group_by=getattr(lm.classifier, "group_by", "task"),
+                group_by=(lm.classifier and lm.classifier.group_by) or "task",
                 mentor_params=lm.mentor_params,
                 intern_params=lm.intern_params,
                 entropy_method=lm.entropy_method,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.harness import rank_codec
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ LAUNCHER_ENV = (
 )
 
 
-class RankError(ValueError):
+class RankError(TandemError, ValueError):
     """The launcher's environment or the GPUs do not allow the run as asked (one line)."""
 
 

@@ -38,6 +38,7 @@ from tandem_lm_eval.backends.base import BackendError
 from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.progress import progress_bar
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.options import as_int
 from tandem_lm_eval.harness.assembly import Replica, build_replica
 from tandem_lm_eval.harness.config import TandemConfig
@@ -60,7 +61,7 @@ STOP_GRACE_S = 30.0
 GPU_BACKENDS = ("hf", "vllm")
 
 
-class ReplicaError(RuntimeError):
+class ReplicaError(TandemError, RuntimeError):
     """A replica failed or died; the message is one line naming it."""
 
 

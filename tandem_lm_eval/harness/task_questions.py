@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.data.benchmarks import source_split
 from tandem_lm_eval.data.records import doc_hash
 from tandem_lm_eval.judgment.grouped import check_group_by, group_of
@@ -27,7 +28,7 @@ from tandem_lm_eval.judgment.grouped import check_group_by, group_of
 logger = logging.getLogger(__name__)
 
 
-class TaskDataError(ValueError):
+class TaskDataError(TandemError, ValueError):
     """A task that cannot serve as a source of questions (unknown, no generation requests, ...)."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tandem_lm_eval.common.errors import TandemError
 
-class ClassifierError(ValueError):
+
+class ClassifierError(TandemError, ValueError):
     """A classifier file that is missing, malformed, or made for another setup."""

@@ -3,16 +3,18 @@ the MLP: arrays in safetensors, parameters in JSON, never pickle."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.scaling import check_width
 
 
-class EstimatorClassifier:
+class EstimatorClassifier(Classifier):
     """A scikit-learn estimator of ``estimators/`` (logistic regression, gradient boosting) with a
     card, saved like the MLP: arrays in safetensors, parameters in JSON, never pickle."""
 
@@ -35,7 +37,8 @@ class EstimatorClassifier:
     def num_features(self) -> int:
         return int(self.estimator.num_features_ or self.card.spec.width)
 
-    def sufficiency(self, X) -> np.ndarray:
+    def sufficiency(self, X, groups: Sequence[str | None] | None = None) -> np.ndarray:
+        """s for each row (one estimator for every group)."""
         X = check_width(X, self.num_features, self.card.feature_set)
         return np.asarray(self.estimator.sufficiency(X), dtype=np.float64)
 

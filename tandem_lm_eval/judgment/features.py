@@ -39,6 +39,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
+
 FEATURE_SET = "tandem-v2"
 # The spans features can be computed over (see the module docstring); the first is the default.
 FEATURE_SPANS: tuple[str, ...] = ("question_insights", "insights", "prompt")
@@ -97,7 +99,7 @@ def feature_vector(token_logprobs: np.ndarray, entropies: np.ndarray, num_tokens
     )
 
 
-class FeatureError(ValueError):
+class FeatureError(TandemError, ValueError):
     """Features cannot be computed as asked (e.g. the backend could not locate Q and I_t)."""
 
 

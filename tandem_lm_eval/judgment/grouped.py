@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from tandem_lm_eval.judgment.card import FORMAT_VERSION, META_FILE, ClassifierCard
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 
 
-class GroupedClassifier:
+class GroupedClassifier(Classifier):
     """One classifier per group (a MATH subject, a task) plus a unified fallback, saved as one folder.
 
     ``group_by`` says how a request's group is found: ``task`` (the lm-eval task name) or
@@ -23,9 +24,9 @@ class GroupedClassifier:
 
     kind = "per_group"
 
-    def __init__(self, members: dict[str, object], fallback, group_by: str) -> None:
+    def __init__(self, members: dict[str, Classifier], fallback: Classifier, group_by: str) -> None:
         check_group_by(group_by)
-        self.members, self.fallback, self.group_by = dict(members), fallback, group_by
+        self._members, self.fallback, self._group_by = dict(members), fallback, group_by
         for name, member in self.members.items():
             for key in ("feature_set", "feature_span", "hidden", "intern_model", "entropy_method", "budgets"):
                 if getattr(member.card, key) != getattr(fallback.card, key):
@@ -35,6 +36,14 @@ class GroupedClassifier:
                     )
 
     @property
+    def group_by(self) -> str:
+        return self._group_by
+
+    @property
+    def members(self) -> dict[str, Classifier]:
+        return self._members
+
+    @property
     def card(self) -> ClassifierCard:
         """The fallback's card; ``training_questions`` covers every member."""
         questions = set(self.fallback.card.training_questions)
@@ -42,7 +51,7 @@ class GroupedClassifier:
             questions |= member.card.training_questions
         return dataclasses.replace(self.fallback.card, training_questions=frozenset(questions))
 
-    def for_group(self, group: str | None):
+    def for_group(self, group: str | None) -> Classifier:
         return self.members.get(group, self.fallback) if group is not None else self.fallback
 
     def sufficiency(self, X, groups: Sequence[str | None] | None = None) -> np.ndarray:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.hidden_keys import HIDDEN_POSITIONS, hidden_key
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_NAMES, FEATURE_SET, check_span
 
@@ -44,7 +45,7 @@ DEFAULT_POSITION = PROMPT_END
 DEFAULT_LAYER = "last"
 
 
-class JudgeError(ValueError):
+class JudgeError(TandemError, ValueError):
     """A feature set, layer or position that cannot be read as asked."""
 
 

@@ -15,6 +15,7 @@ from tandem_lm_eval.judgment.card import (
     WEIGHTS_FILE,
     ClassifierCard,
 )
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.estimator_classifier import EstimatorClassifier
 from tandem_lm_eval.judgment.features import FEATURE_SET
@@ -23,7 +24,9 @@ from tandem_lm_eval.judgment.judges import FEATURE_SETS, HiddenReading, JudgeErr
 from tandem_lm_eval.judgment.mlp import SufficiencyClassifier
 
 
-def make_classifier(kind: str, spec: JudgeSpec | None = None, **params):
+def make_classifier(
+    kind: str, spec: JudgeSpec | None = None, **params
+) -> SufficiencyClassifier | EstimatorClassifier:
     """A fresh classifier of ``kind``: ``mlp`` (the paper's), ``logistic`` or ``gradient_boosting``,
     for the input ``spec`` describes (default: ``tandem-v2`` over the default span)."""
     spec = spec or JudgeSpec()
@@ -49,7 +52,7 @@ def _card_for(spec: JudgeSpec) -> ClassifierCard:
     return ClassifierCard(feature_set=spec.feature_set, feature_span=spec.span, hidden=spec.hidden)
 
 
-def load_classifier_folder(folder: str | Path):
+def load_classifier_folder(folder: str | Path) -> Classifier:
     """Load any classifier folder: an MLP, another estimator, or a per-group classifier."""
     folder = Path(folder)
     meta_path = folder / META_FILE

@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from tandem_lm_eval.judgment.card import WEIGHTS_FILE, ClassifierCard, write_folder
+from tandem_lm_eval.judgment.classifier import Classifier
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.judgment.features import NUM_FEATURES
 from tandem_lm_eval.judgment.scaling import log_scaled_columns, signed_log
 from tandem_lm_eval.judgment.weights import check_shapes
 
 
-class SufficiencyClassifier:
+class SufficiencyClassifier(Classifier):
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (64, 32),
@@ -50,15 +51,15 @@ class SufficiencyClassifier:
         log_columns: Sequence[bool] | None = None,
     ) -> None:
         if early_stopping not in ("accuracy", "loss"):
-            raise ValueError(
+            raise ClassifierError(
                 f"early_stopping must be 'accuracy' (the paper's) or 'loss', got {early_stopping!r}"
             )
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ClassifierError(f"dropout must be in [0, 1), got {dropout}")
         if learning_rate <= 0 or batch_size < 1 or max_epochs < 1:
-            raise ValueError("learning_rate must be > 0, batch_size and max_epochs >= 1")
+            raise ClassifierError("learning_rate must be > 0, batch_size and max_epochs >= 1")
         if not 0 < validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise ClassifierError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.dropout = float(dropout)
         self.learning_rate = float(learning_rate)
@@ -140,9 +141,9 @@ class SufficiencyClassifier:
         X = self._prepare(X)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+            raise ClassifierError(f"X has {len(X)} rows but y has {len(y)}")
         if set(np.unique(y)) - {0.0, 1.0}:
-            raise ValueError("labels must be 0 (insufficient) or 1 (sufficient)")
+            raise ClassifierError("labels must be 0 (insufficient) or 1 (sufficient)")
         if X_val is None:
             train_idx, val_idx = stratified_split(y, self.validation_fraction, self.random_state)
             X_tr, y_tr, X_va, y_va = X[train_idx], y[train_idx], X[val_idx], y[val_idx]
@@ -218,8 +219,8 @@ class SufficiencyClassifier:
         s = self.sufficiency(X)
         return np.stack([1.0 - s, s], axis=1)
 
-    def sufficiency(self, X) -> np.ndarray:
-        """s = C(f) in [0, 1] for each row of features."""
+    def sufficiency(self, X, groups: Sequence[str | None] | None = None) -> np.ndarray:
+        """s = C(f) in [0, 1] for each row of features (one classifier for every group)."""
         import torch
 
         if self._net is None:

@@ -20,12 +20,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
 
-class WorkerTimeout(Exception):
+
+class WorkerTimeout(TandemError):
     """The worker did not answer in time (it has been killed)."""
 
 
-class WorkerCrashed(Exception):
+class WorkerCrashed(TandemError):
     """The worker exited or wrote something that is not a reply (it has been killed)."""
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem_lm_eval.common.disk import DiskFullError, is_disk_full, reason_of
+from tandem_lm_eval.common.errors import TandemError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ CREATE INDEX IF NOT EXISTS entries_model ON entries (role, kind, fingerprint);
 """
 
 
-class StoreError(ValueError):
+class StoreError(TandemError, ValueError):
     """A store file that cannot be used (not a store, another schema version, unreadable); the
     message names the file."""
 
@@ -460,7 +461,7 @@ class RunStore:
         8 characters). The file shrinks only after ``vacuum()``.
         """
         if kind is not None and kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise StoreError(f"kind must be one of {KINDS}, got {kind!r}")
         clauses, params = [], []
         if model is not None:
             clauses.append("(model = ? OR fingerprint = ? OR (length(?) >= 8 AND fingerprint LIKE ? || '%'))")
@@ -473,7 +474,7 @@ class RunStore:
             params.append(role)
         if older_than_days is not None:
             if older_than_days < 0:
-                raise ValueError(f"older_than_days must be >= 0, got {older_than_days}")
+                raise StoreError(f"older_than_days must be >= 0, got {older_than_days}")
             clauses.append("created < ?")
             params.append(time.time() - older_than_days * 86400.0)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""

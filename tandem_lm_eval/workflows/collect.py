@@ -36,6 +36,7 @@ from tandem_lm_eval.data.records import (
     stage_entry,
     write_records,
 )
+from tandem_lm_eval.harness.config import ConfigError
 from tandem_lm_eval.harness.task_questions import TaskDataError, TaskQuestion, TaskSource
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explore
     from tandem_lm_eval.harness.config import TandemConfig
 
     if "mode" in model_args:
-        raise ValueError("collect runs every stage: leave mode out of --model_args")
+        raise ConfigError("collect runs every stage: leave mode out of --model_args")
     cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
     refuse_replicas(cfg)
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
@@ -111,7 +112,7 @@ def refuse_replicas(cfg) -> None:
     """collect runs its cascade in this process: data_parallel_size (replicas, harness/replicas.py) is
     for ``lm_eval --model tandem``; refused rather than ignored."""
     if cfg.data_parallel_size > 1:
-        raise ValueError(
+        raise ConfigError(
             f"data_parallel_size={cfg.data_parallel_size}: collect runs its models in this process, without "
             "replicas; leave data_parallel_size out of its model_args (it applies to lm_eval --model "
             "tandem and to compare's live rows), or run several collects on parts of the task"
@@ -262,7 +263,7 @@ def _mentor_answers(
     from tandem_lm_eval.cascade.policies.mentor import MentorOnlyPolicy
 
     if cascade.mentor is None:
-        raise ValueError("--mentor-answers needs a mentor")
+        raise ConfigError("--mentor-answers needs a mentor")
     results = answer_with_mentor(
         cascade.mentor,
         [q.question for q in batch],

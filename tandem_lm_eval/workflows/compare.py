@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.judgment.training_guard import QuestionIdentity
 from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
 from tandem_lm_eval.workflows.compare_config import (
@@ -465,7 +466,7 @@ def _grouped_as_live(clf, records, questions):
     """The records with each question's group by the classifier's own rule (``group_by``), as
     ``TandemLM`` finds it at run time; compare's collect groups by task, a per-group classifier may
     group by a document field (MATH's subject)."""
-    group_by = getattr(clf, "group_by", None)
+    group_by = clf.group_by
     if group_by is None or questions is None:
         return records
     from dataclasses import replace
@@ -508,7 +509,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
 
     try:
         output_dir("output", config.output)
-    except ValueError as exc:
+    except TandemError as exc:
         raise CompareError(str(exc)) from None
     if importlib.util.find_spec("matplotlib") is None:
         raise CompareError(
@@ -527,7 +528,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                     "a replayed router row needs the mentor's own answers, which a recorded mentor "
                     "(mentor_backend=recorded) cannot give: use the mentor model, or drop the router row"
                 )
-    except ValueError as exc:
+    except TandemError as exc:
         raise CompareError(f"model_args: {exc}") from None
     classifiers = {}  # row name -> (classifier, what to do about training questions)
     for i, row in enumerate(config.rows):
@@ -570,7 +571,7 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
             classifiers[row.name] = (clf, overlap_ok)
         except CompareError:
             raise
-        except ValueError as exc:  # ConfigError, ClassifierError: the message names the key or file
+        except TandemError as exc:  # ConfigError, ClassifierError: the message names the key or file
             raise CompareError(f"{where}: {exc}") from None
     loaded = {}
     for task in config.tasks:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.options import as_bool, as_int, as_str, parse_model_args
 
 REPLAYED = ("intern_only", "fixed", "tandem", "route", "oracle", "agreement", "router")
@@ -20,7 +21,7 @@ REPLAYED_ROW_KEYS = ("classifier", "thresholds")
 STORE_FILE = "store.sqlite"
 
 
-class CompareError(ValueError):
+class CompareError(TandemError, ValueError):
     """A compare config that cannot run (unknown keys, a bad mode, rows that cannot be computed)."""
 
 
@@ -108,7 +109,7 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         include_path = (
             None if data.get("include_path") is None else as_str("include_path", data["include_path"])
         )
-    except ValueError as exc:
+    except TandemError as exc:
         raise CompareError(str(exc)) from None
     rows = []
     for i, row in enumerate(data["rows"]):
@@ -121,7 +122,7 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         if mode != "oracle":
             try:
                 check_mode(mode)
-            except ValueError as exc:
+            except TandemError as exc:
                 raise CompareError(f"rows[{i}]: {exc}") from None
         if mode == "oracle" and row.get("live") is True:
             raise CompareError(
@@ -129,7 +130,7 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
             )
         try:
             live = as_bool(f"rows[{i}].live", row.get("live", False))
-        except ValueError as exc:
+        except TandemError as exc:
             raise CompareError(str(exc)) from None
         rows.append(CompareRow(str(row.get("name", mode)), mode, _args(row.get("model_args")), live))
     names = [r.name for r in rows]

@@ -26,6 +26,7 @@ from pathlib import Path
 from tandem_lm_eval.cascade.prompts import intern_prompt
 from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
 from tandem_lm_eval.data.records import QuestionRecord, RecordError
+from tandem_lm_eval.harness.config import ConfigError
 from tandem_lm_eval.judgment.card import normalize_model_name
 from tandem_lm_eval.workflows.collect import hidden_meta_of, hidden_request
 
@@ -46,7 +47,7 @@ def intern_config(model_args: dict):
     from tandem_lm_eval.harness.config import TandemConfig
 
     if "mode" in model_args:
-        raise ValueError("complete-hidden runs the intern only: leave mode out of --model_args")
+        raise ConfigError("complete-hidden runs the intern only: leave mode out of --model_args")
     args = dict(model_args)
     if "intern" in args:
         args.setdefault("mentor", args["intern"])

@@ -30,6 +30,8 @@ import numpy as np
 
 from tandem_lm_eval.backends.base import BackendError, Prompt, hidden_positions
 from tandem_lm_eval.backends.rendering import render_prompt_ids, segment_spans
+from tandem_lm_eval.calibration.errors import TableError
+from tandem_lm_eval.common.options import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,9 @@ class LoraSettings:
             or self.learning_rate <= 0
             or self.batch_size < 1
         ):
-            raise ValueError("LoRA rank, alpha, epochs, learning rate and batch size must be positive")
+            raise OptionError("LoRA rank, alpha, epochs, learning rate and batch size must be positive")
         if not self.target_modules:
-            raise ValueError("LoRA needs target modules (e.g. q_proj,v_proj)")
+            raise OptionError("LoRA needs target modules (e.g. q_proj,v_proj)")
 
 
 @dataclass
@@ -123,10 +125,10 @@ def train_lora_judge(
         raise BackendError("LoRA training runs on the transformers backend: give intern_backend=hf")
     y = np.asarray(labels, dtype=np.float32)
     if len(prompts) != len(y) or not len(y):
-        raise ValueError("LoRA training needs one label per prompt, and some prompts")
+        raise TableError("LoRA training needs one label per prompt, and some prompts")
     positives = int(y.sum())
     if positives == 0 or positives == len(y):
-        raise ValueError(f"LoRA training rows have one label only ({positives} of {len(y)} sufficient)")
+        raise TableError(f"LoRA training rows have one label only ({positives} of {len(y)} sufficient)")
     render = functools.partial(render_prompt_ids, backend.tokenizer)
     encoded = []
     for prompt in prompts:

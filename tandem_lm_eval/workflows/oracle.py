@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
-from tandem_lm_eval.harness.task_questions import TaskQuestion
+from tandem_lm_eval.harness.task_questions import TaskDataError, TaskQuestion
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 _FINAL_ANSWER_LINE = re.compile(r"\n?####[^\n]*\s*$")
@@ -38,7 +38,7 @@ def oracle_records(
     for q in questions:
         solution = q.doc.get(solution_field)
         if not isinstance(solution, str) or not solution.strip():
-            raise ValueError(
+            raise TaskDataError(
                 f"task {q.task!r} document {q.doc_id} has no text field {solution_field!r} "
                 f"(fields: {', '.join(sorted(q.doc))}): pass --solution-field"
             )

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from tandem_lm_eval.backends.base import (
     BackendError,
 )
+from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.redaction import redact_urls
 
 # Local servers (vllm serve without --api-key) accept any key, but the SDK insists on one.
@@ -58,7 +59,7 @@ class StatusError(BackendError):
         self.status = status
 
 
-class Aborted(Exception):
+class Aborted(TandemError):
     """Another request of the same batch failed for good: stop retrying, the batch is lost anyway."""
 
 

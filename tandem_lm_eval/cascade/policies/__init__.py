@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.agreement import AgreementPolicy
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
 from tandem_lm_eval.cascade.policies.fixed import FIXED_LEVELS, FixedStagePolicy, InternOnlyPolicy
@@ -75,7 +76,7 @@ def make_policy(
     mode = mode.strip()
     if mode in ("tandem", "route", "router"):
         if thresholds is None:
-            raise ValueError(f"mode={mode} needs thresholds (from the classifier or model_args)")
+            raise CascadeError(f"mode={mode} needs thresholds (from the classifier or model_args)")
         return {"tandem": TandemPolicy, "route": RoutePolicy, "router": RouterPolicy}[mode](thresholds)
     if mode == "intern_only":
         return InternOnlyPolicy()
@@ -90,15 +91,15 @@ def make_policy(
         try:
             return FixedStagePolicy(int(value))
         except ValueError:
-            raise ValueError(
+            raise CascadeError(
                 f"bad mode {mode!r}: use fixed:<stage number> or fixed:low|medium|high, e.g. fixed:3"
             ) from None
     if mode.startswith("budget_forcing:"):
         try:
             budget = int(mode.split(":", 1)[1])
         except ValueError:
-            raise ValueError(
+            raise CascadeError(
                 f"bad mode {mode!r}: use budget_forcing:<reasoning tokens>, e.g. budget_forcing:2000"
             ) from None
         return BudgetForcingPolicy(budget, budget_forcing_close)
-    raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    raise CascadeError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 
 
@@ -36,7 +37,7 @@ class AgreementPolicy(StopPolicy):
 
     def last_stage(self, num_stages: int) -> int:
         if num_stages < 2:
-            raise ValueError("the agreement policy needs at least one mentor budget")
+            raise CascadeError("the agreement policy needs at least one mentor budget")
         return num_stages - 1
 
     def stop_after(self, stage: int, scores: Sequence[float]) -> bool:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tandem_lm_eval.cascade.errors import CascadeError
+
 
 def select_stage(scores: Sequence[float], thresholds: Sequence[float]) -> tuple[int, bool]:
     """Eq. 8-11: the first t with s_t > τ_t (True: stopped early), else argmax_t s_t (False).
@@ -19,9 +21,9 @@ def select_stage(scores: Sequence[float], thresholds: Sequence[float]) -> tuple[
     Ties in the argmax go to the earliest, cheapest stage.
     """
     if len(scores) == 0:
-        raise ValueError("no stage was scored")
+        raise CascadeError("no stage was scored")
     if len(scores) > len(thresholds):
-        raise ValueError(f"{len(scores)} scores but only {len(thresholds)} thresholds")
+        raise CascadeError(f"{len(scores)} scores but only {len(thresholds)} thresholds")
     for t, (s, tau) in enumerate(zip(scores, thresholds)):
         if s > tau:
             return t, True

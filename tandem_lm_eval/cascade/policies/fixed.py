@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 
 #: the paper's names of the fixed-budget levels (Table 1): the stage each one answers from
@@ -21,14 +22,14 @@ class FixedStagePolicy(StopPolicy):
 
     def __init__(self, stage: int, label: str | None = None) -> None:
         if stage < 0:
-            raise ValueError(f"fixed stage must be >= 0, got {stage}")
+            raise CascadeError(f"fixed stage must be >= 0, got {stage}")
         self.stage = int(stage)
         self.label = label  # the level name it was given by (fixed:high), if any
 
     def last_stage(self, num_stages: int) -> int:
         if self.stage >= num_stages:
             named = f"fixed:{self.label} (= fixed:{self.stage})" if self.label else f"fixed:{self.stage}"
-            raise ValueError(f"{named} needs {self.stage} budgets, only {num_stages - 1} given")
+            raise CascadeError(f"{named} needs {self.stage} budgets, only {num_stages - 1} given")
         return self.stage
 
     def stop_after(self, stage: int, scores: Sequence[float]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.common.thinking import THINK_CLOSE, THINK_OPEN
 
@@ -42,9 +43,9 @@ class BudgetForcingPolicy(MentorOnlyPolicy):
 
     def __init__(self, budget: int, close: str = "auto") -> None:
         if budget < 1:
-            raise ValueError(f"the budget forcing budget must be >= 1 token, got {budget}")
+            raise CascadeError(f"the budget forcing budget must be >= 1 token, got {budget}")
         if not close:
-            raise ValueError("budget_forcing_close must be 'auto' or a non-empty text")
+            raise CascadeError("budget_forcing_close must be 'auto' or a non-empty text")
         self.reasoning_budget = int(budget)
         self.close = close
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 
 
@@ -19,12 +20,12 @@ class RoutePolicy(StopPolicy):
 
     def __init__(self, thresholds: Sequence[float]) -> None:
         if not thresholds:
-            raise ValueError(
+            raise CascadeError(
                 f"the {self.name} policy needs τ_0 (thresholds[0], from the classifier or model_args)"
             )
         tau0 = float(thresholds[0])
         if not 0.0 <= tau0 <= 1.0:
-            raise ValueError(f"thresholds must lie in [0, 1], got {tau0}")
+            raise CascadeError(f"thresholds must lie in [0, 1], got {tau0}")
         self.threshold = tau0
 
     def scores_stage(self, stage: int) -> bool:
@@ -32,7 +33,7 @@ class RoutePolicy(StopPolicy):
 
     def last_stage(self, num_stages: int) -> int:
         if num_stages < 2:
-            raise ValueError("the route policy needs at least one mentor budget")
+            raise CascadeError("the route policy needs at least one mentor budget")
         return num_stages - 1
 
     def stop_after(self, stage: int, scores: Sequence[float]) -> bool:

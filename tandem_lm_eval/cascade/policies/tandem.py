@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
 
 
@@ -13,15 +14,15 @@ class TandemPolicy(StopPolicy):
 
     def __init__(self, thresholds: Sequence[float]) -> None:
         if not thresholds:
-            raise ValueError("the tandem policy needs one threshold per stage")
+            raise CascadeError("the tandem policy needs one threshold per stage")
         for tau in thresholds:
             if not 0.0 <= tau <= 1.0:
-                raise ValueError(f"thresholds must lie in [0, 1], got {tau}")
+                raise CascadeError(f"thresholds must lie in [0, 1], got {tau}")
         self.thresholds = tuple(float(t) for t in thresholds)
 
     def last_stage(self, num_stages: int) -> int:
         if len(self.thresholds) != num_stages:
-            raise ValueError(
+            raise CascadeError(
                 f"{len(self.thresholds)} thresholds for {num_stages} stages (stage 0 + one per budget)"
             )
         return num_stages - 1

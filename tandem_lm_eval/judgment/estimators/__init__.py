@@ -47,7 +47,7 @@ def _lookup(kind: str) -> type[SufficiencyEstimator]:
     try:
         return ESTIMATORS[kind]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ClassifierError(
             f"unknown estimator kind {kind!r}; valid kinds: {', '.join(sorted(ESTIMATORS))}"
         ) from None
 

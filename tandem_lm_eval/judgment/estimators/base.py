@@ -48,15 +48,15 @@ def as_labels(y: Any, n_rows: int, what: str = "y") -> np.ndarray:
     if y.ndim != 1:
         y = y.ravel()
     if len(y) != n_rows:
-        raise ValueError(f"{what} has {len(y)} labels but there are {n_rows} rows of features")
+        raise ClassifierError(f"{what} has {len(y)} labels but there are {n_rows} rows of features")
     try:
         yf = y.astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: labels must be 0 (insufficient) or 1 (sufficient)") from exc
+        raise ClassifierError(f"{what}: labels must be 0 (insufficient) or 1 (sufficient)") from exc
     bad = ~np.isin(yf, (0.0, 1.0))
     if bad.any():
         found = sorted({str(v) for v in y[bad]})[:5]
-        raise ValueError(f"{what}: labels must be 0 (insufficient) or 1 (sufficient), found {found}")
+        raise ClassifierError(f"{what}: labels must be 0 (insufficient) or 1 (sufficient), found {found}")
     return yf.astype(np.int64)
 
 
@@ -137,15 +137,15 @@ class SufficiencyEstimator:
         """
         X = as_features(X, None)
         if len(X) == 0:
-            raise ValueError("cannot fit on zero rows")
+            raise ClassifierError("cannot fit on zero rows")
         y = as_labels(y, len(X))
         if len(np.unique(y)) < 2:
-            raise ValueError(
+            raise ClassifierError(
                 f"all {len(y)} labels are {int(y[0])}: there is nothing to learn, "
                 "the training set needs both sufficient (1) and insufficient (0) examples"
             )
         if (X_val is None) != (y_val is None):
-            raise ValueError("pass both X_val and y_val, or neither")
+            raise ClassifierError("pass both X_val and y_val, or neither")
         if X_val is not None:
             X_val = as_features(X_val, X.shape[1], "X_val")
             y_val = as_labels(y_val, len(X_val), "y_val")

@@ -106,11 +106,11 @@ class GradientBoostingSufficiency(SufficiencyEstimator):
         random_state: int | None = 42,
     ) -> None:
         if int(n_estimators) < 1 or int(max_depth) < 1:
-            raise ValueError("n_estimators and max_depth must be >= 1")
+            raise ClassifierError("n_estimators and max_depth must be >= 1")
         if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+            raise ClassifierError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0 < subsample <= 1:
-            raise ValueError(f"subsample must be in (0, 1], got {subsample}")
+            raise ClassifierError(f"subsample must be in (0, 1], got {subsample}")
         self.n_estimators = int(n_estimators)
         self.learning_rate = float(learning_rate)
         self.max_depth = int(max_depth)

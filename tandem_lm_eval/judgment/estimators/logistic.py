@@ -61,9 +61,9 @@ class LogisticSufficiency(SufficiencyEstimator):
         log_columns: Sequence[bool] | None = None,
     ) -> None:
         if not C > 0:
-            raise ValueError(f"C must be > 0, got {C}")
+            raise ClassifierError(f"C must be > 0, got {C}")
         if int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+            raise ClassifierError(f"max_iter must be >= 1, got {max_iter}")
         self.C = float(C)
         self.class_weight = _normalize_class_weight(class_weight)
         self.max_iter = int(max_iter)
@@ -187,8 +187,8 @@ def _normalize_class_weight(cw: Any) -> str | dict[int, float] | None:
         try:
             return {int(k): float(v) for k, v in cw.items()}
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"class_weight keys must be 0/1 and values numbers, got {cw!r}") from exc
-    raise ValueError(f"class_weight must be None, 'balanced' or a {{0: w, 1: w}} dict, got {cw!r}")
+            raise ClassifierError(f"class_weight keys must be 0/1 and values numbers, got {cw!r}") from exc
+    raise ClassifierError(f"class_weight must be None, 'balanced' or a {{0: w, 1: w}} dict, got {cw!r}")
 
 
 def _class_weight_to_json(cw: str | dict[int, float] | None) -> str | dict[str, float] | None:
