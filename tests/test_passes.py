@@ -13,6 +13,8 @@ from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.passes import PassTokens, full_pass_tflops
+from tandem_lm_eval.judgment.card import ClassifierCard
+from tandem_lm_eval.judgment.classifier import Classifier
 
 
 def test_full_pass_on_a_hand_counted_request():
@@ -59,10 +61,15 @@ def q(text):
     return Question(messages=(Message("user", text),))
 
 
-class Everything:
+class Everything(Classifier):
     """A classifier that never stops early (s = 0 everywhere): the fallback scores every stage."""
 
-    def sufficiency(self, X):
+    kind = "never"
+
+    def __init__(self):
+        self.card = ClassifierCard()
+
+    def sufficiency(self, X, groups=None):
         return np.zeros(len(X))
 
 

@@ -17,12 +17,19 @@ from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.cli.commands import run_subcommand
 from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.judgment.card import ClassifierCard
+from tandem_lm_eval.judgment.classifier import Classifier
 
 
-class ByQuestion:
+class ByQuestion(Classifier):
     """s_0 of each scored row, in order (``values``)."""
 
-    def sufficiency(self, X):
+    kind = "by_question"
+
+    def __init__(self):
+        self.card = ClassifierCard()
+
+    def sufficiency(self, X, groups=None):
         return self.values[: len(X)]
 
 

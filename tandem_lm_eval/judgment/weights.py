@@ -45,12 +45,12 @@ def read_header(path: str | Path) -> dict[str, TensorEntry]:
             prefix = fh.read(8)
             if len(prefix) < 8:
                 raise ClassifierError(
-                    f"{path}: not a safetensors file (shorter than its 8-byte header length)"
+                    f"{path}: malformed classifier weights, not a safetensors file (shorter than its 8-byte header length)"
                 )
             (length,) = struct.unpack("<Q", prefix)
             if length > min(MAX_HEADER_BYTES, size - 8):
                 raise ClassifierError(
-                    f"{path}: not a safetensors file (header length {length} of a {size}-byte file)"
+                    f"{path}: malformed classifier weights, not a safetensors file (header length {length} of a {size}-byte file)"
                 )
             raw = fh.read(length)
     except OSError as exc:
@@ -58,9 +58,13 @@ def read_header(path: str | Path) -> dict[str, TensorEntry]:
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ClassifierError(f"{path}: not a safetensors file (its header is not JSON)") from None
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, not a safetensors file (its header is not JSON)"
+        ) from None
     if not isinstance(header, dict):
-        raise ClassifierError(f"{path}: not a safetensors file (its header is not a JSON object)")
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, not a safetensors file (its header is not a JSON object)"
+        )
     data_bytes = size - 8 - length
     out: dict[str, TensorEntry] = {}
     for name, entry in header.items():
@@ -74,18 +78,24 @@ def _entry(path: Path, name: str, entry, data_bytes: int) -> TensorEntry:
     try:
         dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
     except (TypeError, KeyError, ValueError):
-        raise ClassifierError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, tensor {name!r} has a malformed header entry"
+        ) from None
     if dtype not in DTYPE_BYTES:
-        raise ClassifierError(f"{path}: tensor {name!r} has an unknown dtype {dtype!r}")
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, tensor {name!r} has an unknown dtype {dtype!r}"
+        )
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ClassifierError(f"{path}: tensor {name!r} has a malformed shape {shape!r}")
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, tensor {name!r} has a malformed shape {shape!r}"
+        )
     if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_bytes):
         raise ClassifierError(
-            f"{path}: tensor {name!r} lies outside the file (bytes {begin}-{end} of {data_bytes})"
+            f"{path}: malformed classifier weights, tensor {name!r} lies outside the file (bytes {begin}-{end} of {data_bytes})"
         )
     if end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
         raise ClassifierError(
-            f"{path}: tensor {name!r} of shape {shape} ({dtype}) is not {end - begin} bytes"
+            f"{path}: malformed classifier weights, tensor {name!r} of shape {shape} ({dtype}) is not {end - begin} bytes"
         )
     return TensorEntry(dtype, tuple(shape))
 
@@ -103,13 +113,17 @@ def check_shapes(
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unexpected {', '.join(extra)}"] if extra else []
         )
-        raise ClassifierError(f"{path}: the tensors do not match {what} ({'; '.join(parts)})")
+        raise ClassifierError(
+            f"{path}: malformed classifier weights, the tensors do not match {what} ({'; '.join(parts)})"
+        )
     for name, shape in expected.items():
         entry = found[name]
         if entry.shape != tuple(shape):
             raise ClassifierError(
-                f"{path}: tensor {name!r} has shape {list(entry.shape)}, {what} needs {list(shape)}"
+                f"{path}: malformed classifier weights, tensor {name!r} has shape {list(entry.shape)}, {what} needs {list(shape)}"
             )
         if entry.dtype not in FLOAT_DTYPES:
-            raise ClassifierError(f"{path}: tensor {name!r} is {entry.dtype}, not a float type")
+            raise ClassifierError(
+                f"{path}: malformed classifier weights, tensor {name!r} is {entry.dtype}, not a float type"
+            )
     return found
