@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from tandem_lm_eval.workflows.board_stats import board_stats, task_markdown
 from tandem_lm_eval.workflows.compare_config import (
     REPLAYED_ROW_KEYS,
     STORE_FILE,
@@ -64,7 +65,14 @@ from tandem_lm_eval.workflows.compare_config import (
     load_config,
 )
 from tandem_lm_eval.workflows.judges_board import JudgedRows, judges_by_task, table8_markdown
-from tandem_lm_eval.workflows.leaderboard import BoardEntry, plot_task, to_csv, to_json, to_markdown
+from tandem_lm_eval.workflows.leaderboard import (
+    BoardEntry,
+    plot_task,
+    sorted_outcomes,
+    to_csv,
+    to_json,
+    to_markdown,
+)
 
 # Public names of the config and of Table 8, imported from here by the CLI and by users' scripts.
 __all__ = [
@@ -316,6 +324,14 @@ def replayed_entry(
         source="replay",
         mean_latency_s=result.mean_latency_s,
         mean_judgment_s=result.mean_judgment_s if kind in ("tandem", "route") else None,
+        per_question=sorted_outcomes(
+            [q.doc_id for q in questions] if questions is not None else np.arange(result.num_questions),
+            result.correct,
+            result.tflops,
+            result.mentor_paid,
+            result.intern_tokens,
+            result.latency,
+        ),
     )
     return entry, judged
 
@@ -340,6 +356,14 @@ def live_entry(
         mean_judgment_s=_mean_of(samples, "judgment_s")
         if row.mode.split(":")[0] in ("tandem", "route")
         else None,
+        per_question=sorted_outcomes(
+            [s["doc_id"] for s in samples],
+            [s["metric"] >= threshold - 1e-9 for s in samples],
+            [s["tflops"] for s in samples],
+            [s["mentor_tokens"] for s in samples],
+            [s["intern_tokens"] for s in samples],
+            None if _mean_of(samples, "latency_s") is None else [s["latency_s"] for s in samples],
+        ),
     )
 
 
@@ -532,11 +556,58 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     table8 = judges_by_task(config, entries, judged_rows)
-    (out / "leaderboard.md").write_text(to_markdown(entries) + "\n" + table8_markdown(table8))
-    (out / "leaderboard.csv").write_text(to_csv(entries))
-    (out / "leaderboard.json").write_text(
-        to_json(entries, {"tasks": config.tasks, "limit": config.limit, "table8": table8})
+    stats = board_stats(entries, config.resamples, config.seed)
+    sections = {task: task_markdown(stats, task) for task in config.tasks}
+    (out / "leaderboard.md").write_text(
+        to_markdown(entries, intervals=stats.intervals, sections=sections) + "\n" + table8_markdown(table8)
     )
+    (out / "leaderboard.csv").write_text(to_csv(entries))
+    extra = {
+        "tasks": config.tasks,
+        "limit": config.limit,
+        "intervals": stats.method(),
+        "comparisons": [c.to_dict() for c in stats.comparisons],
+        "frontier": stats.frontier,
+        "audit": audit(config, loaded),
+        "table8": table8,
+    }
+    (out / "leaderboard.json").write_text(to_json(entries, extra, stats.row_fields))
     for task in config.tasks:
-        plot_task([e for e in entries if e.task == task], out / f"{task}.png")
+        plot_task(
+            [e for e in entries if e.task == task],
+            out / f"{task}.png",
+            intervals=stats.intervals,
+            frontier=stats.frontier.get(task),
+        )
     return entries
+
+
+def audit(config: CompareConfig, loaded: dict[str, tuple]) -> list[dict]:
+    """The audit block (workflows/board_audit.py): per row and task, what its thresholds or router were
+    chosen on and the training-question check on the evaluated questions."""
+    from tandem_lm_eval.judgment.loading import load_classifier_folder
+    from tandem_lm_eval.workflows.board_audit import row_audit
+
+    out = []
+    for task in config.tasks:
+        questions, _ = loaded[task]
+        keys = {q.question.key for q in questions}
+        for row in config.rows:
+            clf = folder = None
+            if row.mode.split(":")[0] in ("tandem", "route"):
+                folder = _classifier_path(row, config)
+                clf = load_classifier_folder(folder)
+            allowed = {**config.model_args, **row.model_args}.get("allow_training_overlap", "false")
+            out.append(
+                row_audit(
+                    row.name,
+                    row.mode,
+                    task,
+                    keys,
+                    classifier=clf,
+                    folder=folder,
+                    given_thresholds=row.model_args.get("thresholds"),
+                    overlap_allowed=str(allowed).lower() in ("1", "true", "yes"),
+                )
+            )
+    return out

@@ -1,0 +1,89 @@
+"""The leaderboard's audit block: what each row's thresholds or router were chosen on, and the check
+that none of the evaluated questions was among those (RouterArena's rule: nothing tuned on the
+evaluation questions).
+
+One entry per row and task. A row that judges (``tandem``, ``route``) names its classifier, the
+task(s) and question counts it was fit on (its card, ``fit_report.json``), the rows its thresholds
+were chosen on (the card's objective) and how many evaluated questions are among its training
+questions, counted by the same rule as compare's preflight guard (``training_overlap``); a row whose
+thresholds the config gives says so. Fixed policies tune nothing; the oracle is a reference that
+reads the evaluated questions' labels by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def training_overlap(question_keys: set[str], card) -> int:
+    """How many of the evaluated questions are among the classifier's training questions (the rule
+    of compare's preflight guard)."""
+    return len(question_keys & card.training_questions)
+
+
+def row_audit(
+    name: str,
+    mode: str,
+    task: str,
+    question_keys: set[str],
+    *,
+    classifier=None,
+    folder: Path | None = None,
+    given_thresholds: str | None = None,
+    overlap_allowed: bool = False,
+) -> dict:
+    """The audit entry of one row on one task (module docstring)."""
+    kind = mode.split(":")[0]
+    out: dict = {"row": name, "mode": mode, "task": task, "evaluated_questions": len(question_keys)}
+    if kind == "oracle":
+        return {
+            **out,
+            "chosen_on": "reference, not a method: it reads the evaluated questions' labels",
+            "check": "not applicable",
+        }
+    if classifier is None:
+        return {
+            **out,
+            "chosen_on": "nothing: a fixed policy, no threshold or router",
+            "check": "not applicable",
+        }
+    card = classifier.card
+    provenance = _provenance(folder)
+    report = card.training.get("report", {}) if isinstance(card.training, dict) else {}
+    overlap = training_overlap(question_keys, card)
+    out.update(
+        {
+            "classifier": str(folder.name if folder is not None else ""),
+            "policy": card.policy,
+            "thresholds": [float(t) for t in card.thresholds],
+            "chosen_on": "thresholds given in the config (not chosen on any question)"
+            if given_thresholds
+            else f"the classifier's {card.threshold_objective.get('rows', 'training')} questions, objective "
+            f"{card.threshold_objective.get('kind', 'unknown')}",
+            "given_thresholds": given_thresholds or None,
+            "training_tasks": provenance.get("tasks"),
+            "training_records": provenance.get("records"),
+            "training_questions": len(card.training_questions),
+            "train_questions": report.get("questions", {}).get("train"),
+            "validation_questions": report.get("questions", {}).get("validation"),
+            "overlap_with_evaluated": overlap,
+        }
+    )
+    if overlap == 0:
+        out["check"] = "passed: no evaluated question is among its training questions"
+    else:
+        out["check"] = f"FAILED: {overlap} evaluated questions are among its training questions" + (
+            " (allow_training_overlap=true)" if overlap_allowed else ""
+        )
+    return out
+
+
+def _provenance(folder: Path | None) -> dict:
+    """The ``provenance`` of the classifier's ``fit_report.json`` (records, tasks), {} without one."""
+    if folder is None or not (folder / "fit_report.json").is_file():
+        return {}
+    try:
+        return json.loads((folder / "fit_report.json").read_text()).get("provenance", {}) or {}
+    except (OSError, ValueError):
+        return {}
