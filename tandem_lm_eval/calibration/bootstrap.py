@@ -57,7 +57,10 @@ def resampled_means(
     if not np.isfinite(values).all():
         raise ValueError("values must be finite (a missing per-question value has no mean)")
     n = values.shape[1]
-    parts = [counts @ values.T for counts in resample_counts(n, resamples, seed, chunk_elements)]
+    # float counts: an integer @ float product is not BLAS (about 20x slower at 10^5 questions)
+    parts = [
+        counts.astype(np.float64) @ values.T for counts in resample_counts(n, resamples, seed, chunk_elements)
+    ]
     return np.concatenate(parts, axis=0) / n
 
 

@@ -162,7 +162,7 @@ def task_frontier(rows: Sequence[BoardEntry], means: PairedMeans, level: float =
         if baselines and cost[baselines].min() <= c_min
         else None,
         "hull": [{"mean_tflops": float(x), "accuracy": float(y)} for x, y in zip(hx, hy)],
-        "hull_rows": [e.name for e in methods if _on_hull(e, hx, hy)],
+        "hull_rows": [e.name for e in sorted(methods, key=lambda e: e.mean_tflops) if _on_hull(e, hx, hy)],
     }
     weak = _first(methods, "intern_only")
     mentor = _first(methods, REFERENCE_MODE)
@@ -231,8 +231,16 @@ def _ref(e: BoardEntry) -> dict:
 
 
 # --- Markdown -----------------------------------------------------------------------------------------
+def _num(value: float, spec: str) -> str:
+    """``value`` formatted, without the sign of a negative zero (-1e-17 is 0.00, not -0.00)."""
+    text = f"{value:{spec}}"
+    if text.startswith("-") and float(text) == 0:
+        text = ("+" if "+" in spec else "") + text[1:]
+    return text
+
+
 def _ci(pair, scale: float = 1.0, spec: str = ".1f") -> str:
-    return "" if pair is None else f"[{scale * pair[0]:{spec}}, {scale * pair[1]:{spec}}]"
+    return "" if pair is None else f"[{_num(scale * pair[0], spec)}, {_num(scale * pair[1], spec)}]"
 
 
 def task_markdown(stats: BoardStats, task: str) -> str:
@@ -253,10 +261,10 @@ def task_markdown(stats: BoardStats, task: str) -> str:
             pct = (
                 "n/a"
                 if c.delta_tflops_pct is None
-                else f"{c.delta_tflops_pct:+.1f} {_ci(c.delta_tflops_pct_ci95)}"
+                else f"{_num(c.delta_tflops_pct, '+.1f')} {_ci(c.delta_tflops_pct_ci95)}"
             )
             lines.append(
-                f"| {c.row} | {c.vs} | {c.delta_accuracy:+.2f} {_ci(c.delta_accuracy_ci95, spec='.2f')} | "
+                f"| {c.row} | {c.vs} | {_num(c.delta_accuracy, '+.2f')} {_ci(c.delta_accuracy_ci95, spec='.2f')} | "
                 f"{pct} | {c.verdict} | {c.verdict_bonferroni} |"
             )
         lines += [
@@ -285,9 +293,10 @@ def task_markdown(stats: BoardStats, task: str) -> str:
         ]
         mix = f.get("mixing")
         if mix:
-            gaps = ", ".join(
-                f"{name} {g['gap']:+.2f} {_ci(g['ci95'], spec='.2f')}"
+            gaps = ", ".join(  # the two ends lie on the line by construction
+                f"{name} {_num(g['gap'], '+.2f')} {_ci(g['ci95'], spec='.2f')}"
                 for name, g in mix["gap_points"].items()
+                if name not in (mix["weak"], mix["strong"])
             )
             lines += [
                 "",

@@ -296,6 +296,7 @@ def replayed_entry(
             np.asarray(rows.y),
             np.asarray(rows.stage),
             np.asarray(scored[-1], dtype=float),
+            question=np.asarray(rows.question),
         )
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
