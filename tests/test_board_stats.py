@@ -303,4 +303,6 @@ def test_row_audit_names_what_thresholds_were_chosen_on():
     bad = row_audit("Tandem", "tandem", "t", {"a", "y"}, classifier=clf, overlap_allowed=True)
     assert bad["overlap_with_evaluated"] == 1 and bad["check"].startswith("FAILED")
     assert row_audit("Fixed", "fixed:high", "t", {"a"})["check"] == "not applicable"
+    blank = SimpleNamespace(card=SimpleNamespace(**{**vars(card), "training_questions": frozenset()}))
+    assert row_audit("Tandem", "tandem", "t", {"a"}, classifier=blank)["check"].startswith("not checked")
     assert "labels" in row_audit("Oracle", "oracle", "t", {"a"})["chosen_on"]

@@ -70,7 +70,9 @@ def row_audit(
             "overlap_with_evaluated": overlap,
         }
     )
-    if overlap == 0:
+    if not card.training_questions:  # nothing to check against: say so, never "passed"
+        out["check"] = "not checked: the classifier records no training questions (training_questions.txt)"
+    elif overlap == 0:
         out["check"] = "passed: no evaluated question is among its training questions"
     else:
         out["check"] = f"FAILED: {overlap} evaluated questions are among its training questions" + (
