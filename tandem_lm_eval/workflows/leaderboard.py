@@ -174,7 +174,7 @@ def to_markdown(
             f"## {task} ({rows[0].questions} questions, {metric})",
             "",
             f"| method | mode | accuracy{ci} | mentor tokens{ci} | intern tokens | Len. | TFLOPs{ci} | ΔTFLOPs vs mentor "
-            "| source | latency (s/question) | speed-up vs mentor | judgment share |",
+            f"| source | latency (s/question){ci} | speed-up vs mentor | judgment share |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for e in rows:
@@ -186,7 +186,8 @@ def to_markdown(
                 f"{_with_ci(e.mean_mentor_tokens, got.get('mentor_tokens'), '.1f')} | "
                 f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | "
                 f"{_with_ci(e.mean_tflops, got.get('tflops'), '.3f')} | "
-                f"{_fmt(d, '+.0f', '%')} | {e.source} | {_fmt(e.mean_latency_s, '.3f')} | "
+                f"{_fmt(d, '+.0f', '%')} | {e.source} | "
+                f"{'' if e.mean_latency_s is None else _with_ci(e.mean_latency_s, got.get('latency_s'), '.3f')} | "
                 f"{_fmt(speedup[(e.name, task)], '.2f', 'x')} | {_fmt(_pct(e.judgment_share), '.2f', '%')} |"
             )
         lines += [
