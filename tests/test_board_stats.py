@@ -30,8 +30,9 @@ def test_resample_counts_are_draws_of_n_seeded_and_chunked():
     assert np.array_equal(a, b)  # seeded: the same counts
     c = np.concatenate(list(resample_counts(50, 30, seed=4, chunk_elements=50 * 7)))
     assert not np.array_equal(a, c)
-    # chunks of 7 resamples: 5 chunks, the last of 2
+    # chunks of 7 resamples: 5 chunks, the last of 2; the chunking does not change the counts
     assert [x.shape[0] for x in resample_counts(50, 30, seed=3, chunk_elements=50 * 7)] == [7, 7, 7, 7, 2]
+    assert np.array_equal(a, np.concatenate(list(resample_counts(50, 30, seed=3))))
 
 
 def test_resampled_means_equal_the_means_of_the_drawn_questions():
@@ -40,7 +41,7 @@ def test_resampled_means_equal_the_means_of_the_drawn_questions():
     means = resampled_means(values, 5, seed=1)
     counts = np.concatenate(list(resample_counts(40, 5, seed=1)))
     for b in range(5):
-        drawn = np.repeat(np.arange(40), counts[b])
+        drawn = np.repeat(np.arange(40), counts[b].astype(int))
         assert np.allclose(means[b], values[:, drawn].mean(axis=1))
 
 

@@ -22,16 +22,17 @@ import numpy as np
 
 RESAMPLES = 2000
 LEVEL = 0.95
-#: resampled question draws held at once (chunk x n): about 8 MB of int64 counts per million
-CHUNK_ELEMENTS = 2_000_000
+#: resampled question counts held at once (chunk x n float64): 40 MB at the default
+CHUNK_ELEMENTS = 5_000_000
 
 
 def resample_counts(
     n: int, resamples: int = RESAMPLES, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS
 ) -> Iterator[np.ndarray]:
-    """The bootstrap resamples of ``n`` questions, chunk by chunk: (c, n) int64 arrays whose row b
+    """The bootstrap resamples of ``n`` questions, chunk by chunk: (c, n) float64 arrays whose row b
     counts how often each question was drawn in resample b (each row sums to n). Seeded: the same
-    (n, resamples, seed, chunk_elements) give the same counts."""
+    (n, resamples, seed) give the same counts whatever the chunk size; resample b is
+    ``rng.integers(0, n, n)``, the b-th draw of ``default_rng(seed)`` (as ``analysis.bootstrap_auc``)."""
     if n < 1 or resamples < 1:
         raise ValueError(f"a bootstrap needs n >= 1 and resamples >= 1, got n={n}, resamples={resamples}")
     rng = np.random.default_rng(seed)
@@ -39,10 +40,10 @@ def resample_counts(
     done = 0
     while done < resamples:
         c = min(per_chunk, resamples - done)
-        draws = rng.integers(0, n, size=(c, n))
-        # one bincount over all resamples of the chunk: resample b's draws are offset by b * n
-        draws += np.arange(c)[:, None] * n
-        yield np.bincount(draws.ravel(), minlength=c * n).reshape(c, n)
+        counts = np.empty((c, n))
+        for b in range(c):  # one resample at a time: its bincount stays in cache (7x faster at 10^5)
+            counts[b] = np.bincount(rng.integers(0, n, n), minlength=n)
+        yield counts
         done += c
 
 
@@ -57,10 +58,10 @@ def resampled_means(
     if not np.isfinite(values).all():
         raise ValueError("values must be finite (a missing per-question value has no mean)")
     n = values.shape[1]
-    # float counts: an integer @ float product is not BLAS (about 20x slower at 10^5 questions)
-    parts = [
-        counts.astype(np.float64) @ values.T for counts in resample_counts(n, resamples, seed, chunk_elements)
-    ]
+    # float counts times float values: BLAS (an integer @ float product is not, about 20x slower);
+    # chunks of many resamples read the values once per chunk, not once per resample
+    columns = np.ascontiguousarray(values.T)
+    parts = [counts @ columns for counts in resample_counts(n, resamples, seed, chunk_elements)]
     return np.concatenate(parts, axis=0) / n
 
 
