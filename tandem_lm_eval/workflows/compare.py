@@ -25,7 +25,10 @@ Rows where the mentor answers (``mentor_only``, ``budget_forcing:B``) run throug
 evaluator (``<output>/live``). Both are keyed by what determines them (model_args, task, answer
 budget): a second run with nothing changed loads everything and calls no model; a changed setting
 recomputes only what it touches. Outputs: ``leaderboard.md``, ``.csv``, ``.json`` and one
-``<task>.png`` of accuracy against TFLOPs with the Pareto front.
+``<task>.png`` of accuracy against TFLOPs with the Pareto front; every number with its 95% paired
+bootstrap interval over questions, the paired comparisons and verdicts, the frontier (hull, AIQ,
+APGR) and the audit block (board_stats.py, board_audit.py, docs/leaderboard.md; the config's
+``resamples`` and ``seed`` set the bootstrap).
 
 Latency (paper Table 13): a live row's is measured, each question's share of the run's batched
 calls (``tandem_latency_s``; an output the run store already held, e.g. the collect's, brings the
