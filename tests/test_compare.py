@@ -186,6 +186,24 @@ def test_compare_end_to_end(tmp_path, tiny_model_dir, tiny_classifier_dir, monke
         for s in r.stages
     )
 
+    # intervals, paired comparisons, the frontier and the audit (issue 20)
+    data = json.loads((out / "leaderboard.json").read_text())
+    for name, row in board.items():
+        for key in ("accuracy", "mean_tflops"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo - 1e-12 <= row[key] <= hi + 1e-12, (name, key)
+    pairs = {(c["row"], c["vs"]) for c in data["comparisons"]}
+    assert ("Intern", "Tandem") in pairs and ("Intern", "High") not in pairs  # fixed:2 is not named high
+    # a replayed row and its live twin answer the same questions the same way: told apart by nothing
+    twin = next(c for c in data["comparisons"] if c["row"] == "Tandem (live)" and c["vs"] == "Tandem")
+    assert twin["delta_accuracy_ci95"] == [0.0, 0.0] and twin["verdict"] == "cannot be told apart"
+    assert set(data["frontier"]) == {TASK} and 0.0 <= data["frontier"][TASK]["aiq"] <= 1.0
+    audit = {a["row"]: a for a in data["audit"]}
+    # the tiny classifier records no training questions: nothing to check, and the audit says so
+    assert audit["Tandem"]["training_questions"] == 0 and audit["Tandem"]["check"].startswith("not checked")
+    assert audit["High"]["check"] == "not applicable"
+    assert "given in the config" in audit["Route"]["chosen_on"]
+
     # the plot's points are the table's
     drawn = json.loads((out / f"{TASK}.points.json").read_text())
     assert [(p["name"], p["mean_tflops"]) for p in drawn["points"]] == [

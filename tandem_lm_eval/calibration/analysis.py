@@ -53,18 +53,36 @@ def scores_of(clf, rows: RowTable, records: Sequence[QuestionRecord]) -> np.ndar
     return clf.sufficiency(rows.X, [records[q].group for q in rows.question])
 
 
-def bootstrap_auc(y: np.ndarray, s: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
-    """AUC and its 95% percentile interval over resampled rows (one row per question here)."""
+def bootstrap_auc(
+    y: np.ndarray,
+    s: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+    *,
+    questions: np.ndarray | None = None,
+) -> dict:
+    """AUC and its 95% percentile interval over resampled *questions*: ``questions`` gives each row's
+    question (rows of one question, its stages, are drawn together: they are not independent);
+    without it each row is its own question. A resample draws the questions with replacement and
+    weighs each row by how often its question was drawn (the AUC of the duplicated sample). With one
+    row per question the draws are those of resampling the rows (the interval of earlier versions)."""
     from sklearn.metrics import roc_auc_score
 
+    y, s = np.asarray(y), np.asarray(s)
     if len(np.unique(y)) < 2:
         return {"auc": None, "low": None, "high": None, "positives": int(y.sum()), "rows": len(y)}
+    if questions is None:
+        question_of_row = np.arange(len(y))
+    else:  # 0..Q-1 per row, whatever the question ids are
+        _, question_of_row = np.unique(np.asarray(questions), return_inverse=True)
+    n = int(question_of_row.max()) + 1
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            values.append(roc_auc_score(y[idx], s[idx]))
+        weight = np.bincount(rng.integers(0, n, n), minlength=n)[question_of_row]
+        drawn = weight > 0
+        if len(np.unique(y[drawn])) == 2:
+            values.append(roc_auc_score(y[drawn], s[drawn], sample_weight=weight[drawn]))
     low, high = np.percentile(values, [2.5, 97.5]) if values else (None, None)
     return {
         "auc": float(roc_auc_score(y, s)),
@@ -72,6 +90,7 @@ def bootstrap_auc(y: np.ndarray, s: np.ndarray, resamples: int = 1000, seed: int
         "high": None if high is None else float(high),
         "positives": int(y.sum()),
         "rows": len(y),
+        "questions": n,
     }
 
 
@@ -130,7 +149,12 @@ def analyze_records(
             "precision": float(p),
             "recall": float(r),
             "f1": float(f),
-            **{f"auc_{k}": v for k, v in bootstrap_auc(rows.y[m], s[m], resamples, seed).items()},
+            **{
+                f"auc_{k}": v
+                for k, v in bootstrap_auc(
+                    rows.y[m], s[m], resamples, seed, questions=rows.question[m]
+                ).items()
+            },
         }
     frac_pos, mean_pred = calibration_curve(rows.y, s, n_bins=10, strategy="quantile")
     # Importance of each named statistic; hidden units one by one mean nothing, so they are left out.
@@ -167,7 +191,7 @@ def analyze_records(
         "questions": table.num_questions,
         "rows": len(rows),
         "tasks": sorted({str(r.task) for r in records}),
-        "auc_all_rows": bootstrap_auc(rows.y, s, resamples, seed),
+        "auc_all_rows": bootstrap_auc(rows.y, s, resamples, seed, questions=rows.question),
         "per_stage": per_stage,
         "calibration": {
             "brier": float(brier_score_loss(rows.y, s)),

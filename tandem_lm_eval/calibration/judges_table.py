@@ -68,18 +68,32 @@ def judges_table(
     for judge in judges:
         add(judge.name, judge.feature_set, judge.result)
     add("oracle", "reference", oracle(table))
-    aucs = {judge.name: stage_aucs(judge.rows.y, judge.rows.stage, judge.scores, auc) for judge in judges}
+    aucs = {
+        judge.name: stage_aucs(judge.rows.y, judge.rows.stage, judge.scores, auc, judge.rows.question)
+        for judge in judges
+    }
     return {"groups": sorted(set(map(str, groups))), "rows": rows, "auc": aucs}
 
 
 def stage_aucs(
-    y: np.ndarray, stage: np.ndarray, scores: np.ndarray, auc: Callable[[np.ndarray, np.ndarray], dict]
+    y: np.ndarray,
+    stage: np.ndarray,
+    scores: np.ndarray,
+    auc: Callable[..., dict],
+    question: np.ndarray | None = None,
 ) -> dict[str, dict]:
-    """One judge's AUC over all question-stage rows (``"all"``) and within each stage (``"0"``, ...)."""
-    per = {"all": auc(y, scores)}
+    """One judge's AUC over all question-stage rows (``"all"``) and within each stage (``"0"``, ...).
+    ``question`` (each row's question): passed to ``auc`` as ``questions=`` so that its interval
+    resamples questions, a question's stage rows together (analysis.bootstrap_auc)."""
+
+    def one(m):
+        if question is None:
+            return auc(y[m], scores[m])
+        return auc(y[m], scores[m], questions=np.asarray(question)[m])
+
+    per = {"all": one(np.ones(len(y), dtype=bool))}
     for t in sorted(set(stage.tolist())):
-        m = stage == t
-        per[str(t)] = auc(y[m], scores[m])
+        per[str(t)] = one(stage == t)
     return per
 
 

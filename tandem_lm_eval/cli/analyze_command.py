@@ -119,7 +119,12 @@ def compare_judges(records, judges: dict, args) -> dict:
         table = stage_table(records, lambda r, s=s: s, rows, args.mentor_num_params, args.intern_num_params)
         result = replay_each(table, question_thresholds(clf, records))
         rows_of.append(JudgeRows(name, clf.card.feature_set, rows, s, result))
-    return judges_table(records, table, rows_of, lambda y, s: bootstrap_auc(y, s, args.resamples, args.seed))
+    return judges_table(
+        records,
+        table,
+        rows_of,
+        lambda y, s, questions=None: bootstrap_auc(y, s, args.resamples, args.seed, questions=questions),
+    )
 
 
 def classifier_folder(name: str) -> Path:

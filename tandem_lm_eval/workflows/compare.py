@@ -26,7 +26,10 @@ Rows where the mentor answers (``mentor_only``, ``budget_forcing:B``) run throug
 evaluator (``<output>/live``). Both are keyed by what determines them (model_args, task, answer
 budget): a second run with nothing changed loads everything and calls no model; a changed setting
 recomputes only what it touches. Outputs: ``leaderboard.md``, ``.csv``, ``.json`` and one
-``<task>.png`` of accuracy against TFLOPs with the Pareto front.
+``<task>.png`` of accuracy against TFLOPs with the Pareto front; every number with its 95% paired
+bootstrap interval over questions, the paired comparisons and verdicts, the frontier (hull, AIQ,
+APGR) and the audit block (board_stats.py, board_audit.py, docs/leaderboard.md; the config's
+``resamples`` and ``seed`` set the bootstrap).
 
 Latency (paper Table 13): a live row's is measured, each question's share of the run's batched
 calls (``tandem_latency_s``; an output the run store already held, e.g. the collect's, brings the
@@ -58,6 +61,7 @@ import numpy as np
 from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.judgment.training_guard import QuestionIdentity
 from tandem_lm_eval.judgment.training_guard import overlap as training_overlap
+from tandem_lm_eval.workflows.board_stats import board_stats, task_markdown
 from tandem_lm_eval.workflows.compare_config import (
     REPLAYED_ROW_KEYS,
     STORE_FILE,
@@ -72,6 +76,7 @@ from tandem_lm_eval.workflows.leaderboard import (
     BoardEntry,
     passes_markdown,
     plot_task,
+    sorted_outcomes,
     to_csv,
     to_json,
     to_markdown,
@@ -326,6 +331,7 @@ def replayed_entry(
             np.asarray(rows.y),
             np.asarray(rows.stage),
             np.asarray(scored[-1], dtype=float),
+            question=np.asarray(rows.question),
         )
         thresholds = _thresholds(row, clf, records)
         if kind == "route":  # each question's own τ_0: a per-group router has one per group
@@ -366,6 +372,14 @@ def replayed_entry(
             st.mentor_regenerated_tokens is not None for r in records for st in r.stages[1:]
         ),
         latency_from="collect" if result.latency is not None else None,
+        per_question=sorted_outcomes(
+            [q.doc_id for q in questions] if questions is not None else np.arange(result.num_questions),
+            result.correct,
+            result.tflops,
+            result.mentor_paid,
+            result.intern_tokens,
+            result.latency,
+        ),
     )
     return entry, judged
 
@@ -412,6 +426,14 @@ def live_entry(
         latency_from=None
         if _mean_of(samples, "latency_s") is None
         else ("store" if any(s.get("store_served", 0) for s in samples) else "measured"),
+        per_question=sorted_outcomes(
+            [s["doc_id"] for s in samples],
+            [s["metric"] >= threshold - 1e-9 for s in samples],
+            [s["tflops"] for s in samples],
+            [s["mentor_tokens"] for s in samples],
+            [s["intern_tokens"] for s in samples],
+            None if _mean_of(samples, "latency_s") is None else [s["latency_s"] for s in samples],
+        ),
     )
 
 
@@ -611,13 +633,62 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     table8 = judges_by_task(config, entries, judged_rows)
+    stats = board_stats(entries, config.resamples, config.seed)
+    sections = {task: task_markdown(stats, task) for task in config.tasks}
     (out / "leaderboard.md").write_text(
-        to_markdown(entries) + "\n" + passes_markdown(entries) + "\n" + table8_markdown(table8)
+        to_markdown(entries, intervals=stats.intervals, sections=sections)
+        + "\n"
+        + passes_markdown(entries)
+        + "\n"
+        + table8_markdown(table8)
     )
     (out / "leaderboard.csv").write_text(to_csv(entries))
-    (out / "leaderboard.json").write_text(
-        to_json(entries, {"tasks": config.tasks, "limit": config.limit, "table8": table8})
-    )
+    extra = {
+        "tasks": config.tasks,
+        "limit": config.limit,
+        "intervals": stats.method(),
+        "comparisons": [c.to_dict() for c in stats.comparisons],
+        "frontier": stats.frontier,
+        "audit": audit(config, loaded),
+        "table8": table8,
+    }
+    (out / "leaderboard.json").write_text(to_json(entries, extra, stats.row_fields))
     for task in config.tasks:
-        plot_task([e for e in entries if e.task == task], out / f"{task}.png")
+        plot_task(
+            [e for e in entries if e.task == task],
+            out / f"{task}.png",
+            intervals=stats.intervals,
+            frontier=stats.frontier.get(task),
+        )
     return entries
+
+
+def audit(config: CompareConfig, loaded: dict[str, tuple]) -> list[dict]:
+    """The audit block (workflows/board_audit.py): per row and task, what its thresholds or router were
+    chosen on and the training-question check on the evaluated questions."""
+    from tandem_lm_eval.judgment.loading import load_classifier_folder
+    from tandem_lm_eval.workflows.board_audit import row_audit
+
+    out = []
+    for task in config.tasks:
+        questions, _ = loaded[task]
+        identities = [QuestionIdentity(q.question.key, q.question.content_key(q.doc)) for q in questions]
+        for row in config.rows:
+            clf = folder = None
+            if row.mode.split(":")[0] in JUDGED:
+                folder = _classifier_path(row, config)
+                clf = load_classifier_folder(folder)
+            allowed = {**config.model_args, **row.model_args}.get("allow_training_overlap", "false")
+            out.append(
+                row_audit(
+                    row.name,
+                    row.mode,
+                    task,
+                    identities,
+                    classifier=clf,
+                    folder=folder,
+                    given_thresholds=row.model_args.get("thresholds"),
+                    overlap_allowed=str(allowed).lower() in ("1", "true", "yes"),
+                )
+            )
+    return out

@@ -48,6 +48,8 @@ class CompareConfig:
     include_path: str | None = None
     confirm_run_unsafe_code: bool = False
     chunk: int = 32
+    resamples: int = 2000  # bootstrap resamples of the questions (intervals, comparisons)
+    seed: int = 0  # the bootstrap's seed
 
     KEYS = (
         "output",
@@ -59,6 +61,8 @@ class CompareConfig:
         "include_path",
         "confirm_run_unsafe_code",
         "chunk",
+        "resamples",
+        "seed",
     )
 
 
@@ -105,6 +109,8 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
             else as_int("max_gen_toks", data["max_gen_toks"], minimum=1)
         )
         chunk = as_int("chunk", data.get("chunk", 32), minimum=1)
+        resamples = as_int("resamples", data.get("resamples", 2000), minimum=100)
+        seed = as_int("seed", data.get("seed", 0), minimum=0)
         unsafe = as_bool("confirm_run_unsafe_code", data.get("confirm_run_unsafe_code", False))
         include_path = (
             None if data.get("include_path") is None else as_str("include_path", data["include_path"])
@@ -150,6 +156,8 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         include_path=include_path,
         confirm_run_unsafe_code=unsafe,
         chunk=chunk,
+        resamples=resamples,
+        seed=seed,
     )
 
 

@@ -23,6 +23,9 @@ class JudgedRows:
     y: np.ndarray
     stage: np.ndarray
     score: np.ndarray
+    question: np.ndarray | None = (
+        None  # each row's question (its index in the task): AUC intervals resample questions
+    )
 
 
 def judges_by_task(
@@ -50,7 +53,10 @@ def judges_by_task(
             y, stage, score = (
                 np.concatenate([getattr(j, f) for j in judged]) for f in ("y", "stage", "score")
             )
-            aucs[row.name] = stage_aucs(y, stage, score, bootstrap_auc)
+            question = None
+            if all(j.question is not None for j in judged):  # one id per (task, question)
+                question = np.concatenate([[f"{i}:{q}" for q in j.question] for i, j in enumerate(judged)])
+            aucs[row.name] = stage_aucs(y, stage, score, bootstrap_auc, question)
     return {"groups": list(config.tasks), "rows": rows, "auc": aucs}
 
 

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,50 @@ REFERENCE_MODE = "mentor_only"
 # Rows that are references, not methods one can run (the oracle knows which stage is right): drawn,
 # but never on the Pareto front, which they would dominate.
 NOT_METHODS = ("oracle",)
+
+
+@dataclass(frozen=True)
+class QuestionOutcomes:
+    """One row's per-question values on one task, in the order of ``doc_id`` (the task's documents):
+    what the bootstrap resamples (board_stats.py). ``latency_s`` is None when no times were recorded."""
+
+    doc_id: np.ndarray  # (n,) int
+    correct: np.ndarray  # (n,) bool
+    tflops: np.ndarray  # (n,) Eq. 12
+    mentor_tokens: np.ndarray  # (n,)
+    intern_tokens: np.ndarray  # (n,)
+    latency_s: np.ndarray | None = None  # (n,)
+
+    def series(self) -> dict[str, np.ndarray]:
+        """Metric name -> per-question array, the metrics a row's intervals are on."""
+        out = {
+            "accuracy": self.correct.astype(np.float64),
+            "tflops": self.tflops,
+            "mentor_tokens": self.mentor_tokens,
+            "intern_tokens": self.intern_tokens,
+        }
+        if self.latency_s is not None:
+            out["latency_s"] = self.latency_s
+        return out
+
+
+def sorted_outcomes(
+    doc_id, correct, tflops, mentor_tokens, intern_tokens, latency_s=None
+) -> QuestionOutcomes:
+    """A ``QuestionOutcomes`` with its arrays put in ``doc_id`` order."""
+    order = np.argsort(np.asarray(doc_id), kind="stable")
+
+    def arr(v, dtype=np.float64):
+        return np.asarray(v, dtype=dtype)[order]
+
+    return QuestionOutcomes(
+        doc_id=arr(doc_id, np.int64),
+        correct=arr(correct, bool),
+        tflops=arr(tflops),
+        mentor_tokens=arr(mentor_tokens),
+        intern_tokens=arr(intern_tokens),
+        latency_s=None if latency_s is None else arr(latency_s),
+    )
 
 
 @dataclass(frozen=True)
@@ -52,6 +96,8 @@ class BoardEntry:
     # them), "store" (outputs the run store served bring the seconds they took when computed, at
     # another moment than this run)
     latency_from: str | None = None
+    # the per-question values behind the means (for intervals and paired comparisons; not written out)
+    per_question: QuestionOutcomes | None = field(default=None, compare=False, repr=False)
 
     @property
     def mean_length(self) -> float:
@@ -111,28 +157,48 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "" if value is None else f"{value:{spec}}{suffix}"
 
 
-def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> str:
+def _with_ci(value: float, ci, spec: str, scale: float = 1.0) -> str:
+    """``value [lo, hi]`` (the interval scaled as the value), or the value alone without one."""
+    text = f"{scale * value:{spec}}"
+    return text if ci is None else f"{text} [{scale * ci[0]:{spec}}, {scale * ci[1]:{spec}}]"
+
+
+def to_markdown(
+    entries: Sequence[BoardEntry],
+    title: str = "Leaderboard",
+    intervals: dict[tuple[str, str], dict[str, tuple[float, float]]] | None = None,
+    sections: dict[str, str] | None = None,
+) -> str:
+    """The leaderboard as Markdown; ``intervals`` ((name, task) -> metric -> (lo, hi), board_stats.py)
+    put each row's 95% intervals beside its accuracy, mentor tokens and TFLOPs; ``sections`` (task ->
+    Markdown) follow each task's table (the comparisons and the frontier)."""
     delta = delta_vs_reference(entries)
     speedup = speedup_vs_reference(entries)
+    intervals = intervals or {}
     lines = [f"# {title}", ""]
     for task in _tasks(entries):
         rows = [e for e in entries if e.task == task]
         front = {e.name for e in pareto(rows)}
         metric = rows[0].metric
+        ci = " [95% CI]" if intervals else ""
         lines += [
             f"## {task} ({rows[0].questions} questions, {metric})",
             "",
-            "| method | mode | accuracy | mentor tokens | intern tokens | Len. | TFLOPs | ΔTFLOPs vs mentor "
-            "| source | latency (s/question) | speed-up vs mentor | judgment share |",
+            f"| method | mode | accuracy{ci} | mentor tokens{ci} | intern tokens | Len. | TFLOPs{ci} | ΔTFLOPs vs mentor "
+            f"| source | latency (s/question){ci} | speed-up vs mentor | judgment share |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for e in rows:
             d = delta[(e.name, task)]
             mark = " *" if e.name in front else ""
+            got = intervals.get((e.name, task), {})
             lines.append(
-                f"| {e.name}{mark} | `{e.mode}` | {100 * e.accuracy:.2f} | {e.mean_mentor_tokens:.1f} | "
-                f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | {e.mean_tflops:.3f} | "
-                f"{_fmt(d, '+.0f', '%')} | {e.source} | {_fmt(e.mean_latency_s, '.3f')} | "
+                f"| {e.name}{mark} | `{e.mode}` | {_with_ci(e.accuracy, got.get('accuracy'), '.2f', 100)} | "
+                f"{_with_ci(e.mean_mentor_tokens, got.get('mentor_tokens'), '.1f')} | "
+                f"{e.mean_intern_tokens:.1f} | {e.mean_length:.1f} | "
+                f"{_with_ci(e.mean_tflops, got.get('tflops'), '.3f')} | "
+                f"{_fmt(d, '+.0f', '%')} | {e.source} | "
+                f"{'' if e.mean_latency_s is None else _with_ci(e.mean_latency_s, got.get('latency_s'), '.3f')} | "
                 f"{_fmt(speedup[(e.name, task)], '.2f', 'x')} | {_fmt(_pct(e.judgment_share), '.2f', '%')} |"
             )
         lines += [
@@ -140,9 +206,16 @@ def to_markdown(entries: Sequence[BoardEntry], title: str = "Leaderboard") -> st
             "`*`: on the accuracy–TFLOPs Pareto front of the methods (the oracle is a reference). Latency: "
             "each question's share of the batched calls of its phases (live: measured; replay: the phases "
             "its path ran, as the collect timed them); speed-up = the mentor-only latency / the row's; "
-            "judgment share = the intern's scoring passes, features and classifier / the latency.",
+            "judgment share = the intern's scoring passes, features and classifier / the latency."
+            + (
+                " Intervals: 95% paired bootstrap over the task's questions (the same resamples for every row)."
+                if intervals
+                else ""
+            ),
             "",
         ]
+        if sections and sections.get(task):
+            lines += [sections[task], ""]
     return "\n".join(lines)
 
 
@@ -232,24 +305,35 @@ def to_csv(entries: Sequence[BoardEntry]) -> str:
     return buf.getvalue()
 
 
-def to_json(entries: Sequence[BoardEntry], extra: dict | None = None) -> str:
+def to_json(entries: Sequence[BoardEntry], extra: dict | None = None, row_fields=None) -> str:
+    """The leaderboard as JSON (docs/leaderboard.md): ``extra``'s keys at the top level beside
+    ``rows``; ``row_fields(entry)`` -> more keys of one row (its intervals, board_stats.py)."""
     delta = delta_vs_reference(entries)
     speedup = speedup_vs_reference(entries)
     rows = [
         {
-            **asdict(e),
+            **{k: v for k, v in asdict(e).items() if k != "per_question"},
             "mean_length": e.mean_length,
             "delta_tflops_vs_mentor_pct": delta[(e.name, e.task)],
             "speedup_vs_mentor": speedup[(e.name, e.task)],
             "judgment_share": e.judgment_share,
+            **(row_fields(e) if row_fields is not None else {}),
         }
         for e in entries
     ]
     return json.dumps({**(extra or {}), "rows": rows}, indent=2) + "\n"
 
 
-def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None = None) -> Path:
-    """Accuracy against mean TFLOPs for one task, each point labelled, the Pareto front drawn."""
+def plot_task(
+    entries: Sequence[BoardEntry],
+    path: str | Path,
+    title: str | None = None,
+    intervals: dict[tuple[str, str], dict[str, tuple[float, float]]] | None = None,
+    frontier: dict | None = None,
+) -> Path:
+    """Accuracy against mean TFLOPs for one task, each point labelled, the Pareto front drawn;
+    ``intervals`` (board_stats.py) add 95% error bars on both axes, ``frontier`` (board_stats.py's
+    block of the task) the non-decreasing convex hull and the random-mixing line."""
     try:
         import matplotlib
 
@@ -260,14 +344,72 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
     tasks = _tasks(entries)
     if len(tasks) != 1:
         raise ValueError(f"plot_task draws one task, got {tasks}")
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
     xs = [e.mean_tflops for e in entries]
     ys = [100 * e.accuracy for e in entries]
     methods = [e.mode not in NOT_METHODS for e in entries]
+    extra_lines: list[tuple[list[float], list[float]]] = []  # polylines the legend must not cover
+    for e, x, y in zip(entries, xs, ys):  # error bars under the markers: they never hide a point
+        got = (intervals or {}).get((e.name, e.task), {})
+        xci, yci = got.get("tflops"), got.get("accuracy")
+        if xci is None and yci is None:
+            continue
+        ax.errorbar(
+            x,
+            y,
+            xerr=None if xci is None else [[max(x - xci[0], 0.0)], [max(xci[1] - x, 0.0)]],
+            yerr=None if yci is None else [[max(y - 100 * yci[0], 0.0)], [max(100 * yci[1] - y, 0.0)]],
+            fmt="none",
+            ecolor="tab:blue" if e.mode not in NOT_METHODS else "tab:gray",
+            alpha=0.45,
+            elinewidth=1.0,
+            capsize=2,
+            zorder=1,
+        )
+        # the bars are data too: the legend must not cover them
+        if yci is not None:
+            extra_lines.append(([x, x], [100 * yci[0], 100 * yci[1]]))
+        if xci is not None:
+            extra_lines.append(([xci[0], xci[1]], [y, y]))
+    if frontier:
+        hull = frontier.get("hull") or []
+        if hull:
+            hx, hy = _dense(
+                [h["mean_tflops"] for h in hull] + [max(xs)],
+                [100 * h["accuracy"] for h in hull] + [100 * hull[-1]["accuracy"]],
+            )
+            ax.plot(
+                hx,
+                hy,
+                color="tab:green",
+                linestyle="--",
+                linewidth=1.0,
+                zorder=2,
+                label="non-decreasing convex hull (AIQ)",
+            )
+            extra_lines.append((hx, hy))
+        mix = frontier.get("mixing")
+        if mix:
+            mx, my = _dense(
+                [p["mean_tflops"] for p in mix["line"]], [100 * p["accuracy"] for p in mix["line"]]
+            )
+            ax.plot(
+                mx,
+                my,
+                color="black",
+                linestyle=":",
+                linewidth=1.4,
+                zorder=2.5,
+                label=f"random mixing: {mix['weak']} / {mix['strong']}",
+            )
+            extra_lines.append((mx, my))
     ax.scatter(
         [x for x, m in zip(xs, methods) if m],
         [y for y, m in zip(ys, methods) if m],
         color="tab:blue",
+        edgecolors="white",  # two nearly equal points stay two: each marker's rim shows over the other
+        linewidths=0.8,
+        alpha=0.85,
         zorder=3,
     )
     ax.scatter(
@@ -306,11 +448,11 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
     ax.set_xlabel("mean TFLOPs per question (Eq. 12)")
     ax.set_ylabel(f"accuracy (%, {entries[0].metric})")
     ax.set_title(title or f"{tasks[0]}: accuracy vs. compute ({entries[0].questions} questions)")
-    if min(xs) > 0 and max(xs) / min(xs) > 20:
+    if _x_scale(xs, ys) == "log":
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    placement = _place_legend(fig, ax, xs, ys, labels, front)
+    placement = _place_legend(fig, ax, xs, ys, labels, front, extra_lines)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -341,6 +483,40 @@ def plot_task(entries: Sequence[BoardEntry], path: str | Path, title: str | None
     return path
 
 
+def _x_scale(xs: Sequence[float], ys: Sequence[float]) -> str:
+    """``log`` when the costs span more than 20x, unless a log axis would put two distinct points
+    closer than ``MERGE_FRACTION`` of the axes (their markers overlapping) where a linear one keeps
+    them further apart: points a few percent apart in cost and equal in accuracy (a router beside
+    fixed-high) merge on a log axis spanning two decades."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if x.size < 2 or x.min() <= 0 or x.max() / x.min() <= 20:
+        return "linear"
+
+    def closest(u: np.ndarray) -> float:
+        span_u = (u.max() - u.min()) or 1.0
+        span_y = (y.max() - y.min()) or 1.0
+        p = np.column_stack([(u - u.min()) / span_u, (y - y.min()) / span_y])
+        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+        d = d[np.triu_indices(len(u), 1)]
+        d = d[d > 1e-12]  # equal points are drawn as one on either axis
+        return float(d.min()) if d.size else 0.0
+
+    on_log = closest(np.log(x))
+    return "linear" if on_log < MERGE_FRACTION and closest(x) > on_log else "log"
+
+
+def _dense(xs: list[float], ys: list[float], per_segment: int = 40) -> tuple[list[float], list[float]]:
+    """A polyline linear in data units, resampled so that it stays straight in data units on a log
+    axis too (matplotlib joins the given points straight on screen)."""
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        t = np.linspace(0.0, 1.0, per_segment)
+        out_x += (x0 + t * (x1 - x0)).tolist()
+        out_y += (y0 + t * (y1 - y0)).tolist()
+    return (out_x, out_y) if out_x else (list(xs), list(ys))
+
+
 #: where the legend may go, in order of preference; when every spot covers data it goes outside
 LEGEND_SPOTS = (
     "lower right",
@@ -352,6 +528,8 @@ LEGEND_SPOTS = (
     "lower center",
     "upper center",
 )
+#: two markers closer than this share of the axes overlap (2 marker radii on a 600-px axis)
+MERGE_FRACTION = 0.02
 MARKER_RADIUS_PX = 6.0  # a scatter marker (size 36 pt², radius 3 pt) at 120 dpi is 5 px; one spare
 
 
@@ -359,9 +537,10 @@ def _box(bbox) -> list[float]:
     return [float(bbox.x0), float(bbox.y0), float(bbox.x1), float(bbox.y1)]
 
 
-def _place_legend(fig, ax, xs, ys, labels, front) -> str:
-    """Put the legend where it covers no point, no label and no stretch of the Pareto front: the first
-    free spot of ``LEGEND_SPOTS``, else outside the axes on the right. Returns where it went."""
+def _place_legend(fig, ax, xs, ys, labels, front, extra_lines=()) -> str:
+    """Put the legend where it covers no point, no label and no stretch of the Pareto front (nor of
+    ``extra_lines``, (xs, ys) polylines: the hull, the mixing line): the first free spot of
+    ``LEGEND_SPOTS``, else outside the axes on the right. Returns where it went."""
     from matplotlib.transforms import Bbox
 
     fig.canvas.draw()
@@ -378,11 +557,13 @@ def _place_legend(fig, ax, xs, ys, labels, front) -> str:
         corners += [(a.mean_tflops, 100 * a.accuracy), (b.mean_tflops, 100 * a.accuracy)]
     if front:
         corners.append((front[-1].mean_tflops, 100 * front[-1].accuracy))
-    path = ax.transData.transform(np.array(corners)) if corners else np.zeros((0, 2))
-    for (x0, y0), (x1, y1) in zip(path, path[1:]):
-        for t in np.linspace(0.0, 1.0, 25):
-            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-            obstacles.append(Bbox.from_extents(x - 1, y - 1, x + 1, y + 1))
+    polylines = [corners] + [list(zip(lx, ly)) for lx, ly in extra_lines]
+    for line in polylines:
+        path = ax.transData.transform(np.array(line)) if line else np.zeros((0, 2))
+        for (x0, y0), (x1, y1) in zip(path, path[1:]):
+            for t in np.linspace(0.0, 1.0, 25):
+                x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+                obstacles.append(Bbox.from_extents(x - 1, y - 1, x + 1, y + 1))
     for spot in LEGEND_SPOTS:
         legend = ax.legend(loc=spot, fontsize=8)
         fig.canvas.draw()
