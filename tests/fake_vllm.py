@@ -129,9 +129,7 @@ class FakeVLLM:
     def modules(self) -> dict[str, types.ModuleType]:
         fake = self
         names = self.engine_fields()
-        engine_args = dataclasses.make_dataclass(
-            "EngineArgs", [(n, Any, field(default=None)) for n in names]
-        )
+        engine_args = dataclasses.make_dataclass("EngineArgs", [(n, Any, field(default=None)) for n in names])
 
         class LLM(FakeLLM):
             def __init__(self, model: str, **kwargs: Any) -> None:
@@ -223,7 +221,9 @@ class FakeLLM:
     def __init__(self, fake: FakeVLLM, model: str, **kwargs: Any) -> None:
         unknown = set(kwargs) - set(fake.engine_fields())
         if unknown:
-            raise TypeError(f"EngineArgs.__init__() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+            raise TypeError(
+                f"EngineArgs.__init__() got an unexpected keyword argument {sorted(unknown)[0]!r}"
+            )
         fake.calls.append(("LLM", dict(kwargs)))
         self.fake, self.kwargs = fake, kwargs
         extensible = (
@@ -298,9 +298,17 @@ class FakeLLM:
         fake = self.fake
         params = params if isinstance(params, list) else [params] * len(prompts)
         for p in params:  # validated before any request runs, as LLM.generate does
-            if p.prompt_logprob_start is not None and fake.version < (0, 34) and p.prompt_logprob_token_ids is None:
+            if (
+                p.prompt_logprob_start is not None
+                and fake.version < (0, 34)
+                and p.prompt_logprob_token_ids is None
+            ):
                 raise ValueError("prompt_logprob_start requires prompt_logprob_token_ids.")
-            if p.prompt_logprob_start is not None and p.prompt_logprobs is None and p.prompt_logprob_token_ids is None:
+            if (
+                p.prompt_logprob_start is not None
+                and p.prompt_logprobs is None
+                and p.prompt_logprob_token_ids is None
+            ):
                 raise ValueError("prompt_logprob_start requires prompt_logprobs or prompt_logprob_token_ids.")
         outs = []
         for prompt, p in zip(prompts, params):

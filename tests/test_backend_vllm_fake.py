@@ -12,8 +12,8 @@ import pytest
 
 from tandem_lm_eval.backends.base import BackendError, GenerationRequest, Prompt
 from tandem_lm_eval.backends.vllm_memory import (
-    GiB,
     EngineNeed,
+    GiB,
     RoleEngine,
     kv_cache_mode,
     shared_gpu_shares,
@@ -94,7 +94,10 @@ def test_a_given_share_stands_and_the_other_role_gets_the_rest():
             [EngineNeed("mentor", MENTOR_32B_TP2, share=0.7), EngineNeed("intern", INTERN_7B, share=0.3)],
             r"take 1.00 of its memory together",
         ),
-        ([EngineNeed("mentor", MENTOR_32B_TP2, share=0.3), EngineNeed("intern", INTERN_7B)], r"less than the mentor's"),
+        (
+            [EngineNeed("mentor", MENTOR_32B_TP2, share=0.3), EngineNeed("intern", INTERN_7B)],
+            r"less than the mentor's",
+        ),
     ],
 )
 def test_a_pair_that_cannot_fit_is_one_line_naming_the_options(needs, message):
@@ -123,7 +126,10 @@ def two_backends(demo_model_dir, shares: dict[str, dict]):
 @pytest.mark.parametrize("version", ["0.32.0", "0.34.0"])
 def test_two_engines_share_one_gpu_with_the_planned_shares(fake_vllm, demo_model_dir, version):
     fake = fake_vllm(version, gpu_total_bytes=80 * GiB)
-    roles = [RoleEngine("mentor", str(demo_model_dir), {}, 32e9), RoleEngine("intern", str(demo_model_dir), {}, 7e9)]
+    roles = [
+        RoleEngine("mentor", str(demo_model_dir), {}, 32e9),
+        RoleEngine("intern", str(demo_model_dir), {}, 7e9),
+    ]
     # the demo folder's checkpoint is what the plan measures: 135M parameters for both roles
     shares = shared_gpu_shares(roles, gpu_total_bytes=80 * GiB)
     mentor, intern = two_backends(demo_model_dir, shares)
@@ -142,7 +148,9 @@ def test_two_engines_share_one_gpu_with_the_planned_shares(fake_vllm, demo_model
     intern.close()
 
 
-def test_on_034_the_extensible_cache_left_on_starves_the_second_engine(fake_vllm, demo_model_dir, monkeypatch):
+def test_on_034_the_extensible_cache_left_on_starves_the_second_engine(
+    fake_vllm, demo_model_dir, monkeypatch
+):
     """The fake's 0.34 cap is what the backend's switch prevents: with the cache left on, the second
     engine in the process fails even with explicit shares that fit."""
     from tandem_lm_eval.backends import vllm as vllm_backend
@@ -186,7 +194,9 @@ def test_stages_score_only_new_positions_and_never_read_cached_rows(fake_vllm, d
 
     fake = fake_vllm(version, block_size=16)
     prompts = stage_prompts()
-    whole = VLLMBackend(str(demo_model_dir), entropy="topk", topk=5, reuse_scores="false", gpu_memory_utilization=0.3)
+    whole = VLLMBackend(
+        str(demo_model_dir), entropy="topk", topk=5, reuse_scores="false", gpu_memory_utilization=0.3
+    )
     expected = score_stages(whole, prompts)
     whole.close()
     start = len(fake.requests())
@@ -232,7 +242,9 @@ def test_generation_seconds_come_from_the_engine_metrics(fake_vllm, demo_model_d
 
     fake = fake_vllm("0.34.0")
     backend = VLLMBackend(str(demo_model_dir), gpu_memory_utilization=0.3)
-    requests = [GenerationRequest(Prompt.chat(("user", q)), max_new_tokens=n) for q, n in (("2+2?", 4), ("3+3?", 9))]
+    requests = [
+        GenerationRequest(Prompt.chat(("user", q)), max_new_tokens=n) for q, n in (("2+2?", 4), ("3+3?", 9))
+    ]
     backend.generate(requests)
     assert backend.latency_source == "engine"
     computed = [len(r.ids) - r.cached + r.params.max_tokens for r in fake.requests()]
