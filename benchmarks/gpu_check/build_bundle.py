@@ -115,7 +115,8 @@ def fetch_wheels(dists: list[tuple[str, str]], wheels: Path, work: Path, cache: 
             )
             if done.returncode != 0:  # no pure wheel on the registry: build one from the sdist
                 subprocess.run(
-                    pip + ["download", "--no-deps", "--no-binary=:all:", "-d", str(got), f"{name}=={version}"],
+                    pip
+                    + ["download", "--no-deps", "--no-binary=:all:", "-d", str(got), f"{name}=={version}"],
                     check=True,
                 )
                 (sdist,) = [p for p in got.iterdir() if p.suffix in (".gz", ".zip")]
@@ -150,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".gpu_bundle")
     parser.add_argument("--questions", type=int, default=8, help="GSM8K test questions to ship")
     parser.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data")
-    parser.add_argument("--wheel-cache", type=Path, default=Path.home() / ".cache" / "tandem-gpu-check-wheels")
+    parser.add_argument(
+        "--wheel-cache", type=Path, default=Path.home() / ".cache" / "tandem-gpu-check-wheels"
+    )
     args = parser.parse_args(argv)
 
     out = args.out.resolve()
@@ -187,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     if (HERE / "cpu_reference.json").is_file():  # recorded here with run_check.sh --cpu (README.md)
         shutil.copy2(HERE / "cpu_reference.json", part2 / "cpu_reference.json")
     manifest = {
-        "gguf": {"name": gguf.name, "sha256": digest, "bytes": gguf.stat().st_size, "parts": ["part1", "part2"]},
+        "gguf": {
+            "name": gguf.name,
+            "sha256": digest,
+            "bytes": gguf.stat().st_size,
+            "parts": ["part1", "part2"],
+        },
         "wheels": wheels,
         "distributions": dists,
         "questions": len(test),
@@ -197,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         size = folder_bytes(part)
         print(f"{part.name}: {size / 2**20:.1f} MiB")
         if size >= PART_LIMIT:
-            raise SystemExit(f"{part} is {size / 2**20:.1f} MiB: over a transfer's limit with the working tree")
+            raise SystemExit(
+                f"{part} is {size / 2**20:.1f} MiB: over a transfer's limit with the working tree"
+            )
     print(f"{len(wheels)} wheels for {len(dists)} distributions the device lacks -> {out}")
     return 0
 

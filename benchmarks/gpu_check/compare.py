@@ -68,7 +68,9 @@ def main() -> int:
     args = parser.parse_args()
     run = read_run(args.run)
     if args.record:
-        args.record.write_text(json.dumps({"machine": args.machine, "samples": run}, indent=2) + "\n", encoding="utf-8")
+        args.record.write_text(
+            json.dumps({"machine": args.machine, "samples": run}, indent=2) + "\n", encoding="utf-8"
+        )
         print(f"recorded {len(run)} questions as the reference -> {args.record}")
         return 0
     if args.reference is None or not args.reference.is_file():
@@ -77,17 +79,24 @@ def main() -> int:
     result = compare(run, reference["samples"])
     result["reference_machine"] = reference.get("machine")
     print(f"reference: {reference.get('machine')}")
-    print(f"{'doc':>4} {'tokens':>7} {'answer':>7}  mentor ref/run  intern ref/run  TFLOPs ref/run  latency s ref/run")
+    print(
+        f"{'doc':>4} {'tokens':>7} {'answer':>7}  mentor ref/run  intern ref/run  TFLOPs ref/run  latency s ref/run"
+    )
     for r in result["rows"]:
         if r.get("missing"):
             print(f"{r['doc_id']:>4} missing from the run")
             continue
-        m, i, f, s = (r[k] for k in ("tandem_mentor_tokens", "tandem_intern_tokens", "tandem_tflops", "tandem_latency_s"))
+        m, i, f, s = (
+            r[k]
+            for k in ("tandem_mentor_tokens", "tandem_intern_tokens", "tandem_tflops", "tandem_latency_s")
+        )
         print(
             f"{r['doc_id']:>4} {'same' if r['same_tokens'] else 'DIFFER':>7} {'same' if r['same_answer'] else 'DIFFER':>7}  "
             f"{m[0]}/{m[1]}  {i[0]}/{i[1]}  {f[0]:.4g}/{f[1]:.4g}  {s[0]:.2f}/{s[1]:.2f}"
         )
-    print(f"same token counts: {result['same_tokens']}/{result['questions']}, same answers: {result['same_answer']}/{result['questions']}")
+    print(
+        f"same token counts: {result['same_tokens']}/{result['questions']}, same answers: {result['same_answer']}/{result['questions']}"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

