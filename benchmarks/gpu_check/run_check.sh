@@ -21,7 +21,7 @@ fi
 start=$(date +%s)
 "$PY" "$P2/launch_lm_eval.py" "$SITE" --model tandem --tasks tandem_gsm8k --limit 4 \
   --gen_kwargs max_gen_toks=256 \
-  --model_args "mentor_backend=hf,intern_backend=hf,dtype=bfloat16,device=$device" \
+  --model_args "mentor_backend=hf,intern_backend=hf,dtype=bfloat16" --device "$device" \
   --output_path "$OUTDIR/$mode" --log_samples
 echo "lm_eval on $device took $(( $(date +%s) - start )) s"
 "$PY" "$P2/compare.py" --run "$OUTDIR/$mode" --reference "$P2/cpu_reference.json" --out "$OUTDIR/compare_$mode.json"

