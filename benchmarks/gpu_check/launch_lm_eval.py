@@ -8,6 +8,7 @@ import runpy
 import site
 import sys
 
+sys.path.pop(0)  # this script's folder (the bundle): only the site folder provides packages
 site.addsitedir(sys.argv[1])
 sys.argv = ["lm_eval", *sys.argv[2:]]
 runpy.run_module("lm_eval", run_name="__main__", alter_sys=True)
