@@ -8,7 +8,9 @@ mode=gpu
 if [ "${1:-}" = "--cpu" ]; then mode=cpu; shift; fi
 P1=$(cd "$1" && pwd); P2=$(cd "$2" && pwd); OUTDIR=$3
 PY=${PYTHON:-python3}
-SITE=${TANDEM_SITE:-/tmp/tandem_site}
+# "site-packages" in the path: dill (datasets' fingerprints) pickles a module by reference only when its
+# file is under sys.prefix or a folder of that name; a --target folder named otherwise fails there
+SITE=${TANDEM_SITE:-/tmp/tandem/site-packages}
 mkdir -p "$OUTDIR"
 "$PY" "$P2/install.py" --part1 "$P1" --part2 "$P2" --site "$SITE"
 export TANDEM_DATA_DIR="$P2/data" TANDEM_CACHE_DIR="${TANDEM_CACHE_DIR:-/tmp/tandem_cache}"

@@ -44,7 +44,7 @@ def image_closure(names: set[str]) -> set[str]:
 
 def main() -> int:
     root = Path(sys.argv[1]).resolve()
-    image = root / "image"
+    image = root / "image" / "site-packages"  # as on the device: dill tells packages by this name
     image.mkdir(parents=True, exist_ok=True)
     device = image_closure({canonicalize_name(n) for n in DEVICE_PACKAGES})
     site = Path(sysconfig.get_paths()["purelib"])
