@@ -42,3 +42,20 @@ def test_the_wheel_for_this_python_is_picked(tmp_path):
         (tmp_path / name).write_bytes(b"")
     picked = sorted(p.name for p in install.pick_wheels(tmp_path))
     assert picked == ["dill-0.4.1-py3-none-any.whl", f"multiprocess-0.70.19-{me}-none-any.whl"]
+
+
+def test_a_run_is_compared_question_by_question_with_the_reference(tmp_path):
+    import compare
+
+    row = {
+        "tandem_mentor_tokens": 24,
+        "tandem_intern_tokens": 30,
+        "tandem_length": 54,
+        "tandem_stop_stage": 1,
+    }
+    ref = {"0": {**row, "answer": "72"}, "1": {**row, "answer": "5"}}
+    run = {"0": {**row, "answer": "72"}, "1": {**row, "tandem_intern_tokens": 31, "answer": "6"}}
+    result = compare.compare(run, ref)
+    assert (result["same_tokens"], result["same_answer"]) == (1, 1)
+    assert result["rows"][1]["tandem_intern_tokens"] == [30, 31]
+    assert compare.compare({}, ref)["rows"][0] == {"doc_id": "0", "missing": True}

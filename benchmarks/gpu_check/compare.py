@@ -74,7 +74,18 @@ def main() -> int:
         print(f"recorded {len(run)} questions as the reference -> {args.record}")
         return 0
     if args.reference is None or not args.reference.is_file():
-        raise SystemExit("no reference: give --reference cpu_reference.json (or --record)")
+        # no CPU reference in the bundle: report this run alone, so its numbers are not lost
+        print(f"no CPU reference at {args.reference}: this run's numbers alone")
+        for doc, row in sorted(run.items(), key=lambda kv: int(kv[0])):
+            print(
+                f"{doc:>4} "
+                + "  ".join(f"{k.removeprefix('tandem_')}={row.get(k)}" for k in (*TOKENS, *COSTS))
+            )
+        if args.out:
+            args.out.write_text(
+                json.dumps({"reference": None, "run": run}, indent=2) + "\n", encoding="utf-8"
+            )
+        return 0
     reference = json.loads(args.reference.read_text(encoding="utf-8"))
     result = compare(run, reference["samples"])
     result["reference_machine"] = reference.get("machine")
