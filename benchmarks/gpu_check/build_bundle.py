@@ -39,7 +39,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 # A transfer is the working tree (~5 MB) and one part: each part stays under this.
 PART_LIMIT = 58 << 20
-ROOTS = ("lm-eval", "tandem-lm-eval", "gguf")  # gguf: transformers reads the demo model's GGUF with it
+# gguf: transformers reads the demo model's GGUF with it; pytz: pytablewriter's typepy imports it when
+# lm-eval prints its results table, without declaring it (the simulation found it missing)
+ROOTS = ("lm-eval", "tandem-lm-eval", "gguf", "pytz")
 SCRIPTS = ("install.py", "run_check.sh", "compare.py", "launch_lm_eval.py")
 PYTHONS = ("3.11", "3.12")  # this machine (the simulation), the device
 
