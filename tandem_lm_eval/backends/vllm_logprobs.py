@@ -39,6 +39,20 @@ def supports_flat_logprobs() -> bool:
     return has_sampling_field("flat_logprobs")
 
 
+def engine_seconds(output: Any) -> float | None:
+    """A request's own seconds in the engine, from its ``RequestOutput.metrics`` (vLLM's
+    ``inference_time``: first scheduled to last token, engine-core timestamps); None where this vLLM
+    or this engine (log stats off) gives no timestamps."""
+    metrics = getattr(output, "metrics", None)
+    start = getattr(metrics, "scheduled_ts", None)
+    end = getattr(metrics, "last_token_ts", None)
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return None
+    if start <= 0 or end < start or not math.isfinite(end - start):
+        return None
+    return float(end - start)
+
+
 def split_by_entries(rendered: list[list[int]], vocab_size: int) -> list[list[int]]:
     """Groups of prompt indices whose full-vocabulary output stays under the per-call entry budget."""
     groups: list[list[int]] = []

@@ -83,6 +83,11 @@ def engine_fields() -> dict[str, str]:
     return out
 
 
+def has_engine_field(name: str) -> bool:
+    """Whether this vLLM's ``EngineArgs`` (or ``LLM``) takes ``name``: a switch only some versions have."""
+    return name in engine_fields()
+
+
 def coerce_engine_arg(key: str, value: Any) -> Any:
     """Convert a passed-through engine option to its ``EngineArgs`` type; refuse unknown keys by name."""
     known = engine_fields()

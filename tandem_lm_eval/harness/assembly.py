@@ -62,6 +62,15 @@ class Replica:
             b.role: b.counts.as_dict() for b in (self.mentor, self.intern) if isinstance(b, StoredBackend)
         }
 
+    def latency_sources(self) -> dict[str, str]:
+        """Per role: how its requests' seconds were timed, by the engine's own clock (``engine``, vLLM
+        with per-request metrics) or as an equal share of each batched call (``call share``)."""
+        return {
+            role: getattr(b, "latency_source", "call share")
+            for role, b in (("mentor", self.mentor), ("intern", self.intern))
+            if b is not None
+        }
+
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Multiple-choice requests: the intern answers them (the mentor when it answers itself)."""
         answerer = self.intern if self.intern is not None else self.mentor
@@ -263,10 +272,15 @@ def build_backends(cfg: TandemConfig) -> tuple[Backend | None, Backend | None, f
         mentor = _build_backend("mentor", cfg.mentor)
         params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, None)
         return _with_store(cfg, mentor, "mentor", params[0]), None, *params
-    intern = _build_backend("intern", cfg.intern)
+    shares = _shared_gpu_shares(cfg)  # before any load: two vLLM engines on one GPU get explicit shares
+    intern = _build_backend("intern", cfg.intern, shares.get("intern"))
     mentor: Backend | None = None
     if cfg.mode != "intern_only":
-        mentor = intern if _same_engine(cfg.mentor, cfg.intern) else _build_backend("mentor", cfg.mentor)
+        mentor = (
+            intern
+            if _same_engine(cfg.mentor, cfg.intern)
+            else _build_backend("mentor", cfg.mentor, shares.get("mentor"))
+        )
     params = _param_count(cfg.mentor, mentor), _param_count(cfg.intern, intern)
     # One engine may serve both roles: each role gets its own wrapper (role, fingerprint), one engine.
     return (
@@ -291,12 +305,28 @@ def _with_store(cfg: TandemConfig, backend: Backend | None, role: str, params: f
     )
 
 
-def _build_backend(role: str, rc: RoleConfig) -> Backend:
+def _build_backend(role: str, rc: RoleConfig, extra: dict | None = None) -> Backend:
     logger.info("tandem: loading %s %s on %s", role, rc.model, rc.backend)
     path = Path(rc.model).expanduser()
     if rc.backend == "recorded" and path.is_file() and is_run_store(path):
-        return StoreRecordedBackend(rc.model, **rc.options)  # a store someone else filled
-    return make_backend(rc.backend, rc.model, **rc.options)
+        return StoreRecordedBackend(rc.model, **rc.options, **(extra or {}))  # a store someone else filled
+    return make_backend(rc.backend, rc.model, **rc.options, **(extra or {}))
+
+
+def _shared_gpu_shares(cfg: TandemConfig) -> dict[str, dict]:
+    """Each role's derived memory share when both run vLLM engines of their own (backends/vllm_memory.py)."""
+    if cfg.mode == "intern_only" or cfg.mentor.backend != "vllm" or cfg.intern.backend != "vllm":
+        return {}
+    if _same_engine(cfg.mentor, cfg.intern):
+        return {}
+    from tandem_lm_eval.backends.vllm_memory import RoleEngine, shared_gpu_shares
+
+    return shared_gpu_shares(
+        [
+            RoleEngine(role, rc.model, rc.options, rc.num_params)
+            for role, rc in (("mentor", cfg.mentor), ("intern", cfg.intern))
+        ]
+    )
 
 
 def _same_engine(a: RoleConfig, b: RoleConfig) -> bool:

@@ -382,6 +382,8 @@ class TandemLM(LM):
                 "intern_params": self.intern_params,
                 "thresholds": list(self.thresholds) if self.thresholds else None,
                 "summary": summary.as_dict() if summary else None,
+                # per role, how request seconds were timed (replicas: in their worker processes, not known here)
+                "latency_timing": self._replica.latency_sources() if self.replicas is None else None,
                 "store": None
                 if self.store is None
                 else {

@@ -156,11 +156,11 @@ class StoredBackend(Backend):
             sent = [requests[i] for i in todo.values()]
             t0 = self.clock()
             gens = self.inner.generate(sent)
-            share = (self.clock() - t0) / len(sent)
+            took = self._inner_seconds(t0, len(sent))
             if len(gens) != len(sent):
                 raise BackendError(f"{self.name} backend returned {len(gens)} generations for {len(sent)}")
             entries = []
-            for key, req, gen in zip(todo, sent, gens):
+            for key, req, gen, share in zip(todo, sent, gens, took):
                 known[key], seconds[key] = gen, share
                 meta = {**self._gen_meta(req, gen), "seconds": share}
                 entries.append(self._entry(key, "generation", encode_generation(gen), meta))
@@ -183,11 +183,11 @@ class StoredBackend(Backend):
             sent = [prompts[i] for i in todo.values()]
             t0 = self.clock()
             scores = self.inner.score(sent) if hidden is None else self.inner.score(sent, hidden)
-            share = (self.clock() - t0) / len(sent)
+            took = self._inner_seconds(t0, len(sent))
             if len(scores) != len(sent):
                 raise BackendError(f"{self.name} backend returned {len(scores)} scores for {len(sent)}")
             entries = []
-            for key, sc in zip(todo, scores):
+            for key, sc, share in zip(todo, scores, took):
                 known[key], seconds[key] = sc, share
                 meta = {"tokens": int(sc.num_tokens), "seconds": share}
                 entries.append(self._entry(key, "scores", encode_scores(sc), meta))
@@ -196,6 +196,15 @@ class StoredBackend(Backend):
         self.counts.scores_served += len(prompts) - len(todo)
         self._note_seconds(keys, seconds)
         return [known[k] for k in keys]
+
+    def _inner_seconds(self, t0: float, n: int) -> list[float]:
+        """Each of the inner call's ``n`` requests' seconds: the engine's own where it reported them
+        (``last_seconds``, backends/vllm.py), else an equal share of the call."""
+        elapsed = self.clock() - t0
+        reported = getattr(self.inner, "last_seconds", None)
+        if isinstance(reported, list) and len(reported) == n and all(isinstance(s, float) for s in reported):
+            return list(reported)
+        return [elapsed / n] * n
 
     def _lookup(self, keys: list[str], decode) -> tuple[dict[str, Any], dict[str, float]]:
         """The stored values of ``keys`` that decode, and the seconds each took when computed."""
