@@ -131,7 +131,9 @@ def test_replicas_the_gpus_cannot_hold_are_refused_before_any_model_loads(
     monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
     monkeypatch.setattr("tandem_lm_eval.harness.lm.ReplicaPool", no_load)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
-    assert re.search(pattern, lm_error(mentor="/nonexistent/m", intern="/nonexistent/i", **extra)), row
+    # a baseline mode: the plan (made first) would otherwise refuse the missing classifier before this
+    models = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i", "mode": "fixed:1"}
+    assert re.search(pattern, lm_error(**models, **extra)), row
 
 
 @pytest.mark.parametrize("row, extra, pattern", MODEL_ARGS_ROWS, ids=[r[0] for r in MODEL_ARGS_ROWS])

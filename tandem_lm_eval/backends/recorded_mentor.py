@@ -39,27 +39,8 @@ class RecordedBackend(Backend):
 
     def __init__(self, model: str, *, tokenizer: str | None = None) -> None:
         path = Path(model).expanduser()
-        if not path.is_file():
-            raise BackendError(f"recorded mentor file {model!r} does not exist")
-        try:
-            records = _store_records(path) if _is_store(path) else load_records([path])
-        except (RecordError, ValueError) as exc:  # ValueError: StoreError
-            raise BackendError(f"recorded mentor: {exc}") from None
         self._path = path
-        self._outputs: dict[str, MentorOutput] = {}
-        answers = 0
-        for rec in records:
-            if rec.mentor is None:
-                continue
-            if rec.mentor.answers_itself(rec.kind, len(rec.stages)):
-                answers += 1  # a trace of mentor_only / budget_forcing: the mentor's answer, not insights
-                continue
-            known = self._outputs.get(rec.question_hash)
-            if known is None or _length(rec.mentor) > _length(known):  # keep the longest recording
-                self._outputs[rec.question_hash] = rec.mentor
-        if not self._outputs:
-            why = f" ({answers} are traces of a mode where the mentor answered itself)" if answers else ""
-            raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs{why}")
+        self._outputs = recorded_outputs(model)
         if tokenizer is None:
             raise BackendError(
                 "a recorded mentor needs the mentor's tokenizer to cut its outputs at each budget: "
@@ -149,6 +130,33 @@ class RecordedBackend(Backend):
                 ids = tuple(self._tokenizer(output.text, add_special_tokens=False).input_ids)
             self._ids[key] = ids
         return ids
+
+
+def recorded_outputs(model: str) -> dict[str, MentorOutput]:
+    """The mentor outputs a recorded mentor's file holds, by question hash (the longest recording of
+    each): read before any model loads (harness/plan.py), and by the backend itself."""
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise BackendError(f"recorded mentor file {model!r} does not exist")
+    try:
+        records = _store_records(path) if _is_store(path) else load_records([path])
+    except (RecordError, ValueError) as exc:  # ValueError: StoreError
+        raise BackendError(f"recorded mentor: {exc}") from None
+    outputs: dict[str, MentorOutput] = {}
+    answers = 0
+    for rec in records:
+        if rec.mentor is None:
+            continue
+        if rec.mentor.answers_itself(rec.kind, len(rec.stages)):
+            answers += 1  # a trace of mentor_only / budget_forcing: the mentor's answer, not insights
+            continue
+        known = outputs.get(rec.question_hash)
+        if known is None or _length(rec.mentor) > _length(known):  # keep the longest recording
+            outputs[rec.question_hash] = rec.mentor
+    if not outputs:
+        why = f" ({answers} are traces of a mode where the mentor answered itself)" if answers else ""
+        raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs{why}")
+    return outputs
 
 
 def _is_store(path: Path) -> bool:
