@@ -294,7 +294,9 @@ def refuse_mode_options(policy: PolicySpec, given) -> None:
     for option in sorted(set(given) & {o for s in REGISTRY.values() for o in s.options}):
         if option not in policy.options:
             owners = " or ".join(u for s in REGISTRY.values() if option in s.options for u in s.usage)
-            raise ConfigError(f"{option} applies to mode={owners} only (mode={policy.mode})")
+            error = ConfigError(f"{option} applies to mode={owners} only (mode={policy.mode})")
+            error.check = "mode-options"  # its kind of check (harness/plan.py CHECKS)
+            raise error
 
 
 def _role_data_parallel_message(role: str, value: Any) -> str:

@@ -437,13 +437,14 @@ def prove_writable(name: str, path: Path, keep: bool = False) -> None:
     (it says yes to root, and nothing of names too long or file systems that refuse). What this made is
     removed again unless ``keep``; an existing file is opened for appending, never truncated."""
     missing: list[Path] = []
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        missing.append(parent)
-        parent = parent.parent
-    existed = path.exists()
     made: list[Path] = []
+    existed = True  # until known: nothing is removed that this did not make
     try:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        existed = path.exists()
         for folder in reversed(missing):
             folder.mkdir()
             made.append(folder)
