@@ -12,6 +12,7 @@ from tandem_lm_eval.backends.base import Message
 from tandem_lm_eval.backends.question_hash import question_hash
 from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.harness.assembly import group_policies, load_classifier
 from tandem_lm_eval.harness.config import TandemConfig
@@ -68,13 +69,11 @@ def run_cascade(classifier, policies, questions, default=TAU["fallback"]):
     mentor = ScriptedBackend(params=32)
     intern = ScriptedBackend(default_len=7, params=7, model_name="demo-intern")
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32),
+        Role(intern, params=7),
         make_policy("tandem", default),
         BUDGETS,
         classifier,
-        mentor_params=32,
-        intern_params=7,
         progress=False,
         group_policies=policies,
     )

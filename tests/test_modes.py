@@ -25,6 +25,7 @@ from tandem_lm_eval.cascade.policies import (
 )
 from tandem_lm_eval.cascade.policies.mentor import PLAIN_CLOSE, THINKING_CLOSE
 from tandem_lm_eval.cascade.prompts import MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.common.thinking import split_thinking
 from tandem_lm_eval.cost.ledger import RequestCost
@@ -40,13 +41,11 @@ def q(text, **kw):
 
 def cascade(policy, mentor=None, intern=None, classifier=None, budgets=(100, 500, 1000)):
     return Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=THETA_L),
+        Role(intern, params=THETA_S),
         policy,
         budgets,
         classifier,
-        mentor_params=THETA_L,
-        intern_params=THETA_S,
         progress=False,
     )
 

@@ -272,6 +272,10 @@ def _collect(args) -> int:
         threshold=args.label_threshold,
     )
     source.check()  # --metric and --filter exist, before any model loads
+    if config.recorded_mentor is not None:  # every question recorded, before any model loads
+        config.recorded_mentor.check_questions(
+            [q.question.key for q in questions], [f"{q.task} doc {q.doc_id}" for q in questions]
+        )
     explorer = make_explorer(config, hidden_layers=args.hidden_layers)
     stats = collect(
         explorer, questions, source, args.out, chunk=args.chunk, answers_by_stage=args.answers_by_stage

@@ -15,6 +15,7 @@ from tandem_lm_eval.backends import Backend, make_backend
 from tandem_lm_eval.backends.store_backed import StoredBackend, store_of
 from tandem_lm_eval.backends.store_keys import fingerprint
 from tandem_lm_eval.cascade.policies import StopPolicy
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.harness.config import TandemConfig
 from tandem_lm_eval.harness.plan import (
@@ -92,18 +93,12 @@ def build_replica(plan: RunPlan) -> Replica:
         check_classifier_fits_intern(plan, intern)
     policy = plan.policy.make(plan.thresholds, budget_forcing_close=plan.budget_forcing_close)
     cascade = Cascade(
-        mentor=mentor,
-        intern=intern,
+        Role(mentor, params=mentor_params, thinking=plan.mentor.thinking, prices=plan.mentor.prices),
+        Role(intern, params=intern_params, thinking=plan.intern.thinking, prices=plan.intern.prices),
         policy=policy,
         budgets=plan.budgets,
         classifier=classifier,
-        mentor_params=mentor_params,
-        intern_params=intern_params,
-        mentor_thinking=plan.mentor.thinking,
-        intern_thinking=plan.intern.thinking,
         progress=plan.progress,
-        mentor_prices=plan.mentor.prices,
-        intern_prices=plan.intern.prices,
         group_policies=group_policies(plan),
         all_feature_spans=bool(plan.trace_path),  # a trace records every span; a run reads one
         hidden=clf_plan.hidden if clf_plan is not None else None,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem_lm_eval.backends.base import Backend, HiddenRequest
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
 from tandem_lm_eval.data.records import (
@@ -92,14 +93,10 @@ def make_explorer(plan, hidden_layers: str | None = None) -> Explorer:
     identity = intern_identity(plan.intern, intern)
     hidden = hidden_request(intern, hidden_layers)
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=mentor_params, thinking=plan.mentor.thinking),
+        Role(intern, params=intern_params, thinking=plan.intern.thinking),
         plan.policy.make(),
         plan.budgets,
-        mentor_params=mentor_params,
-        intern_params=intern_params,
-        mentor_thinking=plan.mentor.thinking,
-        intern_thinking=plan.intern.thinking,
         progress=plan.progress,
         hidden=hidden,
     )
