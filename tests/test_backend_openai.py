@@ -21,6 +21,7 @@ from tandem_lm_eval.backends import BackendError, GenerationRequest, Prompt, mak
 from tandem_lm_eval.backends.entropy import topk_entropy
 from tandem_lm_eval.backends.openai.backend import UNKNOWN_TOKEN_ID, OpenAIBackend
 from tandem_lm_eval.backends.openai.messages import join_reasoning
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.common.thinking import split_thinking
 
 # Prompts whose greedy answers run past 32 tokens, so every stage is a real continuation.
@@ -379,12 +380,10 @@ def test_tandem_cascade_with_the_mentor_on_the_server_and_the_intern_on_transfor
     logging.getLogger(__name__).info("cascade with a server mentor: %.1f s", time.perf_counter() - t0)
     # the same cascade with both roles on transformers: the same stages, insights and answers
     local = Cascade(
-        hf_demo,
-        hf_demo,
+        Role(hf_demo, params=135e6),
+        Role(hf_demo, params=hf_demo.num_parameters),
         make_policy("fixed:2"),
         (8, 16),
-        mentor_params=135e6,
-        intern_params=hf_demo.num_parameters,
         progress=False,
     )
     from tandem_lm_eval.cascade.prompts import question_from_request

@@ -131,7 +131,9 @@ def test_replicas_the_gpus_cannot_hold_are_refused_before_any_model_loads(
     monkeypatch.setattr("tandem_lm_eval.harness.assembly.build_backends", no_load)
     monkeypatch.setattr("tandem_lm_eval.harness.lm.ReplicaPool", no_load)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
-    assert re.search(pattern, lm_error(mentor="/nonexistent/m", intern="/nonexistent/i", **extra)), row
+    # a baseline mode: the plan (made first) would otherwise refuse the missing classifier before this
+    models = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i", "mode": "fixed:1"}
+    assert re.search(pattern, lm_error(**models, **extra)), row
 
 
 @pytest.mark.parametrize("row, extra, pattern", MODEL_ARGS_ROWS, ids=[r[0] for r in MODEL_ARGS_ROWS])
@@ -576,3 +578,287 @@ def test_collect_and_a_replayed_compare_refuse_replicas(capsys, tmp_path, no_mod
     rows = '[[rows]]\nname = "Intern"\nmode = "intern_only"\n'
     message = compare_error(capsys, tmp_path, rows, shared=",data_parallel_size=2")
     assert "model_args: data_parallel_size=2: collect runs its models in this process" in message
+
+
+# --- the run plan's checks (harness/plan.py CHECKS): one test per kind, each a row of docs/bad-inputs.md ---
+PLAN_CASES = {}
+
+
+def plan_case(kind: str):
+    def register(fn):
+        PLAN_CASES[kind] = fn
+        return fn
+
+    return register
+
+
+@pytest.fixture
+def model_loads(monkeypatch):
+    """Every model load, through the one factory (harness/assembly.py is its only caller): a load fails
+    the test, so a refusal the plan makes is proven to come before any model loads."""
+    loads: list[tuple] = []
+
+    def spy(*args, **kwargs):
+        loads.append(args)
+        raise AssertionError(f"a model was loaded ({args}) before the plan refused the input")
+
+    monkeypatch.setattr("tandem_lm_eval.harness.assembly.make_backend", spy)
+    return loads
+
+
+NO_MODELS = {"mentor": "/nonexistent/m", "intern": "/nonexistent/i"}
+
+
+def plan_refusal(kind: str, **model_args) -> Exception:
+    """The error the plan raises for these model_args: tagged with ``kind``, one line, and the same line
+    `lm_eval --model tandem` ends with."""
+    from tandem_lm_eval.harness.plan import plan_run
+
+    args = {**NO_MODELS, **model_args}
+    with pytest.raises(Exception) as info:
+        plan_run(args)
+    assert getattr(info.value, "check", None) == kind, (kind, info.value)
+    assert "\n" not in str(info.value)
+    assert str(info.value) in lm_error(**args)
+    return info.value
+
+
+@plan_case("model-args")
+def case_model_args(tmp_path, capsys):
+    assert "unknown model_args key 'mentr'" in str(plan_refusal("model-args", mentr="x"))
+
+
+@plan_case("model-args-string")
+def case_model_args_string(tmp_path, capsys, monkeypatch):
+    """lm_eval.simple_evaluate(model="tandem", model_args="budgets=[8,16,32]") splits the string on every
+    comma; the model splits it as the command line does: accepted, and right."""
+    import lm_eval.api.registry
+
+    import tandem_lm_eval.harness.lm as lm_module
+
+    made = []
+    real = lm_module.plan_run
+    monkeypatch.setattr(lm_module, "plan_run", lambda args: made.append(real(args)) or made[-1])
+    monkeypatch.setattr(lm_module, "LocalReplica", lambda plan: (_ for _ in ()).throw(SystemExit("stop")))
+    cls = lm_eval.api.registry.get_model("tandem")
+    with pytest.raises(SystemExit, match="stop"):
+        cls.create_from_arg_string(
+            "mentor=/nonexistent/m,intern=/nonexistent/i,budgets=[8,16,32],mode=fixed:2"
+        )
+    assert made[0].budgets == (8, 16, 32) and made[0].mode == "fixed:2"
+    with pytest.raises(SystemExit, match="'budgets' is not key=value"):
+        cls.create_from_arg_string("mentor=/m,intern=/i,budgets")
+
+
+@plan_case("mode-options")
+def case_mode_options(tmp_path, capsys, caplog):
+    from tandem_lm_eval.harness.plan import plan_run
+
+    message = str(plan_refusal("mode-options", budget_forcing_close="x", mode="fixed:1"))
+    assert "budget_forcing_close applies to mode=budget_forcing:<B> only (mode=fixed:1)" in message
+    # the classifier's options given to a mode that reads none: a warning, and not in the plan
+    plan = plan_run({**NO_MODELS, "mode": "fixed:1", "thresholds": "[.5,.5,.5,.5]", "classifier": "x"})
+    assert plan.unread_options == ("classifier", "thresholds") and plan.thresholds is None
+    assert plan.classifier is None and plan.public_dict()["thresholds"] is None
+    assert "reads no classifier: classifier, thresholds ignored" in caplog.text
+
+
+@plan_case("classifier")
+def case_classifier(tmp_path, capsys):
+    assert "classifier 'nope' not found" in str(plan_refusal("classifier", classifier="nope"))
+
+
+@plan_case("classifier-stages")
+def case_classifier_stages(tmp_path, capsys, tiny_classifier_dir):
+    message = str(
+        plan_refusal("classifier-stages", classifier=str(tiny_classifier_dir), budgets="[100,500,1000]")
+    )
+    assert f"classifier card {tiny_classifier_dir / 'classifier.json'} has 3 thresholds" in message
+
+
+@plan_case("recorded-mentor")
+def case_recorded_mentor(tmp_path, capsys):
+    args = {"mentor_backend": "recorded", "mode": "fixed:1"}
+    message = str(plan_refusal("recorded-mentor", **{**args, "mentor": "/no/file.jsonl"}))
+    assert "recorded mentor file '/no/file.jsonl' does not exist" in message
+    path = tmp_path / "m.jsonl"
+    write_records(path, [QuestionRecord("h", "Q", [], mentor=MentorOutput("x"))])
+    assert "give mentor_tokenizer=" in str(plan_refusal("recorded-mentor", **{**args, "mentor": str(path)}))
+
+
+@plan_case("recorded-questions")
+def case_recorded_questions(tmp_path, capsys, tiny_model_dir, monkeypatch):
+    """A question the recorded mentor's file does not hold: refused before the first model call (it was
+    found by the mentor's first generate, after the intern had scored stage 0)."""
+    from tandem_lm_eval.cascade.stages import Cascade
+    from tandem_lm_eval.harness.lm import TandemLM
+
+    path = tmp_path / "m.jsonl"
+    write_records(path, [QuestionRecord("0123456789abcdef", "Q", [], mentor=MentorOutput("x"))])
+    lm = TandemLM(
+        mentor=str(path),
+        mentor_backend="recorded",
+        mentor_tokenizer=str(tiny_model_dir),
+        mentor_num_params="1e9",
+        intern=str(tiny_model_dir),
+        dtype="float32",
+        mode="fixed:1",
+        progress="false",
+    )
+    monkeypatch.setattr(Cascade, "run", lambda *a: pytest.fail("the cascade ran before the check"))
+
+    class Req:
+        args = ("What is 2 + 2?", {"until": []})
+        task_name, doc_id = "t", 0
+
+    with pytest.raises(
+        SystemExit, match=r"1 of 1 questions \(first: t doc 0\) are not in the recorded mentor"
+    ):
+        lm.generate_until([Req()])
+
+
+@plan_case("store")
+def case_store(tmp_path, capsys):
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(bytes(range(256)) * 20)
+    assert "is not a usable tandem-lm-eval run store" in str(
+        plan_refusal("store", store=str(path), mode="fixed:1")
+    )
+
+
+@plan_case("output-path")
+def case_output_path(tmp_path, capsys):
+    """A folder where no file can be created, though os.access says yes (root, /proc): refused now, not
+    after the whole run; what the proof makes is removed again."""
+    import os
+
+    assert os.access("/proc", os.W_OK | os.X_OK)  # what the old check asked, and believed
+    message = str(plan_refusal("output-path", trace_path="/proc/tandem-trace.jsonl", mode="fixed:1"))
+    assert "trace_path /proc/tandem-trace.jsonl cannot be written" in message
+    assert "give a path you can write to" in message
+    ok = tmp_path / "a" / "t.jsonl"
+    from tandem_lm_eval.harness.plan import plan_run
+
+    assert plan_run({**NO_MODELS, "trace_path": str(ok), "mode": "fixed:1"}).trace_path == str(ok)
+    assert not ok.exists() and not ok.parent.exists()
+
+
+@plan_case("store-is-trace")
+def case_store_is_trace(tmp_path, capsys):
+    path = str(tmp_path / "run.sqlite")
+    message = str(plan_refusal("store-is-trace", store=path, trace_path=path, mode="fixed:1"))
+    assert "store and trace_path both name" in message
+    assert not Path(path).exists()  # refused before the store was created
+
+
+@plan_case("gen-kwargs")
+def case_gen_kwargs(tmp_path, capsys, tiny):
+    """`--gen_kwargs max_gen_toks=0` arrives in each request: refused before the first model call (it
+    ran every mentor stage to produce empty answers)."""
+    from tandem_lm_eval.harness.lm import TandemLM
+    from tandem_lm_eval.harness.plan import check_gen_kwargs
+
+    for bad, pattern in (
+        ({"max_gen_toks": 0}, "gen_kwargs max_gen_toks must be >= 1"),
+        ({"temperature": -1}, "gen_kwargs temperature"),
+        ({"top_p": 0}, "gen_kwargs top_p"),
+        ({"do_sample": "maybe"}, "gen_kwargs do_sample"),
+        ({"until": 3}, "gen_kwargs until"),
+    ):
+        with pytest.raises(ValueError, match=pattern) as info:
+            check_gen_kwargs(bad)
+        assert info.value.check == "gen-kwargs"
+    lm = TandemLM(**tiny, mode="intern_only")
+    lm.replicas.run = lambda *a, **k: pytest.fail("a model was called before the gen_kwargs were checked")
+
+    class Req:
+        args = ("What is 2 + 2?", {"until": [], "max_gen_toks": 0})
+        task_name, doc_id = "t", 0
+
+    with pytest.raises(SystemExit, match="request t doc 0: gen_kwargs max_gen_toks must be >= 1, got 0"):
+        lm.generate_until([Req()])
+
+
+@plan_case("compare-task-twice")
+def case_compare_task_twice(tmp_path, capsys):
+    from tandem_lm_eval.workflows.compare import config_from_dict
+
+    with pytest.raises(ValueError, match="tasks lists tandem_test_arith more than once") as info:
+        config_from_dict(
+            {
+                "output": str(tmp_path),
+                "tasks": ["tandem_test_arith", "tandem_test_arith"],
+                "rows": [{"mode": "tandem"}],
+            }
+        )
+    assert info.value.check == "compare-task-twice"
+    assert "more than once" in compare_error(
+        capsys, tmp_path, '[[rows]]\nmode = "intern_only"\n', tasks='["a", "a"]'
+    )
+
+
+def _doc_check_rows() -> list[str]:
+    """The kinds of check docs/bad-inputs.md lists in its table of the run plan's checks."""
+    text = (HERE.parent / "docs" / "bad-inputs.md").read_text()
+    section = text.split("## The run plan's checks", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.M)
+
+
+def test_every_kind_of_check_has_one_test_and_one_doc_row():
+    from tandem_lm_eval.harness.plan import CHECKS
+
+    assert sorted(PLAN_CASES) == sorted(CHECKS), "a kind of check without a test, or a test without one"
+    rows = _doc_check_rows()
+    assert len(rows) == len(set(rows)) and sorted(rows) == sorted(CHECKS), "docs/bad-inputs.md vs CHECKS"
+
+
+# checks of what arrives after the models have loaded (lm-eval's requests): proven to come before the
+# first model call instead (their tests make the cascade fail if it runs)
+AFTER_LOAD = ("recorded-questions", "gen-kwargs")
+
+
+@pytest.mark.parametrize("kind", sorted(PLAN_CASES))
+def test_the_plans_checks_refuse_before_any_model_loads(kind, request, tmp_path, capsys):
+    import inspect
+
+    loads = None if kind in AFTER_LOAD else request.getfixturevalue("model_loads")
+    case = PLAN_CASES[kind]
+    wanted = [n for n in inspect.signature(case).parameters if n not in ("tmp_path", "capsys")]
+    case(tmp_path, capsys, **{n: request.getfixturevalue(n) for n in wanted})
+    assert loads is None or loads == []
+
+
+def test_no_model_loads_but_from_a_plan():
+    """The rule, as the code holds it: harness/assembly.py is the only caller of the backend factory
+    (and no engine class is built anywhere else), and what calls it takes a RunPlan."""
+    import ast
+
+    from tandem_lm_eval.harness.assembly import build_backends
+
+    package = HERE.parent / "tandem_lm_eval"
+    engines = {"make_backend", "HFBackend", "VLLMBackend", "OpenAIBackend", "RecordedBackend"}
+    callers = []
+    for path in package.rglob("*.py"):
+        if path.relative_to(package).parts[0] == "backends":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for call in ast.walk(node):
+                    if (
+                        isinstance(call, ast.Call)
+                        and getattr(call.func, "id", getattr(call.func, "attr", "")) in engines
+                    ):
+                        callers.append((str(path.relative_to(package)), node.name))
+    assert callers == [("harness/assembly.py", "_build_backend")]
+    source = (package / "harness" / "assembly.py").read_text()
+    users = [
+        n.name
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.FunctionDef)
+        and any(
+            isinstance(c, ast.Call) and getattr(c.func, "id", "") == "_build_backend" for c in ast.walk(n)
+        )
+    ]
+    assert users == ["build_backends"]
+    with pytest.raises(TypeError, match="takes a RunPlan"):
+        build_backends({"mentor": "m", "intern": "i"})

@@ -7,6 +7,7 @@ from fakes import LengthClassifier, ScriptedBackend
 from tandem_lm_eval.backends.base import Message
 from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import INSIGHTS_HEADER, MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 
 
@@ -18,7 +19,7 @@ def run(policy, questions, mentor=None, intern=None, classifier=None, budgets=(1
     mentor = mentor or ScriptedBackend(params=32)
     intern = intern or ScriptedBackend(default_len=7, params=7)
     cascade = Cascade(
-        mentor, intern, policy, budgets, classifier, mentor_params=32, intern_params=7, progress=False
+        Role(mentor, params=32), Role(intern, params=7), policy, budgets, classifier, progress=False
     )
     return cascade.run(questions), mentor, intern
 
@@ -168,11 +169,10 @@ def test_api_prices_bill_every_call_including_resent_prefixes():
     mentor = ScriptedBackend(params=32)  # reports prompt_tokens=5 per call
     intern = ScriptedBackend(default_len=7, params=7)
     cascade = Cascade(
-        mentor,
+        Role(mentor, prices=TokenPrices(1.0, 10.0)),
         intern,
         make_policy("fixed:2"),
         (100, 500),
-        mentor_prices=TokenPrices(1.0, 10.0),
         progress=False,
     )
     (r,) = cascade.run([q("z")])

@@ -11,6 +11,7 @@ from fakes import ScriptedBackend
 from tandem_lm_eval.backends.base import Message
 from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.common.question_hash import question_hash
 from tandem_lm_eval.harness.assembly import group_policies, load_classifier
@@ -68,13 +69,11 @@ def run_cascade(classifier, policies, questions, default=TAU["fallback"]):
     mentor = ScriptedBackend(params=32)
     intern = ScriptedBackend(default_len=7, params=7, model_name="demo-intern")
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32),
+        Role(intern, params=7),
         make_policy("tandem", default),
         BUDGETS,
         classifier,
-        mentor_params=32,
-        intern_params=7,
         progress=False,
         group_policies=policies,
     )
@@ -82,18 +81,26 @@ def run_cascade(classifier, policies, questions, default=TAU["fallback"]):
 
 
 # --- group policies -------------------------------------------------------------------------------------------
-def test_group_policies_take_each_members_thresholds(grouped):
-    policies = group_policies(tandem_config(), grouped)
+def plan_with(classifier, folder, **extra):
+    """The run plan of a run with ``classifier`` (saved to ``folder``, read back by the plan)."""
+    from tandem_lm_eval.harness.plan import plan_run
+
+    classifier.save(folder)
+    return plan_run(tandem_config(classifier=str(folder), **extra))
+
+
+def test_group_policies_take_each_members_thresholds(grouped, tmp_path):
+    policies = group_policies(plan_with(grouped, tmp_path / "g"))
     assert set(policies) == {"a", "b"}
     assert all(isinstance(p, TandemPolicy) for p in policies.values())
     assert policies["a"].thresholds == (0.0,) * 4 and policies["b"].thresholds == (1.0,) * 4
     # thresholds in model_args hold for every group; baseline modes and plain classifiers have none
-    assert group_policies(tandem_config(thresholds="[.5,.5,.5,.5]"), grouped) == {}
-    assert group_policies(tandem_config(mode="fixed:1"), grouped) == {}
-    assert group_policies(tandem_config(), grouped.fallback) == {}
+    assert group_policies(plan_with(grouped, tmp_path / "g", thresholds="[.5,.5,.5,.5]")) == {}
+    assert group_policies(plan_with(grouped, tmp_path / "g", mode="fixed:1")) == {}
+    assert group_policies(plan_with(grouped.fallback, tmp_path / "f")) == {}
 
 
-def test_cascade_routes_each_group_to_its_member_and_thresholds(grouped):
+def test_cascade_routes_each_group_to_its_member_and_thresholds(grouped, tmp_path):
     questions = [
         q("alpha beta gamma", "a"),
         q("delta epsilon", "b"),
@@ -101,7 +108,7 @@ def test_cascade_routes_each_group_to_its_member_and_thresholds(grouped):
         q("kappa", None),
         q("lambda mu", "a"),
     ]
-    results, mentor = run_cascade(grouped, group_policies(tandem_config(), grouped), questions)
+    results, mentor = run_cascade(grouped, group_policies(plan_with(grouped, tmp_path / "g")), questions)
     a, b, c, none, a2 = results
 
     # each stage's score is its group's member's s_t of the recorded features
@@ -142,12 +149,14 @@ def test_without_group_policies_every_group_follows_the_default(grouped):
 
 
 def test_saved_grouped_classifier_loads_for_a_run(grouped, tmp_path):
+    from tandem_lm_eval.harness.plan import plan_run
+
     folder = grouped.save(tmp_path / "grouped")
     intern = ScriptedBackend(model_name="demo-intern")
     clf, thresholds = load_classifier(tandem_config(classifier=str(folder)), intern)
     assert isinstance(clf, GroupedClassifier) and set(clf.members) == {"a", "b"}
     assert thresholds == tuple(TAU["fallback"])  # the fallback's, for requests of other groups
-    policies = group_policies(tandem_config(), clf)
+    policies = group_policies(plan_run(tandem_config(classifier=str(folder))))
     assert policies["a"].thresholds == (0.0,) * 4 and policies["b"].thresholds == (1.0,) * 4
     X = np.abs(np.random.default_rng(5).normal(2.0, 1.0, (6, NUM_FEATURES)))
     groups = ["a", "b", "c", None, "b", "a"]

@@ -14,6 +14,7 @@ from tandem_lm_eval.backends.openai.backend import OpenAIBackend
 from tandem_lm_eval.backends.openai.transport import ServerInfo
 from tandem_lm_eval.cascade.policies import FixedStagePolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.cost.pricing import TokenPrices
@@ -63,14 +64,11 @@ def test_usd_is_what_the_api_bills_and_tflops_count_the_regenerated_tokens(hoste
     intern = ScriptedBackend(params=7e9)
     prices = TokenPrices(input_per_million=1.0, output_per_million=4.0)
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32e9, prices=prices),
+        Role(intern, params=7e9),
         FixedStagePolicy(3),
         budgets=(4, 8, 12),
-        mentor_params=32e9,
-        intern_params=7e9,
         progress=False,
-        mentor_prices=prices,
     )
     (result,) = cascade.run([question()])
     cost = result.cost
@@ -88,7 +86,7 @@ def test_an_engine_that_continues_pays_each_token_once():
     mentor = ScriptedBackend(params=32e9)
     intern = ScriptedBackend(params=7e9)
     cascade = Cascade(
-        mentor, intern, make_policy("fixed:3"), budgets=(4, 8, 12), mentor_params=32e9, intern_params=7e9
+        Role(mentor, params=32e9), Role(intern, params=7e9), make_policy("fixed:3"), budgets=(4, 8, 12)
     )
     cascade.progress = False
     (result,) = cascade.run([question()])

@@ -20,6 +20,7 @@ from tandem_lm_eval.calibration.replay import StageSeconds, StageTable, fixed_st
 from tandem_lm_eval.calibration.tables import row_table, stage_seconds, stage_table
 from tandem_lm_eval.cascade.policies import TandemPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.cost.ledger import PhaseTimes, RequestCost, RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, StageEntry, load_records
@@ -197,13 +198,11 @@ def test_each_request_and_stage_carries_its_share_of_every_call(ticking):
     intern = TickingBackend(ticking, default_len=7, params=7)
     # LengthClassifier: longer prompts look sufficient; "a b c" stops at stage 2, "short" never does
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32),
+        Role(intern, params=7),
         TandemPolicy([0.5, 0.9, 0.5, 0.5]),
         (100, 500, 1000),
         LengthClassifier(200),
-        mentor_params=32,
-        intern_params=7,
         progress=False,
     )
     results = cascade.run([q("a b c"), q("short")])
@@ -244,7 +243,12 @@ def test_features_recorded_for_analysis_are_outside_the_judgment(ticking, monkey
         intern = TickingBackend(ticking, default_len=7, params=7)
         policy = TandemPolicy([0.5, 0.9, 0.5, 0.5])
         cascade = Cascade(
-            mentor, intern, policy, (100, 500, 1000), LengthClassifier(200), 32, 7, progress=False
+            Role(mentor, params=32),
+            Role(intern, params=7),
+            policy,
+            (100, 500, 1000),
+            LengthClassifier(200),
+            progress=False,
         )
         cascade.all_feature_spans = all_spans
         return cascade.run([q("a b c")])[0]
@@ -259,7 +263,7 @@ def test_explore_answers_by_stage_in_calls_of_a_live_runs_size(ticking):
     mentor = TickingBackend(ticking, params=32)
     intern = TickingBackend(ticking, default_len=7, params=7)
     cascade = Cascade(
-        mentor, intern, make_policy("fixed:2"), (8, 16), mentor_params=32, intern_params=7, progress=False
+        Role(mentor, params=32), Role(intern, params=7), make_policy("fixed:2"), (8, 16), progress=False
     )
     questions = [q(f"question {i}") for i in range(3)]
     together = cascade.explore(questions)
@@ -287,7 +291,9 @@ def test_replayed_latency_equals_the_live_run_with_scripted_backends(ticking):
     def cascade(policy, classifier=None):
         mentor = TickingBackend(ticking, params=32, script_len=script)
         intern = TickingBackend(ticking, default_len=7, params=7)
-        return Cascade(mentor, intern, policy, budgets, classifier, 32, 7, progress=False)
+        return Cascade(
+            Role(mentor, params=32), Role(intern, params=7), policy, budgets, classifier, progress=False
+        )
 
     explored = cascade(make_policy("fixed:3")).explore(questions, answers_by_stage=True)
     records = [
@@ -337,7 +343,14 @@ def stored_cascade(ticking, store_path):
     mentor = StoredBackend(TickingBackend(ticking, params=32, script_len={"short": 30}), store, "mentor", {})
     intern = StoredBackend(TickingBackend(ticking, default_len=7, params=7), store, "intern", {})
     policy = TandemPolicy([0.5, 0.9, 0.5, 0.5])
-    return Cascade(mentor, intern, policy, (100, 500, 1000), LengthClassifier(200), 32, 7, progress=False)
+    return Cascade(
+        Role(mentor, params=32),
+        Role(intern, params=7),
+        policy,
+        (100, 500, 1000),
+        LengthClassifier(200),
+        progress=False,
+    )
 
 
 def phase_times(result):

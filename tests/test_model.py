@@ -64,10 +64,14 @@ def test_stage_count_mismatch_needs_thresholds(tiny_classifier_dir, tiny_model_d
 
 
 def test_budgets_default_to_the_classifiers(tiny_classifier_dir, tiny_model_dir):
+    from tandem_lm_eval.harness.plan import plan_run
+
     c = cfg(mentor="/m", intern=str(tiny_model_dir), classifier=str(tiny_classifier_dir))
     assert c.budgets == (100, 500, 1000)
-    _, thresholds = load_classifier(c, ScriptedBackend(model_name=str(tiny_model_dir)))
-    assert c.budgets == (8, 16) and thresholds == (0.5, 0.5, 0.5)
+    plan = plan_run(c)  # the plan settles the budgets once: the card's, as no budgets were given
+    _, thresholds = load_classifier(plan, ScriptedBackend(model_name=str(tiny_model_dir)))
+    assert plan.budgets == (8, 16) and thresholds == (0.5, 0.5, 0.5)
+    assert c.budgets == (100, 500, 1000)  # what model_args said is never rewritten
 
 
 def test_missing_classifier_messages(tmp_path):

@@ -25,6 +25,7 @@ from tandem_lm_eval.cascade.policies import (
 )
 from tandem_lm_eval.cascade.policies.mentor import PLAIN_CLOSE, THINKING_CLOSE
 from tandem_lm_eval.cascade.prompts import MENTOR_SYSTEM_PROMPT, Question
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.common.thinking import split_thinking
 from tandem_lm_eval.cost.ledger import RequestCost
@@ -41,13 +42,11 @@ def q(text, **kw):
 
 def cascade(policy, mentor=None, intern=None, classifier=None, budgets=(100, 500, 1000)):
     return Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=THETA_L),
+        Role(intern, params=THETA_S),
         policy,
         budgets,
         classifier,
-        mentor_params=THETA_L,
-        intern_params=THETA_S,
         progress=False,
     )
 
@@ -318,7 +317,9 @@ def test_route_model_args_and_classifier_thresholds(tiny_classifier_dir):
     assert load_classifier(one, intern)[1] == (0.3,)
     assert make_policy("route", (0.3,)).threshold == 0.3
     # without thresholds: the card's, τ_0 first (the tiny card has 3 for budgets [8,16])
-    card = TandemConfig.from_model_args(args)
+    from tandem_lm_eval.harness.plan import plan_run
+
+    card = plan_run(TandemConfig.from_model_args(args))  # the plan takes the card's budgets, once
     clf, thresholds = load_classifier(card, intern)
     assert clf is not None and thresholds == (0.5, 0.5, 0.5) and card.budgets == (8, 16)
     with pytest.raises(ConfigError, match="4 are needed"):
@@ -360,17 +361,17 @@ def test_budget_forcing_close_model_arg():
 def test_no_intern_is_loaded_when_the_mentor_answers(tiny_model_dir, tmp_path):
     from tandem_lm_eval.harness.assembly import build_backends
     from tandem_lm_eval.harness.lm import TandemLM
+    from tandem_lm_eval.harness.plan import plan_run
 
     # the intern's path does not exist: loading it would fail
     args = {"mentor": str(tiny_model_dir), "intern": "/nonexistent/intern", "dtype": "float32"}
-    cfg = TandemConfig.from_model_args({**args, "mode": "mentor_only"})
-    mentor, intern, mentor_params, intern_params = build_backends(cfg)
+    plan = plan_run({**args, "mode": "mentor_only"})
+    assert plan.mentor.loads and not plan.intern.loads  # decided by the plan, before any load
+    mentor, intern, mentor_params, intern_params = build_backends(plan)
     assert intern is None and mentor is not None and intern_params == 0.0
     assert mentor_params == sum(p.numel() for p in mentor.model.parameters())
-    with pytest.raises(ConfigError, match="recorded mentor"):
-        build_backends(
-            TandemConfig.from_model_args({**args, "mode": "mentor_only", "mentor_backend": "recorded"})
-        )
+    with pytest.raises(ConfigError, match="recorded mentor"):  # refused by the plan: nothing loads
+        plan_run({**args, "mode": "mentor_only", "mentor_backend": "recorded"})
 
     trace = tmp_path / "trace.jsonl"
     lm = TandemLM(**args, mode="budget_forcing:4", progress=False, trace_path=str(trace))

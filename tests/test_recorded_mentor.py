@@ -10,6 +10,7 @@ from tandem_lm_eval.backends.base import BackendError, GenerationRequest, Messag
 from tandem_lm_eval.backends.recorded_mentor import RecordedBackend
 from tandem_lm_eval.cascade.policies import FixedStagePolicy
 from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, write_records
 from tandem_lm_eval.harness.config import ConfigError, TandemConfig
@@ -267,7 +268,7 @@ def test_cascade_with_recorded_mentor(backend, tokenizer):
     assert 16 < n < 64
     budgets = (8, 16, n + 10)  # the last stage asks for more than was recorded (finished: fine)
     intern = ScriptedBackend(params=1000)
-    cascade = Cascade(backend, intern, FixedStagePolicy(3), budgets, mentor_params=32e9, progress=False)
+    cascade = Cascade(Role(backend, params=32e9), intern, FixedStagePolicy(3), budgets, progress=False)
     (result,) = cascade.run([question(Q_TEXT)])
     assert [s.stage for s in result.stages] == [0, 1, 2, 3]
     expected_tokens = [0, 8, 16, n]

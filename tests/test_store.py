@@ -15,6 +15,7 @@ from fakes import ScriptedBackend
 
 from tandem_lm_eval.backends.base import Generation, GenerationRequest, Message, PromptScores
 from tandem_lm_eval.cascade.prompts import Question, mentor_prompt
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.store.codec import (
     decode_generation,
     decode_scores,
@@ -311,7 +312,14 @@ def run_stored_mentor(store, fp_name="mentor"):
         ScriptedBackend(script_len=dict(SCRIPT)), store, "mentor", {"model": fp_name}, num_params=32e9
     )
     intern = StoredBackend(ScriptedBackend(default_len=3), store, "intern", {"model": "intern"})
-    cascade = Cascade(mentor, intern, make_policy("fixed:2"), (8, 16), None, 32e9, 7, progress=False)
+    cascade = Cascade(
+        Role(mentor, params=32e9),
+        Role(intern, params=7),
+        make_policy("fixed:2"),
+        (8, 16),
+        None,
+        progress=False,
+    )
     return cascade.run([question(t) for t in SCRIPT])
 
 
@@ -338,13 +346,11 @@ def test_export_is_a_recorded_mentor_that_serves_the_same_tokens(tmp_path, tiny_
 
     recorded = RecordedBackend(str(out), tokenizer=str(tiny_model_dir))
     cascade = Cascade(
-        recorded,
-        ScriptedBackend(default_len=3),
+        Role(recorded, params=32e9),
+        Role(ScriptedBackend(default_len=3), params=7),
         make_policy("fixed:2"),
         (8, 16),
         None,
-        32e9,
-        7,
         progress=False,
     )
     replay = cascade.run([question(t) for t in SCRIPT])

@@ -13,6 +13,7 @@ from tandem_lm_eval.backends import make_backend
 from tandem_lm_eval.backends.base import GenerationRequest, Message, Prompt
 from tandem_lm_eval.cascade.policies import make_policy
 from tandem_lm_eval.cascade.prompts import Question, intern_prompt, mentor_prompt
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.harness.config import RoleConfig
 from tandem_lm_eval.store.keys import (
@@ -51,13 +52,11 @@ def stored_pair(store, mentor_fp=None, intern_fp=None, intern_len=7):
 def run_cascade(mentor, intern, mode="fixed:2", classifier=None):
     thresholds = (0.5, 0.9, 0.5) if mode == "tandem" else None
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32),
+        Role(intern, params=7),
         make_policy(mode, thresholds),
         BUDGETS,
         classifier,
-        mentor_params=32,
-        intern_params=7,
         progress=False,
     )
     return cascade.run(QUESTIONS)

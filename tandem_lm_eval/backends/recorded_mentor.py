@@ -16,7 +16,7 @@ prompt (Figure 6) is not checked: the records are whatever the recorded mentor w
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tandem_lm_eval.backends.base import (
@@ -39,27 +39,8 @@ class RecordedBackend(Backend):
 
     def __init__(self, model: str, *, tokenizer: str | None = None) -> None:
         path = Path(model).expanduser()
-        if not path.is_file():
-            raise BackendError(f"recorded mentor file {model!r} does not exist")
-        try:
-            records = self.read_recordings(path)
-        except (RecordError, ValueError) as exc:  # ValueError: StoreError
-            raise BackendError(f"recorded mentor: {exc}") from None
         self._path = path
-        self._outputs: dict[str, MentorOutput] = {}
-        answers = 0
-        for rec in records:
-            if rec.mentor is None:
-                continue
-            if rec.mentor.answers_itself(rec.kind, len(rec.stages)):
-                answers += 1  # a trace of mentor_only / budget_forcing: the mentor's answer, not insights
-                continue
-            known = self._outputs.get(rec.question_hash)
-            if known is None or _length(rec.mentor) > _length(known):  # keep the longest recording
-                self._outputs[rec.question_hash] = rec.mentor
-        if not self._outputs:
-            why = f" ({answers} are traces of a mode where the mentor answered itself)" if answers else ""
-            raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs{why}")
+        self._outputs = recorded_outputs(model, self.read_recordings)
         if tokenizer is None:
             raise BackendError(
                 "a recorded mentor needs the mentor's tokenizer to cut its outputs at each budget: "
@@ -154,6 +135,37 @@ class RecordedBackend(Backend):
                 ids = tuple(self._tokenizer(output.text, add_special_tokens=False).input_ids)
             self._ids[key] = ids
         return ids
+
+
+def recorded_outputs(
+    model: str, read: Callable[[Path], list[QuestionRecord]] | None = None
+) -> dict[str, MentorOutput]:
+    """The mentor outputs a recorded mentor's file holds, by question hash (the longest recording of
+    each): read before any model loads (harness/plan.py), and by the backend itself. ``read``: how the
+    file becomes records (a records file by default; a run store's reader is the store room's,
+    ``store/export.py: store_records``)."""
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise BackendError(f"recorded mentor file {model!r} does not exist")
+    try:
+        records = read(path) if read is not None else load_records([path])
+    except (RecordError, ValueError) as exc:  # ValueError: StoreError
+        raise BackendError(f"recorded mentor: {exc}") from None
+    outputs: dict[str, MentorOutput] = {}
+    answers = 0
+    for rec in records:
+        if rec.mentor is None:
+            continue
+        if rec.mentor.answers_itself(rec.kind, len(rec.stages)):
+            answers += 1  # a trace of mentor_only / budget_forcing: the mentor's answer, not insights
+            continue
+        known = outputs.get(rec.question_hash)
+        if known is None or _length(rec.mentor) > _length(known):  # keep the longest recording
+            outputs[rec.question_hash] = rec.mentor
+    if not outputs:
+        why = f" ({answers} are traces of a mode where the mentor answered itself)" if answers else ""
+        raise BackendError(f"recorded mentor file {model!r} holds no mentor outputs{why}")
+    return outputs
 
 
 def _length(output: MentorOutput) -> int:

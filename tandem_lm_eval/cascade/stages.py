@@ -44,9 +44,9 @@ from tandem_lm_eval.cascade.outcomes import CascadeResult, Exploration, StageOut
 from tandem_lm_eval.cascade.policies.base import StopPolicy
 from tandem_lm_eval.cascade.progress import progress_bar
 from tandem_lm_eval.cascade.prompts import Question, insights_text, intern_prompt, mentor_prompt
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cost import ledger
 from tandem_lm_eval.cost.ledger import RequestCost
-from tandem_lm_eval.cost.pricing import TokenPrices
 from tandem_lm_eval.judgment.features import DEFAULT_SPAN, FEATURE_SPANS, features_of
 from tandem_lm_eval.judgment.judges import JudgeError, judge_input, needs_statistics
 from tandem_lm_eval.store.stored_backend import StoredBackend
@@ -80,26 +80,24 @@ class Cascade:
 
     def __init__(
         self,
-        mentor: Backend | None,
-        intern: Backend,
+        mentor: Role | Backend | None,
+        intern: Role | Backend,
         policy: StopPolicy,
         budgets: Sequence[int],
         classifier=None,
-        mentor_params: float = 0.0,
-        intern_params: float = 0.0,
-        mentor_thinking: bool | None = None,
-        intern_thinking: bool | None = None,
+        *,
         progress: bool = True,
-        mentor_prices: TokenPrices | None = None,
-        intern_prices: TokenPrices | None = None,
         group_policies: dict[str, StopPolicy] | None = None,
         all_feature_spans: bool = False,
         hidden: HiddenRequest | None = None,
     ) -> None:
-        """``classifier``: a classifier (``sufficiency(X)``) or a ``GroupedClassifier``
-        (``for_group``); ``group_policies``: the stop policy of each group (thresholds differ per
-        group), ``policy`` for every other request; ``hidden``: the intern's hidden vectors to read in
-        the scoring pass (a hidden-state judge's, or a collect's)."""
+        """``mentor``, ``intern``: the two roles (``Role``: engine, |θ|, thinking, prices; a bare
+        engine is a role with none of them); ``classifier``: a classifier (``sufficiency(X)``) or a
+        ``GroupedClassifier`` (``for_group``); ``group_policies``: the stop policy of each group
+        (thresholds differ per group), ``policy`` for every other request; ``hidden``: the intern's
+        hidden vectors to read in the scoring pass (a hidden-state judge's, or a collect's)."""
+        mentor_role, intern_role = Role.of(mentor), Role.of(intern)
+        mentor, intern = mentor_role.backend, intern_role.backend
         budgets = tuple(int(b) for b in budgets)
         if any(b <= 0 for b in budgets) or any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
             raise CascadeError(f"stage budgets must be positive and increasing (cumulative), got {budgets}")
@@ -118,10 +116,10 @@ class Cascade:
             raise CascadeError(f"the classifier reads hidden vectors ({self.judge.hidden.key}): give hidden=")
         self.hidden = hidden
         self.budgets = budgets
-        self.mentor_params, self.intern_params = float(mentor_params), float(intern_params)
-        self.mentor_thinking, self.intern_thinking = mentor_thinking, intern_thinking
+        self.mentor_params, self.intern_params = float(mentor_role.params), float(intern_role.params)
+        self.mentor_thinking, self.intern_thinking = mentor_role.thinking, intern_role.thinking
         self.progress = progress
-        self.mentor_prices, self.intern_prices = mentor_prices, intern_prices
+        self.mentor_prices, self.intern_prices = mentor_role.prices, intern_role.prices
         # features over every span (for records), or only over the classifier's (the run needs no more)
         self.all_feature_spans = all_feature_spans
         for backend in (mentor, intern):  # a run store times the calls it sends on with the phase clock

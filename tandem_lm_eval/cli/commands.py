@@ -283,14 +283,12 @@ def _task_questions(args, **extra):
 
 def _collect(args) -> int:
     from tandem_lm_eval.common.options import parse_model_args
-    from tandem_lm_eval.harness.config import TandemConfig
-    from tandem_lm_eval.workflows.collect import collect, default_store, make_explorer, refuse_replicas
+    from tandem_lm_eval.workflows.collect import collect, collect_plan, default_store, make_explorer
 
     model_args = parse_model_args(args.model_args)
     if "store" not in model_args:  # keep what is generated: a failed judging step loses nothing
         model_args["store"] = str(default_store(args.out))
-    config = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
-    refuse_replicas(config)  # before the task and any model load
+    config = collect_plan(model_args)  # every value and path, before the task and any model load
     if args.mentor_answers and config.mentor.backend == "recorded":
         raise CommandError(
             "--mentor-answers: a recorded mentor (mentor_backend=recorded) serves recorded insights, it "
@@ -306,7 +304,11 @@ def _collect(args) -> int:
         threshold=args.label_threshold,
     )
     source.check()  # --metric and --filter exist, before any model loads
-    explorer = make_explorer(model_args, hidden_layers=args.hidden_layers)
+    if config.recorded_mentor is not None:  # every question recorded, before any model loads
+        config.recorded_mentor.check_questions(
+            [q.question.key for q in questions], [f"{q.task} doc {q.doc_id}" for q in questions]
+        )
+    explorer = make_explorer(config, hidden_layers=args.hidden_layers)
     stats = collect(
         explorer,
         questions,
@@ -327,17 +329,17 @@ def _collect(args) -> int:
 def _complete_hidden(args) -> int:
     from tandem_lm_eval.common.options import parse_model_args
     from tandem_lm_eval.data.records import load_records
-    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_config, intern_for
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for, intern_plan
 
     records = load_records([args.records])  # the inputs first: a bad file is reported before any model loads
     model_args = parse_model_args(args.model_args)
-    intern_config(model_args)
+    plan = intern_plan(model_args)  # every value and path, before any model loads
     adapter, layers = None, args.hidden_layers
     if args.classifier:
         adapter, layers = _classifier_adapter(args.classifier)
     questions, _ = _task_questions(args)
     by_key = {(q.task, q.doc_hash): q for q in questions}
-    intern, identity, thinking = intern_for(model_args)
+    intern, identity, thinking = intern_for(plan)
     try:
         stats = complete_hidden(
             records,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tandem_lm_eval.backends import BACKENDS, backend_class
+from tandem_lm_eval.cascade.policies import REGISTRY, PolicySpec, parse_mode
+from tandem_lm_eval.cascade.policies.spec import FIRST_ONLY
 from tandem_lm_eval.common.options import OptionError, as_bool, as_count, as_float, as_int, as_list, as_str
 from tandem_lm_eval.common.paths import output_file
 from tandem_lm_eval.cost.pricing import TokenPrices, parse_price
@@ -43,7 +45,8 @@ class TandemConfig:
     mentor: RoleConfig
     intern: RoleConfig
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
-    mode: str = "tandem"
+    # mode=, parsed once (cascade/policies/spec.py): what the mode loads, reads and needs
+    policy: PolicySpec = field(default_factory=lambda: parse_mode("tandem"))
     classifier: str | None = None
     thresholds: tuple[float, ...] | None = None
     # Refuse a classifier made for another intern or entropy method (False: warn and go on).
@@ -52,8 +55,8 @@ class TandemConfig:
     trace_path: str | None = None
     progress: bool = True
     is_demo: bool = False
-    # budgets came from model_args (else a classifier's recorded budgets are used)
-    budgets_given: bool = False
+    # the top-level keys model_args gave (the plan warns about those the mode would not read)
+    given: frozenset[str] = frozenset()
     # run on questions the classifier was trained on (the leakage guard refuses them by default)
     allow_training_overlap: bool = False
     # mode=budget_forcing:B: the text forced after a reasoning cut at B tokens ("auto": cascade/policies/mentor.py)
@@ -97,6 +100,15 @@ class TandemConfig:
     @property
     def num_stages(self) -> int:
         return len(self.budgets) + 1
+
+    @property
+    def mode(self) -> str:
+        return self.policy.mode
+
+    @property
+    def budgets_given(self) -> bool:
+        """budgets came from model_args (else the run plan takes a classifier's recorded budgets)."""
+        return "budgets" in self.given
 
     @classmethod
     def valid_keys(cls) -> list[str]:
@@ -187,23 +199,23 @@ class TandemConfig:
             _check_backend_options(role, rc, accepted)
             roles[role] = rc
 
-        cfg = cls(mentor=roles["mentor"], intern=roles["intern"], is_demo=is_demo)
+        cfg = cls(
+            mentor=roles["mentor"],
+            intern=roles["intern"],
+            is_demo=is_demo,
+            given=frozenset(k for k, v in top.items() if v is not None),
+        )
         if "budgets" in top:
-            cfg.budgets_given = True
             cfg.budgets = tuple(as_int("budgets", b, minimum=1) for b in as_list("budgets", top["budgets"]))
             if not cfg.budgets or any(b2 <= b1 for b1, b2 in zip(cfg.budgets, cfg.budgets[1:])):
                 raise ConfigError(
                     f"budgets must be increasing cumulative token counts, got {list(cfg.budgets)}"
                 )
         if "mode" in top:
-            from tandem_lm_eval.cascade.policies import check_mode
-
             try:
-                cfg.mode = check_mode(as_str("mode", top["mode"]))
-                if cfg.mode.startswith("fixed:"):  # no classifier to bring budgets: they are final here
-                    from tandem_lm_eval.cascade.policies import make_policy
-
-                    make_policy(cfg.mode).last_stage(cfg.num_stages)
+                cfg.policy = parse_mode(as_str("mode", top["mode"]))
+                if not cfg.policy.needs_classifier:  # no classifier to bring budgets: they are final here
+                    cfg.policy.last_stage(cfg.num_stages)
             except ValueError as exc:
                 raise ConfigError(f"mode: {exc}") from None
         if top.get("classifier") is not None:
@@ -214,13 +226,12 @@ class TandemConfig:
                 for t in as_list("thresholds", top["thresholds"])
             )
             # mode=route reads τ_0 only: one value will do
-            if len(cfg.thresholds) != cfg.num_stages and not (
-                cfg.mode in ("route", "router") and len(cfg.thresholds) == 1
-            ):
+            first_only = cfg.policy.thresholds == FIRST_ONLY
+            if len(cfg.thresholds) != cfg.num_stages and not (first_only and len(cfg.thresholds) == 1):
                 raise ConfigError(
                     f"thresholds has {len(cfg.thresholds)} values; {cfg.num_stages} are needed "
                     f"(stage 0 = question alone, then one per budget {list(cfg.budgets)})"
-                    + (f"; or one, τ_0, for mode={cfg.mode}" if cfg.mode in ("route", "router") else "")
+                    + (f"; or one, τ_0, for mode={cfg.mode}" if first_only else "")
                 )
         if "classifier_strict" in top:
             cfg.classifier_strict = as_bool("classifier_strict", top["classifier_strict"])
@@ -235,10 +246,7 @@ class TandemConfig:
             cfg.allow_training_overlap = as_bool("allow_training_overlap", top["allow_training_overlap"])
         if top.get("budget_forcing_close") is not None:
             cfg.budget_forcing_close = _forced_text(top["budget_forcing_close"])
-            if not cfg.mode.startswith("budget_forcing:"):
-                raise ConfigError(
-                    f"budget_forcing_close applies to mode=budget_forcing:<B> only (mode={cfg.mode})"
-                )
+        refuse_mode_options(cfg.policy, cfg.given)
         if "store" in top:
             cfg.store = _store_path(top["store"])
         if "chunk_size" in top:
@@ -259,7 +267,10 @@ class TandemConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """What results["config"]["tandem"] records (no secrets: backend options are reported by name)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("mentor", "intern")}
+        skip = ("mentor", "intern", "policy", "given")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out["mode"] = self.mode
+        out["budgets_given"] = self.budgets_given
         for role in ("mentor", "intern"):
             rc: RoleConfig = getattr(self, role)
             out[role] = {
@@ -275,6 +286,17 @@ class TandemConfig:
         out["budgets"] = list(self.budgets)
         out["thresholds"] = list(self.thresholds) if self.thresholds else None
         return out
+
+
+def refuse_mode_options(policy: PolicySpec, given) -> None:
+    """An option only some modes read (a mode file declares it in its ``ModeSyntax.options``), given to
+    a mode that does not read it: refused, naming the modes that do (never recorded as used)."""
+    for option in sorted(set(given) & {o for s in REGISTRY.values() for o in s.options}):
+        if option not in policy.options:
+            owners = " or ".join(u for s in REGISTRY.values() if option in s.options for u in s.usage)
+            error = ConfigError(f"{option} applies to mode={owners} only (mode={policy.mode})")
+            error.check = "mode-options"  # its kind of check (harness/plan.py CHECKS)
+            raise error
 
 
 def _role_data_parallel_message(role: str, value: Any) -> str:

@@ -37,6 +37,7 @@ from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question, question_from_request, serialize_chat
 from tandem_lm_eval.common.disk import DiskFullError
 from tandem_lm_eval.common.errors import TandemError
+from tandem_lm_eval.common.options import parse_model_args
 from tandem_lm_eval.common.redaction import redact, redact_urls
 from tandem_lm_eval.cost.ledger import RunSummary
 from tandem_lm_eval.data.records import QuestionRecord, write_records
@@ -46,10 +47,17 @@ from tandem_lm_eval.harness.answer_cache import (
     configuration_fingerprint,
 )
 from tandem_lm_eval.harness.answer_keys import request_keys
-from tandem_lm_eval.harness.assembly import build_replica, classifier_path, load_classifier, open_store
-from tandem_lm_eval.harness.config import ConfigError, TandemConfig
+from tandem_lm_eval.harness.assembly import Replica
+from tandem_lm_eval.harness.config import ConfigError
+from tandem_lm_eval.harness.plan import check_gen_kwargs, checking, open_store, plan_run
 from tandem_lm_eval.harness.ranks import RankError, RankGroup, claim_gpus
-from tandem_lm_eval.harness.replicas import ReplicaError, ReplicaPool, replica_gpu_groups, sum_counts
+from tandem_lm_eval.harness.replicas import (
+    LocalReplica,
+    ReplicaError,
+    ReplicaPool,
+    replica_gpu_groups,
+    sum_counts,
+)
 from tandem_lm_eval.harness.reporting import PaddingResponse, TandemResponse, install_task_patches
 from tandem_lm_eval.harness.trace import merge_parts, part_path, sort_prefix, trace_record, write_part
 from tandem_lm_eval.judgment.grouped import group_of
@@ -65,59 +73,79 @@ class TandemLM(LM):
     def __init__(self, **model_args) -> None:
         super().__init__()
         try:
-            self.config = TandemConfig.from_model_args(model_args)
-        except ConfigError as exc:
-            raise SystemExit(redact_urls(f"tandem: bad model_args: {exc}")) from None
-        cfg = self.config
-        if cfg.mode == "agreement" and cfg.data_parallel_size > 1:
+            # every value and path, resolved and checked: no model has loaded before this line
+            self.plan = plan_run(model_args)
+        except TandemError as exc:  # a user's input: one line; anything else is a bug (traceback)
+            raise SystemExit(redact_urls(f"tandem: {_refusal(exc)}")) from None
+        self.config = self.plan  # the name earlier versions gave it
+        plan = self.plan
+        if plan.policy.name == "agreement" and plan.data_parallel_size > 1:
             # its answers are keyed by the tasks' filters, which live in this process, not in the replicas
             raise SystemExit(
                 "tandem: bad model_args: mode=agreement runs in one replica per process: drop "
-                f"data_parallel_size={cfg.data_parallel_size} (or run several processes under a launcher)"
+                f"data_parallel_size={plan.data_parallel_size} (or run several processes under a launcher)"
             )
         try:
             # every rank reaches the launcher's store before any model loads; then each claims its GPUs
             self.ranks = RankGroup.from_env()
-            claim_gpus(self.ranks.info, cfg.gpus_per_rank)
+            claim_gpus(self.ranks.info, plan.gpus_per_rank)
             # and, with replicas, splits them among its replicas (one line if they do not split)
-            gpu_groups = replica_gpu_groups(cfg) if cfg.data_parallel_size > 1 else None
+            gpu_groups = replica_gpu_groups(plan) if plan.data_parallel_size > 1 else None
         except (RankError, ConfigError) as exc:
-            raise SystemExit(f"tandem: {exc}") from None
+            raise SystemExit(redact_urls(f"tandem: {exc}")) from None
         self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
-        if cfg.is_demo:
+        if plan.is_demo:
             logger.warning(
                 "tandem: no mentor/intern given: running the offline DEMO pair (SmolLM2-135M-Instruct as "
                 "mentor and intern, %s backend). Name your models with --model_args mentor=...,intern=...",
-                cfg.intern.backend,
+                plan.intern.backend,
             )
-        self.replicas: ReplicaPool | None = None
-        self.mentor = self.intern = self.cascade = None
+        self.classifier = plan.classifier.classifier if plan.classifier is not None else None
+        self.thresholds = plan.thresholds
+        self.store = open_store(plan.store) if plan.store else None  # the plan opened it: the same one
+        self._entries_at_start = self.store.count() if self.store is not None else 0
         try:
-            if gpu_groups is None:  # this process is the replica
-                replica = build_replica(cfg)
-                self.classifier, self.thresholds = replica.classifier, replica.thresholds
-                self.mentor, self.intern, self.cascade = replica.mentor, replica.intern, replica.cascade
-                self.mentor_params, self.intern_params = replica.mentor_params, replica.intern_params
-                self.entropy_method = replica.entropy_method
-                self.store = replica.store
-                self._replica = replica
-            else:
-                # the classifier's files here too (read before any worker loads a model): the leakage
-                # guard and the groups of a per-group classifier are decided in this process
-                self.classifier, self.thresholds = load_classifier(cfg)
-                self.store = open_store(cfg.store) if cfg.store else None  # the file exists before they start
-                self._entries_at_start = self.store.count() if self.store is not None else 0
-                self.replicas = ReplicaPool(cfg, gpu_groups)
-                first = self.replicas.infos[0]
-                self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
-                self.entropy_method = first.entropy_method
-        except TandemError as exc:  # a user's input: one line; anything else is a bug (traceback)
+            # one replica in this process, or N in workers (each building what this process would)
+            self.replicas = LocalReplica(plan) if gpu_groups is None else ReplicaPool(plan, gpu_groups)
+        except TandemError as exc:  # ReplicaError too: a replica that failed to load, named
             raise SystemExit(redact_urls(f"tandem: {exc}")) from None
+        first = self.replicas.infos[0]
+        self.mentor_params, self.intern_params = first.mentor_params, first.intern_params
+        self.entropy_method = first.entropy_method
         # Totals, not every request's cost: memory per question stays what lm-eval itself keeps.
-        self._run_summary = RunSummary.of([], cfg.num_stages)  # every rank's requests (on rank 0)
+        self._run_summary = RunSummary.of([], plan.num_stages)  # every rank's requests (on rank 0)
         self._rank_store_counts: list[dict[str, dict[str, int]]] = []  # per rank (rank 0)
         self._replica_store_counts: list[list[dict[str, dict[str, int]]]] = []  # per rank, per replica
         install_task_patches()
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> TandemLM:
+        """lm-eval's Python API hands model_args as one string and splits it on every comma, so
+        ``budgets=[8,16,32]`` became keys '16' and '32]'; split as the command line does instead."""
+        try:
+            with checking("model-args-string"):
+                args = parse_model_args(arg_string or "")
+        except TandemError as exc:
+            raise SystemExit(redact_urls(f"tandem: {_refusal(exc)}")) from None
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**args, **extra)
+
+    # this process's own engines and cascade (None with data_parallel_size > 1: they live in workers)
+    @property
+    def _local(self) -> Replica | None:
+        return getattr(self.replicas, "replica", None)
+
+    @property
+    def mentor(self):
+        return self._local.mentor if self._local is not None else None
+
+    @property
+    def intern(self):
+        return self._local.intern if self._local is not None else None
+
+    @property
+    def cascade(self):
+        return self._local.cascade if self._local is not None else None
 
     # --- lm-eval interface ----------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -130,8 +158,9 @@ class TandemLM(LM):
             req = requests[i]
             context, gen_kwargs = req.args
             try:
+                check_gen_kwargs(gen_kwargs)  # --gen_kwargs arrive per request: checked before any model call
                 question = question_from_request(
-                    context, gen_kwargs, self.config.max_gen_toks, self._group_of(req)
+                    context, gen_kwargs, self.plan.max_gen_toks, self._group_of(req)
                 )
             except TandemError as exc:
                 raise SystemExit(f"tandem: request {_describe(req)}: {exc}") from None
@@ -139,15 +168,22 @@ class TandemLM(LM):
             questions[i] = dataclasses.replace(question, sample=draws.get(id(req), 0))
             draws[id(req)] = draws.get(id(req), 0) + 1
         self._refuse_training_questions([requests[i] for i in runs], [questions[i] for i in runs])
+        if self.plan.recorded_mentor is not None:
+            try:
+                self.plan.recorded_mentor.check_questions(
+                    [questions[i].key for i in runs], [_describe(requests[i]) for i in runs]
+                )
+            except ConfigError as exc:
+                raise SystemExit(f"tandem: {exc}") from None
         if self.cascade is not None and self.cascade.policy.answers_each_stage:
             # agreement compares answers by each request's task filters (harness/answer_keys.py)
             keys, position = request_keys(requests), {id(questions[i]): i for i in runs}
             self.cascade.answer_key = lambda question, text: keys(position[id(question)], text)
         t0 = time.perf_counter()
-        progress = self.config.progress and not disable_tqdm and self.rank == 0
+        progress = self.plan.progress and not disable_tqdm and self.rank == 0
         responses: list[str | None] = [None] * len(requests)
         summaries: list[RunSummary] = []
-        trace = _TraceSink(self, requests) if self.config.trace_path else None
+        trace = _TraceSink(self, requests) if self.plan.trace_path else None
         # In chunks: memory stays bounded and, with a store, each chunk's work is on disk before the next
         # starts. The cascade treats every question on its own, so the answers are those of one call.
         # Only the answers and costs outlive a chunk (the mentor's token ids, the stages and their
@@ -157,7 +193,7 @@ class TandemLM(LM):
             for replica, chunk, results in self._chunks(runs, questions, progress, trace is not None):
                 for i, res in zip(chunk, results):
                     responses[i] = TandemResponse(res.answer, res.cost)
-                summaries.append(RunSummary.of([r.cost for r in results], self.config.num_stages))
+                summaries.append(RunSummary.of([r.cost for r in results], self.plan.num_stages))
                 if trace is not None:
                     trace.write(chunk, [questions[i] for i in chunk], results, replica)
                 done += len(chunk)
@@ -175,7 +211,7 @@ class TandemLM(LM):
         for i, source in padding.items():
             responses[i] = PaddingResponse(str(responses[source]))
         wall = time.perf_counter() - t0
-        call = RunSummary.combine(summaries, self.config.num_stages)
+        call = RunSummary.combine(summaries, self.plan.num_stages)
         where = f" (rank {self.rank} of {self.world_size})" if self.world_size > 1 else ""
         logger.info("%s%s\n  wall %.2f s", call.format(), where, wall)
         if self.store is not None:
@@ -188,17 +224,10 @@ class TandemLM(LM):
     ) -> Iterator[tuple[int, list[int], list[CascadeResult]]]:
         """(replica, request positions, their results), chunk by chunk: from this process's cascade in
         request order, or from the replicas as each finishes a chunk of its share."""
-        if self.replicas is not None:
-            for replica, positions, results in self.replicas.run(
-                [questions[i] for i in runs], keep_records=keep_records, progress=progress
-            ):
-                yield replica, [runs[j] for j in positions], results
-            return
-        self.cascade.progress = progress
-        size = self.config.chunk_size
-        for start in range(0, len(runs), size):
-            chunk = runs[start : start + size]
-            yield 0, chunk, self.cascade.run([questions[i] for i in chunk])
+        for replica, positions, results in self.replicas.run(
+            [questions[i] for i in runs], keep_records=keep_records, progress=progress
+        ):
+            yield replica, [runs[j] for j in positions], results
 
     def _gather_call(self, call: RunSummary, trace: _TraceSink | None) -> None:
         """Rank 0 learns every rank's share of this call (summary, store counts, trace parts) and
@@ -206,23 +235,23 @@ class TandemLM(LM):
         mine = {
             "summary": call,
             "store": self._store_counts(),
-            "store_by_replica": None if self.replicas is None else [dict(c) for c in self.replicas.counts],
+            "store_by_replica": [dict(c) for c in self.replicas.counts] if self.replicas.parallel else None,
             "parts": [] if trace is None else [(str(p), n) for p, n in trace.parts()],
         }
         gathered = self.ranks.gather_object(mine, dst=0, tag="generate_until")
         if gathered is None:  # not rank 0
             return
         parts = [g["summary"] for g in gathered]
-        self._run_summary = RunSummary.combine([self._run_summary, *parts], self.config.num_stages)
+        self._run_summary = RunSummary.combine([self._run_summary, *parts], self.plan.num_stages)
         self._rank_store_counts = [g["store"] for g in gathered]
         self._replica_store_counts = [g["store_by_replica"] for g in gathered if g["store_by_replica"]]
         if self.world_size > 1:
-            total = RunSummary.combine(parts, self.config.num_stages)
+            total = RunSummary.combine(parts, self.plan.num_stages)
             logger.info("%s (all %d ranks)", total.format(), self.world_size)
         every_part = [(Path(p), n) for g in gathered for p, n in g["parts"]]
         if every_part:
             try:
-                _, missing = merge_parts(self.config.trace_path, every_part)
+                _, missing = merge_parts(self.plan.trace_path, every_part)
             except DiskFullError as exc:
                 raise SystemExit(f"tandem: {exc.line(self._kept())}") from None
             if missing:
@@ -231,7 +260,7 @@ class TandemLM(LM):
                     "system every node sees); they are kept where their ranks wrote them, records of "
                     "the same format as %s",
                     ", ".join(str(p) for p in missing),
-                    self.config.trace_path,
+                    self.plan.trace_path,
                 )
 
     # --- distributed: what lm-eval's evaluator calls -------------------------------------------------
@@ -264,14 +293,11 @@ class TandemLM(LM):
     def _store_counts(self) -> dict[str, dict[str, int]]:
         """Per role: requests served from the store and computed by the backend, over this model's life
         (summed over the replicas)."""
-        if self.replicas is not None:
-            return self.replicas.store_counts()
-        return self._replica.store_counts()
+        return self.replicas.store_counts()
 
     def _interrupted(self, done: int, total: int) -> str:
         """The one line a Ctrl-C leaves: what is kept, and how to resume."""
-        if self.replicas is not None:
-            self.replicas.stop()
+        self.replicas.stop()
         return f"tandem: interrupted after {done} of {total} requests of this call; {self._kept()}"
 
     def _kept(self) -> str:
@@ -285,7 +311,7 @@ class TandemLM(LM):
             held = f"holds {self.store.count()} entries ({self.store.file_bytes() / 1e6:.1f} MB)"
         except StoreError:
             held = "holds what was computed so far"
-        if self.replicas is not None:  # a replica's counts arrive with its chunks: count the file instead
+        if self.replicas.parallel:  # a replica's counts arrive with its chunks: count the file instead
             try:
                 new = f"{self.store.count() - self._entries_at_start} of them written since this run started"
             except StoreError:
@@ -309,7 +335,7 @@ class TandemLM(LM):
     def _refuse_training_questions(self, requests, questions) -> None:
         """Leakage guard: a question the classifier (or its thresholds) was fit on must not be scored."""
         seen = self.classifier.card.training_questions if self.classifier is not None else frozenset()
-        if not seen or self.config.allow_training_overlap:
+        if not seen or self.plan.allow_training_overlap:
             return
         identities = [
             QuestionIdentity(q.key, q.content_key(getattr(req, "doc", None)))
@@ -327,9 +353,7 @@ class TandemLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [req.args for req in requests]
         try:
-            if self.replicas is not None:
-                return self.replicas.loglikelihood(pairs)
-            return self._replica.loglikelihood(pairs)  # the intern (the mentor when it answers itself)
+            return self.replicas.loglikelihood(pairs)  # the intern (the mentor when it answers itself)
         except BackendError as exc:
             raise SystemExit(f"tandem: {exc}") from None
         except ReplicaError as exc:
@@ -352,7 +376,7 @@ class TandemLM(LM):
 
     @property
     def tokenizer_name(self) -> str:
-        return f"tandem:{self.config.mentor.model}+{self.config.intern.model}"
+        return f"tandem:{self.plan.mentor.model}+{self.plan.intern.model}"
 
     def set_cache_hook(self, cache_hook) -> None:
         """lm-eval's ``--use_cache`` wraps this model and hands it the cache: a cache that another tandem
@@ -361,10 +385,10 @@ class TandemLM(LM):
         cache = getattr(cache_hook, "dbdict", None)
         if cache is None:
             return
-        folder = classifier_path(self.config) if self.classifier is not None else None
+        folder = self.plan.classifier.folder if self.plan.classifier is not None else None
         try:
             check_answer_cache(
-                cache, str(getattr(cache, "filename", "?")), configuration_fingerprint(self.config, folder)
+                cache, str(getattr(cache, "filename", "?")), configuration_fingerprint(self.plan, folder)
             )
         except AnswerCacheError as exc:
             raise SystemExit(f"tandem: {exc}") from None
@@ -377,13 +401,13 @@ class TandemLM(LM):
             # Which protections the code sandbox had (HumanEval), present when code ran.
             **({"sandbox_isolation": sandbox} if sandbox is not None else {}),
             "tandem": {
-                "config": redact(self.config.public_dict()),  # no URL credentials (common/redaction.py)
+                "config": redact(self.plan.public_dict()),  # no URL credentials (common/redaction.py)
                 "mentor_params": self.mentor_params,
                 "intern_params": self.intern_params,
                 "thresholds": list(self.thresholds) if self.thresholds else None,
                 "summary": summary.as_dict() if summary else None,
                 # per role, how request seconds were timed (replicas: in their worker processes, not known here)
-                "latency_timing": self._replica.latency_sources() if self.replicas is None else None,
+                "latency_timing": self._local.latency_sources() if self._local is not None else None,
                 "store": None
                 if self.store is None
                 else {
@@ -392,12 +416,12 @@ class TandemLM(LM):
                     "counts_by_rank": self._rank_store_counts if self.world_size > 1 else None,
                     # rank by rank, replica by replica
                     "counts_by_replica": [c for rank in self._replica_store_counts for c in rank]
-                    if self.replicas is not None
+                    if self.replicas.parallel
                     else None,
                 },
                 "ranks": {"world_size": self.world_size, "nodes": self.ranks.info.nodes},
                 "replicas": None
-                if self.replicas is None
+                if not self.replicas.parallel
                 else {
                     "data_parallel_size": self.replicas.size,  # per rank
                     "total": self.replicas.size * self.world_size,
@@ -409,10 +433,7 @@ class TandemLM(LM):
 
     def close(self) -> None:
         """Free the engines: stop the replicas' workers, or close this process's backends."""
-        if self.replicas is not None:
-            self.replicas.close()
-        else:
-            self._replica.close()
+        self.replicas.close()
 
 
 class _TraceSink:
@@ -422,7 +443,7 @@ class _TraceSink:
 
     def __init__(self, lm: TandemLM, requests) -> None:
         self.lm, self.requests = lm, requests
-        replicas = lm.replicas.size if lm.replicas is not None else 1
+        replicas = lm.replicas.size
         self.paths: dict[int, Path] = {}
         self.bytes: dict[int, int] = {}
         if lm.world_size > 1 or replicas > 1:
@@ -446,7 +467,7 @@ class _TraceSink:
                 self.requests[i],
                 res,
                 q,
-                config=lm.config,
+                plan=lm.plan,
                 group_by=(lm.classifier and lm.classifier.group_by) or "task",
                 mentor_params=lm.mentor_params,
                 intern_params=lm.intern_params,
@@ -488,6 +509,15 @@ def split_padding(requests) -> tuple[list[int], dict[int, int]]:
             runs.append(pos)
         seen[id(req)] = (times + 1, first)
     return runs, padding
+
+
+def _refusal(exc: Exception) -> str:
+    """The line a refused input ends with: model_args' own values say so."""
+    return (
+        f"bad model_args: {exc}"
+        if getattr(exc, "check", None) in ("model-args", "model-args-string")
+        else str(exc)
+    )
 
 
 def _describe(req) -> str:

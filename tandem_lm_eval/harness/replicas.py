@@ -41,7 +41,7 @@ from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.common.errors import TandemError
 from tandem_lm_eval.common.options import as_int
 from tandem_lm_eval.harness.assembly import Replica, build_replica
-from tandem_lm_eval.harness.config import TandemConfig
+from tandem_lm_eval.harness.plan import RunPlan
 from tandem_lm_eval.harness.ranks import LAUNCHER_ENV, RankError, gpu_group, visible_gpus
 from tandem_lm_eval.judgment.errors import ClassifierError
 from tandem_lm_eval.store.run_store import StoreError
@@ -78,14 +78,14 @@ class ReplicaInfo:
 
 
 # --- placement ---------------------------------------------------------------------------------------------
-def replica_gpu_groups(cfg: TandemConfig, environ: Mapping[str, str] | None = None) -> list[list[str] | None]:
+def replica_gpu_groups(plan: RunPlan, environ: Mapping[str, str] | None = None) -> list[list[str] | None]:
     """Each replica's GPUs (``None`` for every replica on a machine without GPUs, or when no role runs a
     model here: nothing to pin),
     checked before any worker starts: N larger than the GPUs, GPUs that do not split evenly, or a role's
     tensor parallelism wider than a replica's share is one line."""
-    n = cfg.data_parallel_size
+    n = plan.data_parallel_size
     visible = visible_gpus(environ)
-    if not visible or not any(getattr(cfg, role).backend in GPU_BACKENDS for role in ("mentor", "intern")):
+    if not visible or not any(getattr(plan, role).backend in GPU_BACKENDS for role in ("mentor", "intern")):
         return [None] * n  # nothing to pin: no GPU here, or both roles behind servers / recorded outputs
     if len(visible) % n:
         raise RankError(
@@ -96,7 +96,7 @@ def replica_gpu_groups(cfg: TandemConfig, environ: Mapping[str, str] | None = No
     groups = [gpu_group(visible, k, n, "auto") for k in range(n)]
     per = len(groups[0])
     for role in ("mentor", "intern"):
-        rc = getattr(cfg, role)
+        rc = getattr(plan, role)
         if rc.backend != "vllm":
             continue
         width = 1
@@ -113,11 +113,56 @@ def replica_gpu_groups(cfg: TandemConfig, environ: Mapping[str, str] | None = No
 
 
 # --- the parent's side ----------------------------------------------------------------------------------
+class LocalReplica:
+    """This process's own replica (``data_parallel_size=1``) behind ``ReplicaPool``'s interface, so
+    ``TandemLM`` drives one replica here and N in workers the same way."""
+
+    parallel = False  # no worker processes: no per-replica parts or counts to report
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.replica = build_replica(plan)
+        self.size, self.chunk_size = 1, plan.chunk_size
+        r = self.replica
+        self.infos = [
+            ReplicaInfo(
+                0,
+                os.getpid(),
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+                r.mentor_params,
+                r.intern_params,
+                r.entropy_method,
+            )
+        ]
+
+    def run(
+        self, questions: Sequence[Question], *, keep_records: bool = False, progress: bool = False
+    ) -> Iterator[tuple[int, list[int], list[CascadeResult]]]:
+        """(0, positions, results) chunk by chunk, in order (the cascade keeps its records either way)."""
+        self.replica.cascade.progress = progress
+        for start in range(0, len(questions), self.chunk_size):
+            positions = list(range(start, min(start + self.chunk_size, len(questions))))
+            yield 0, positions, self.replica.cascade.run([questions[i] for i in positions])
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self.replica.loglikelihood(pairs)
+
+    def store_counts(self) -> dict[str, dict[str, int]]:
+        return self.replica.store_counts()
+
+    def stop(self) -> None:
+        """Nothing runs outside this process: a Ctrl-C has already stopped it."""
+
+    def close(self) -> None:
+        self.replica.close()
+
+
 class ReplicaPool:
     """N worker processes, each one replica; started and loaded by the constructor, stopped by
     ``close`` (and at interpreter exit)."""
 
-    def __init__(self, cfg: TandemConfig, gpu_groups: Sequence[list[str] | None]) -> None:
+    parallel = True
+
+    def __init__(self, plan: RunPlan, gpu_groups: Sequence[list[str] | None]) -> None:
         self.size = len(gpu_groups)
         self.gpu_groups = list(gpu_groups)
         self.counts: list[dict[str, dict[str, int]]] = [{} for _ in gpu_groups]  # store counts per replica
@@ -139,7 +184,7 @@ class ReplicaPool:
                 lifeline_read, lifeline_write = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
                     target=_replica_main,
-                    args=(k, self.size, cfg, child, lifeline_read, level),
+                    args=(k, self.size, plan, child, lifeline_read, level),
                     name=f"tandem-replica-{k}",
                 )
                 # The worker's environment is the parent's at start: set its GPUs there, so they are in
@@ -389,7 +434,7 @@ def _gpu_env(gpus: list[str]) -> dict[str, str]:
 
 # --- the worker's side ---------------------------------------------------------------------------------
 def _replica_main(
-    index: int, size: int, cfg: TandemConfig, conn: Connection, lifeline: Connection, log_level: int
+    index: int, size: int, plan: RunPlan, conn: Connection, lifeline: Connection, log_level: int
 ) -> None:
     """One replica: load, report, then answer the parent's calls until it says stop (or is gone)."""
     # Ctrl-C reaches every process of the terminal's group: the parent decides, and stops the workers.
@@ -403,7 +448,7 @@ def _replica_main(
         level=log_level, format=f"%(asctime)s %(levelname)s [replica {index}/{size}] %(name)s: %(message)s"
     )
     try:
-        replica = build_replica(cfg)
+        replica = build_replica(plan)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         _send_quietly(conn, ("error", _one_line(exc)))
         return
@@ -429,7 +474,7 @@ def _replica_main(
             call = msg[1]
             try:
                 if msg[0] == "run":
-                    _run_share(replica, conn, call, msg[2], msg[3], cfg.chunk_size)
+                    _run_share(replica, conn, call, msg[2], msg[3], plan.chunk_size)
                 elif msg[0] == "loglikelihood":
                     conn.send(("loglikelihood", call, replica.loglikelihood(msg[2])))
             except (BrokenPipeError, ConnectionResetError):

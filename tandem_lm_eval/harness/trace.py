@@ -22,7 +22,7 @@ from tandem_lm_eval.cascade.outcomes import CascadeResult
 from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.common.disk import DiskFullError, append_whole
 from tandem_lm_eval.data.records import MentorOutput, QuestionRecord, doc_hash, stage_entry, write_records
-from tandem_lm_eval.harness.config import TandemConfig
+from tandem_lm_eval.harness.plan import RunPlan
 
 
 def trace_record(
@@ -30,7 +30,7 @@ def trace_record(
     res: CascadeResult,
     question: Question,
     *,
-    config: TandemConfig,
+    plan: RunPlan,
     group_by: str,
     mentor_params: float,
     intern_params: float,
@@ -43,7 +43,7 @@ def trace_record(
             text=res.mentor.text,
             token_ids=list(res.mentor.token_ids),
             finished=res.mentor.finished,
-            model=config.mentor.model,
+            model=plan.mentor.model,
             num_params=mentor_params,
             is_answer=not res.cost.intern_reads_mentor,
         )
@@ -69,12 +69,12 @@ def trace_record(
         group_by=group_by,
         doc_id=getattr(req, "doc_id", None),
         doc_hash=doc_hash(getattr(req, "doc", None)),
-        budgets=list(config.budgets),
+        budgets=list(plan.budgets),
         mentor=mentor,
-        intern_model=config.intern.model,
+        intern_model=plan.intern.model,
         intern_num_params=intern_params,
         entropy_method=entropy_method,
-        mode=config.mode,
+        mode=plan.mode,
         chosen_stage=res.cost.stop_stage,
         stopped_early=res.cost.stopped_early,
         cost=res.cost.as_dict(),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem_lm_eval.backends.base import Backend, HiddenRequest
+from tandem_lm_eval.cascade.roles import Role
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.data.hidden_file import HiddenFile, HiddenRow, hidden_path_for
 from tandem_lm_eval.data.records import (
@@ -73,30 +74,32 @@ def hidden_meta_of(intern: Backend, intern_model: str) -> dict:
     return {"intern_model": intern_model, "num_layers": num_layers, "hidden_size": hidden_size}
 
 
-def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explorer:
-    """Backends and an all-stages cascade from ``--model tandem``-style model_args (no mode);
-    ``hidden_layers``: also keep the intern's hidden vectors of these layers."""
-    from tandem_lm_eval.cascade.policies import FixedStagePolicy
-    from tandem_lm_eval.harness.assembly import build_backends, intern_identity
-    from tandem_lm_eval.harness.config import TandemConfig
+def collect_plan(model_args: dict):
+    """The run plan of a collect (every stage of every question: both roles, no classifier), made
+    before any model loads; ``mode`` and ``data_parallel_size`` are refused, not ignored."""
+    from tandem_lm_eval.harness.plan import COLLECT, plan_run
 
     if "mode" in model_args:
         raise ConfigError("collect runs every stage: leave mode out of --model_args")
-    cfg = TandemConfig.from_model_args({**model_args, "mode": "fixed:1"})
-    refuse_replicas(cfg)
-    mentor, intern, mentor_params, intern_params = build_backends(cfg)
-    identity = intern_identity(cfg.intern, intern)
+    plan = plan_run(model_args, COLLECT)
+    refuse_replicas(plan)
+    return plan
+
+
+def make_explorer(plan, hidden_layers: str | None = None) -> Explorer:
+    """Backends and an all-stages cascade from a collect's plan (``collect_plan``); ``hidden_layers``:
+    also keep the intern's hidden vectors of these layers."""
+    from tandem_lm_eval.harness.assembly import build_backends, intern_identity
+
+    mentor, intern, mentor_params, intern_params = build_backends(plan)
+    identity = intern_identity(plan.intern, intern)
     hidden = hidden_request(intern, hidden_layers)
     cascade = Cascade(
-        mentor,
-        intern,
-        FixedStagePolicy(len(cfg.budgets)),
-        cfg.budgets,
-        mentor_params=mentor_params,
-        intern_params=intern_params,
-        mentor_thinking=cfg.mentor.thinking,
-        intern_thinking=cfg.intern.thinking,
-        progress=cfg.progress,
+        Role(mentor, params=mentor_params, thinking=plan.mentor.thinking),
+        Role(intern, params=intern_params, thinking=plan.intern.thinking),
+        plan.policy.make(),
+        plan.budgets,
+        progress=plan.progress,
         hidden=hidden,
     )
     return Explorer(
@@ -108,12 +111,12 @@ def make_explorer(model_args: dict, hidden_layers: str | None = None) -> Explore
     )
 
 
-def refuse_replicas(cfg) -> None:
+def refuse_replicas(plan) -> None:
     """collect runs its cascade in this process: data_parallel_size (replicas, harness/replicas.py) is
     for ``lm_eval --model tandem``; refused rather than ignored."""
-    if cfg.data_parallel_size > 1:
+    if plan.data_parallel_size > 1:
         raise ConfigError(
-            f"data_parallel_size={cfg.data_parallel_size}: collect runs its models in this process, without "
+            f"data_parallel_size={plan.data_parallel_size}: collect runs its models in this process, without "
             "replicas; leave data_parallel_size out of its model_args (it applies to lm_eval --model "
             "tandem and to compare's live rows), or run several collects on parts of the task"
         )

@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,22 +138,23 @@ def store_args(config: CompareConfig) -> dict[str, str]:
     return {"store": str(config.output / STORE_FILE)}
 
 
-def records_for_task(config: CompareConfig, task: str, loaded=None):
+def records_for_task(config: CompareConfig, task: str, loaded=None, plans=None):
     """The collect records of the first ``limit`` documents of ``task`` (collected if missing), the
     task's source, and the questions (with their documents) the records answer, in the same order.
     ``loaded``: ``task_questions``' result, when the caller has it already."""
     from tandem_lm_eval.data.records import load_records
-    from tandem_lm_eval.workflows.collect import collect, make_explorer
+    from tandem_lm_eval.workflows.collect import collect, collect_plan, make_explorer
 
     path = records_path(config, task)
     questions, source = loaded if loaded is not None else task_questions(config, task)
     wanted = {(q.task, q.doc_hash) for q in questions}
     have = {(r.task, r.doc_hash) for r in load_records([path])} if path.is_file() else set()
-    needs = hidden_needs(config)
+    needs = hidden_needs(config, plans)
     if not wanted <= have:
         logger.info("compare: collecting %d questions of %s", len(wanted - have), task)
         layers = ",".join(sorted({str(h.layer) for _, h in needs})) or None
-        explorer = make_explorer({**config.model_args, **store_args(config)}, hidden_layers=layers)
+        plan = collect_plan({**config.model_args, **store_args(config)})
+        explorer = make_explorer(plan, hidden_layers=layers)
         try:
             # answers stage by stage: each answer's time is a share of a call as large as a live run's
             collect(
@@ -183,17 +185,15 @@ def records_path(config: CompareConfig, task: str) -> Path:
     return config.output / "records" / f"{task}-{key}.jsonl"
 
 
-def hidden_needs(config: CompareConfig) -> list[tuple[Path, object]]:
-    """(classifier folder, hidden reading) of each replayed row whose judge reads hidden vectors."""
-    from tandem_lm_eval.judgment.loading import load_classifier_folder
-
+def hidden_needs(config: CompareConfig, plans=None) -> list[tuple[Path, object]]:
+    """(classifier folder, hidden reading) of each replayed row whose judge reads hidden vectors
+    (``plans``: preflight's, each row's classifier read once; made here when not given)."""
+    plans = plans if plans is not None else row_plans(config)
     out = []
     for row in config.rows:
-        if row.replayed and row.mode.split(":")[0] in JUDGED:
-            folder = _classifier_path(row, config)
-            hidden = load_classifier_folder(folder).card.hidden
-            if hidden is not None:
-                out.append((folder, hidden))
+        clf = plans[row.name].classifier
+        if row.replayed and clf is not None and clf.card.hidden is not None:
+            out.append((clf.folder, clf.card.hidden))
     return out
 
 
@@ -214,7 +214,9 @@ def complete_for_judges(config: CompareConfig, records, questions, path: Path, n
     if not todo:
         return
     by_key = {(q.task, q.doc_hash): q for q in questions}
-    intern, identity, thinking = intern_for(config.model_args)
+    from tandem_lm_eval.workflows.complete_hidden import intern_plan
+
+    intern, identity, thinking = intern_for(intern_plan(config.model_args))
     try:
         for folder, h in todo:
             adapter = adapter_of(folder, h) if h.adapter is not None else None
@@ -298,7 +300,14 @@ def live_samples(config: CompareConfig, row: CompareRow, task: str, source) -> l
 
 
 def replayed_entry(
-    row: CompareRow, task: str, records, metric: str, config: CompareConfig, questions=None, source=None
+    row: CompareRow,
+    task: str,
+    records,
+    metric: str,
+    config: CompareConfig,
+    questions=None,
+    source=None,
+    plans=None,
 ) -> tuple[BoardEntry, JudgedRows | None]:
     """A row computed from collect records: no model call. ``questions`` (the records' TaskQuestions,
     in order) let a per-group classifier find each question's group by its own rule, as a live run does;
@@ -307,12 +316,12 @@ def replayed_entry(
     from tandem_lm_eval.calibration.analysis import replay_each, scores_of
     from tandem_lm_eval.calibration.replay import agreement, fixed_stage, oracle, route, router
     from tandem_lm_eval.calibration.tables import hidden_vectors, mentor_answers, row_table, stage_table
-    from tandem_lm_eval.cascade.policies import make_policy
-    from tandem_lm_eval.judgment.loading import load_classifier_folder
 
     kind = row.mode.split(":")[0]
-    if kind in JUDGED:
-        clf = load_classifier_folder(_classifier_path(row, config))
+    plan = (plans if plans is not None else row_plans(config))[row.name]
+    judges = plan.classifier is not None
+    if judges:
+        clf = plan.classifier.classifier  # read once, by the row's plan
         _check_classifier_fits(clf, records, row)
         records = _grouped_as_live(clf, records, questions)
         hidden = None
@@ -333,8 +342,8 @@ def replayed_entry(
             np.asarray(scored[-1], dtype=float),
             question=np.asarray(rows.question),
         )
-        thresholds = _thresholds(row, clf, records)
-        if kind == "route":  # each question's own τ_0: a per-group router has one per group
+        thresholds = _thresholds(row, plan, clf, records)
+        if plan.policy.name == "route":  # each question's own τ_0: a per-group router has one per group
             result = route(table, np.array([t[0] for t in thresholds]))
         elif kind == "router":  # the intern alone, or the mentor's own recorded answer
             result = router(table, mentor_answers(records), np.array([t[0] for t in thresholds]))
@@ -343,13 +352,12 @@ def replayed_entry(
     else:
         rows = row_table(records, "prompt")
         table = stage_table(records, lambda r: np.zeros(len(r)), rows)
-        if kind == "oracle":
+        if row.mode == "oracle":
             result = oracle(table)
         elif kind == "agreement":
             result = agreement(table, answer_keys(records, questions, source, task))
         else:
-            policy = make_policy(row.mode)
-            result = fixed_stage(table, policy.last_stage(table.num_stages))
+            result = fixed_stage(table, plan.policy.last_stage(table.num_stages))
         judged = None
     entry = BoardEntry(
         name=row.name,
@@ -363,7 +371,7 @@ def replayed_entry(
         mean_tflops=result.mean_tflops,
         source="replay",
         mean_latency_s=result.mean_latency_s,
-        mean_judgment_s=result.mean_judgment_s if kind in JUDGED else None,
+        mean_judgment_s=result.mean_judgment_s if judges else None,
         mean_full_pass_tflops=result.mean_full_pass_tflops,
         censored=result.censored_count,
         accuracy_uncensored=result.accuracy_uncensored,
@@ -401,8 +409,9 @@ def answer_keys(records, questions, source, task: str) -> np.ndarray:
 
 
 def live_entry(
-    row: CompareRow, task: str, samples: list[dict], metric: str, threshold: float = 1.0
+    row: CompareRow, task: str, samples: list[dict], metric: str, threshold: float = 1.0, judges: bool = False
 ) -> BoardEntry:
+    """A row computed by lm-eval's evaluator; ``judges``: its plan has a classifier (a judgment time)."""
     if not samples:
         raise CompareError(f"row {row.name!r} on {task}: the evaluation returned no samples")
     return BoardEntry(
@@ -451,20 +460,6 @@ def _mean_of(samples: list[dict], key: str) -> float | None:
     return float(np.mean([s[key] for s in samples]))
 
 
-def _classifier_path(row: CompareRow, config: CompareConfig) -> Path:
-    from tandem_lm_eval.data.resources import classifiers_dir
-    from tandem_lm_eval.harness.assembly import DEMO_CLASSIFIER
-
-    name = row.model_args.get("classifier") or config.model_args.get("classifier")
-    if name is None:
-        intern = row.model_args.get("intern", config.model_args.get("intern", "demo"))
-        if intern != "demo":
-            raise CompareError(f"row {row.name!r} ({row.mode}) needs a classifier in its model_args")
-        name = DEMO_CLASSIFIER
-    path = Path(name).expanduser()
-    return path if path.exists() else classifiers_dir() / name
-
-
 def _check_classifier_fits(clf, records, row: CompareRow) -> None:
     card, first = clf.card, records[0]
     problems = []
@@ -498,36 +493,55 @@ def _grouped_as_live(clf, records, questions):
     return [replace(r, group=group_of(group_by, q.task, q.doc)) for r, q in zip(records, questions)]
 
 
-def _thresholds(row: CompareRow, clf, records) -> list[tuple[float, ...]]:
+def _thresholds(row: CompareRow, plan, clf, records) -> list[tuple[float, ...]]:
+    """Each question's thresholds: the row's own (as its plan read them) for every question, else
+    the classifier's (a per-group classifier's by each question's group)."""
     from tandem_lm_eval.calibration.analysis import question_thresholds
 
-    given = row.model_args.get("thresholds")
-    if given:
-        from tandem_lm_eval.common.options import as_float, as_list
-
-        values = tuple(as_float("thresholds", t, minimum=0, maximum=1) for t in as_list("thresholds", given))
-        return [values] * len(records)
+    if row.model_args.get("thresholds"):
+        return [tuple(plan.thresholds)] * len(records)
     return question_thresholds(clf, records)
 
 
 # --- before any model loads ---------------------------------------------------------------------------
-def row_config(config: CompareConfig, row: CompareRow | None):
-    """The TandemConfig a row runs with (``None``: the shared collect's), checked as TandemLM checks it."""
-    from tandem_lm_eval.harness.config import TandemConfig
+def row_plan(config: CompareConfig, row: CompareRow | None):
+    """The run plan a row runs with (``None``: the shared collect's), made as TandemLM makes it."""
+    from tandem_lm_eval.harness.plan import plan_run
+    from tandem_lm_eval.workflows.collect import collect_plan
 
     if row is None:  # the collect runs every stage
-        return TandemConfig.from_model_args({**config.model_args, "mode": "fixed:1"})
+        return collect_plan(dict(config.model_args))
     mode = "fixed:1" if row.mode == "oracle" else row.mode  # the oracle is a reference, not a mode
-    return TandemConfig.from_model_args({**config.model_args, **row.model_args, "mode": mode})
+    return plan_run({**config.model_args, **row.model_args, "mode": mode})
 
 
-def preflight(config: CompareConfig) -> dict[str, tuple]:
+def row_plans(config: CompareConfig) -> dict:
+    """Each row's plan (its classifier folder resolved and read once), by row name; a problem is one
+    CompareError line naming the row."""
+    plans = {}
+    for i, row in enumerate(config.rows):
+        try:
+            plans[row.name] = row_plan(config, row)
+        except TandemError as exc:  # ConfigError, ClassifierError: the message names the key or file
+            raise CompareError(f"rows[{i}] {row.name!r}: {exc}") from None
+    return plans
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What preflight settled: each task's questions and source, and each row's plan."""
+
+    tasks: dict[str, tuple]
+    plans: dict
+
+
+def preflight(config: CompareConfig) -> Preflight:
     """Check every value of ``config`` before any model loads: one CompareError line naming the row or
-    key and what to do. Returns each task's ``task_questions`` (loaded without a model) for the run."""
+    key and what to do. Returns each task's ``task_questions`` (loaded without a model) and each row's
+    plan, for the run."""
     import importlib.util
 
     from tandem_lm_eval.common.paths import output_dir
-    from tandem_lm_eval.harness.assembly import load_classifier
 
     try:
         output_dir("output", config.output)
@@ -540,61 +554,50 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
         )
     replayed = [r for r in config.rows if r.replayed]
     try:
-        collect_budgets = list(row_config(config, None).budgets) if replayed else None
-        if replayed:  # the shared collect runs in this process
+        collect = row_plan(config, None) if replayed else None  # the shared collect runs in this process
+        if collect is not None:
             from tandem_lm_eval.workflows.collect import refuse_replicas
 
-            refuse_replicas(row_config(config, None))
-            if needs_mentor_answers(config) and row_config(config, None).mentor.backend == "recorded":
+            refuse_replicas(collect)
+            if needs_mentor_answers(config) and collect.mentor.backend == "recorded":
                 raise CompareError(
                     "a replayed router row needs the mentor's own answers, which a recorded mentor "
                     "(mentor_backend=recorded) cannot give: use the mentor model, or drop the router row"
                 )
     except TandemError as exc:
         raise CompareError(f"model_args: {exc}") from None
+    for i, row in enumerate(config.rows):
+        extra = sorted(set(row.model_args) - set(REPLAYED_ROW_KEYS))
+        if row.replayed and extra:
+            raise CompareError(
+                f"rows[{i}] {row.name!r} is replayed from the shared collect, so its model_args may set only "
+                f"{', '.join(REPLAYED_ROW_KEYS)} (got {', '.join(extra)}): put the others in the "
+                "shared model_args, or give the row live = true"
+            )
+    plans = row_plans(config)
     classifiers = {}  # row name -> (classifier, what to do about training questions)
     for i, row in enumerate(config.rows):
-        where = f"rows[{i}] {row.name!r}"
-        try:
-            if row.replayed:
-                extra = sorted(set(row.model_args) - set(REPLAYED_ROW_KEYS))
-                if extra:
-                    raise CompareError(
-                        f"{where} is replayed from the shared collect, so its model_args may set only "
-                        f"{', '.join(REPLAYED_ROW_KEYS)} (got {', '.join(extra)}): put the others in the "
-                        "shared model_args, or give the row live = true"
-                    )
-            cfg = row_config(config, row)
-            if row.mode.split(":")[0] not in JUDGED:
-                continue
-            if row.replayed:
-                from tandem_lm_eval.judgment.loading import load_classifier_folder
-
-                path = _classifier_path(row, config)
-                clf = load_classifier_folder(path)
-                if clf.card.budgets and list(clf.card.budgets) != collect_budgets:
-                    raise CompareError(
-                        f"{where}: classifier {path} was made for budgets {list(clf.card.budgets)}, the "
-                        f"collect runs {collect_budgets} (the shared model_args' budgets): give "
-                        f"budgets={list(clf.card.budgets)} in the shared model_args, or a classifier made "
-                        "for these budgets"
-                    )
-            else:
-                clf, _ = load_classifier(cfg)  # its files, thresholds and budgets, as TandemLM reads them
-            overlap_ok = (
-                None
-                if cfg.allow_training_overlap
-                else (
-                    "give the row live = true with allow_training_overlap=true in its model_args"
-                    if row.replayed
-                    else "give allow_training_overlap=true in the row's model_args"
-                )
+        plan = plans[row.name]
+        if plan.classifier is None:
+            continue
+        clf = plan.classifier.classifier
+        if row.replayed and clf.card.budgets and list(clf.card.budgets) != list(collect.budgets):
+            raise CompareError(
+                f"rows[{i}] {row.name!r}: classifier {plan.classifier.folder} was made for budgets "
+                f"{list(clf.card.budgets)}, the collect runs {list(collect.budgets)} (the shared model_args' "
+                f"budgets): give budgets={list(clf.card.budgets)} in the shared model_args, or a classifier "
+                "made for these budgets"
             )
-            classifiers[row.name] = (clf, overlap_ok)
-        except CompareError:
-            raise
-        except TandemError as exc:  # ConfigError, ClassifierError: the message names the key or file
-            raise CompareError(f"{where}: {exc}") from None
+        overlap_ok = (
+            None
+            if plan.allow_training_overlap
+            else (
+                "give the row live = true with allow_training_overlap=true in its model_args"
+                if row.replayed
+                else "give allow_training_overlap=true in the row's model_args"
+            )
+        )
+        classifiers[row.name] = (clf, overlap_ok)
     loaded = {}
     for task in config.tasks:
         questions, source = loaded[task] = task_questions(config, task)
@@ -607,29 +610,31 @@ def preflight(config: CompareConfig) -> dict[str, tuple]:
                     f"training questions (scores on them would be inflated): choose other questions, or {remedy}"
                 )
         source.check()  # a task without a metric or filter fails here, not after its collect
-    return loaded
+    return Preflight(loaded, plans)
 
 
 # --- the whole run ------------------------------------------------------------------------------------
 def run_compare(config: CompareConfig) -> list[BoardEntry]:
-    loaded = preflight(config)
+    checked = preflight(config)
+    loaded, plans = checked.tasks, checked.plans
     entries: list[BoardEntry] = []
     judged_rows: dict[tuple[str, str], JudgedRows] = {}
     for task in config.tasks:
         if any(r.replayed for r in config.rows):
-            records, source, questions = records_for_task(config, task, loaded[task])
+            records, source, questions = records_for_task(config, task, loaded[task], plans)
         else:
             (_, source), records, questions = loaded[task], None, None
         metric = source.metric_of(task)
         for row in config.rows:
             if row.replayed:
-                entry, judged = replayed_entry(row, task, records, metric, config, questions, source)
+                entry, judged = replayed_entry(row, task, records, metric, config, questions, source, plans)
                 entries.append(entry)
                 if judged is not None:
                     judged_rows[(row.name, task)] = judged
             else:
                 samples = live_samples(config, row, task, source)
-                entries.append(live_entry(row, task, samples, metric, source.threshold))
+                judges = plans[row.name].classifier is not None
+                entries.append(live_entry(row, task, samples, metric, source.threshold, judges))
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     table8 = judges_by_task(config, entries, judged_rows)
@@ -649,7 +654,7 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
         "intervals": stats.method(),
         "comparisons": [c.to_dict() for c in stats.comparisons],
         "frontier": stats.frontier,
-        "audit": audit(config, loaded),
+        "audit": audit(config, loaded, plans),
         "table8": table8,
     }
     (out / "leaderboard.json").write_text(to_json(entries, extra, stats.row_fields))
@@ -663,10 +668,9 @@ def run_compare(config: CompareConfig) -> list[BoardEntry]:
     return entries
 
 
-def audit(config: CompareConfig, loaded: dict[str, tuple]) -> list[dict]:
+def audit(config: CompareConfig, loaded: dict[str, tuple], plans: dict) -> list[dict]:
     """The audit block (workflows/board_audit.py): per row and task, what its thresholds or router were
     chosen on and the training-question check on the evaluated questions."""
-    from tandem_lm_eval.judgment.loading import load_classifier_folder
     from tandem_lm_eval.workflows.board_audit import row_audit
 
     out = []
@@ -674,11 +678,9 @@ def audit(config: CompareConfig, loaded: dict[str, tuple]) -> list[dict]:
         questions, _ = loaded[task]
         identities = [QuestionIdentity(q.question.key, q.question.content_key(q.doc)) for q in questions]
         for row in config.rows:
-            clf = folder = None
-            if row.mode.split(":")[0] in JUDGED:
-                folder = _classifier_path(row, config)
-                clf = load_classifier_folder(folder)
-            allowed = {**config.model_args, **row.model_args}.get("allow_training_overlap", "false")
+            judged = plans[row.name].classifier if row.name in plans else None  # the row's plan read it
+            clf = judged.classifier if judged is not None else None
+            folder = judged.folder if judged is not None else None
             out.append(
                 row_audit(
                     row.name,
@@ -688,7 +690,7 @@ def audit(config: CompareConfig, loaded: dict[str, tuple]) -> list[dict]:
                     classifier=clf,
                     folder=folder,
                     given_thresholds=row.model_args.get("thresholds"),
-                    overlap_allowed=str(allowed).lower() in ("1", "true", "yes"),
+                    overlap_allowed=row.name in plans and plans[row.name].allow_training_overlap,
                 )
             )
     return out

@@ -99,6 +99,12 @@ def config_from_dict(data: dict[str, Any], base: Path = Path(".")) -> CompareCon
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
         raise CompareError(f"tasks must be a list of task names, got {data['tasks']!r}")
+    tasks = [t.strip() for t in tasks]
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:  # its rows would be computed twice and its entries counted twice on the board
+        error = CompareError(f"tasks lists {', '.join(twice)} more than once: give each task once")
+        error.check = "compare-task-twice"  # the kind of check (harness/plan.py CHECKS)
+        raise error
     if not isinstance(data["rows"], list) or not data["rows"]:
         raise CompareError("rows must be a list of [[rows]] entries, each with a mode")
     try:  # the numbers and switches of the config, each named when it is wrong

@@ -42,25 +42,25 @@ class CompletionStats:
     path: Path | None = None
 
 
-def intern_config(model_args: dict):
-    """The checked config of an intern-only run (no mentor is loaded; ``mentor=`` may be left out)."""
-    from tandem_lm_eval.harness.config import TandemConfig
+def intern_plan(model_args: dict):
+    """The run plan of an intern-only pass (no mentor is loaded; ``mentor=`` may be left out), made
+    before any model loads."""
+    from tandem_lm_eval.harness.plan import INTERN_ONLY, plan_run
 
     if "mode" in model_args:
         raise ConfigError("complete-hidden runs the intern only: leave mode out of --model_args")
     args = dict(model_args)
     if "intern" in args:
         args.setdefault("mentor", args["intern"])
-    return TandemConfig.from_model_args({**args, "mode": "intern_only"})
+    return plan_run(args, INTERN_ONLY)
 
 
-def intern_for(model_args: dict):
-    """The intern alone, its identity and thinking switch, from model_args."""
+def intern_for(plan):
+    """The intern alone, its identity and thinking switch, from an intern-only plan (``intern_plan``)."""
     from tandem_lm_eval.harness.assembly import build_backends, intern_identity
 
-    cfg = intern_config(model_args)
-    _, intern, _, _ = build_backends(cfg)
-    return intern, intern_identity(cfg.intern, intern), cfg.intern.thinking
+    _, intern, _, _ = build_backends(plan)
+    return intern, intern_identity(plan.intern, intern), plan.intern.thinking
 
 
 def complete_hidden(

@@ -53,14 +53,15 @@ def question_of(record) -> Question:
 def train_adapter_for_fit(records, settings, args) -> tuple[Path, dict]:
     """(adapter folder, adapter dict for the card) for ``fit --features hidden_lora``."""
     from tandem_lm_eval.common.options import parse_model_args
-    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for
+    from tandem_lm_eval.workflows.complete_hidden import complete_hidden, intern_for, intern_plan
     from tandem_lm_eval.workflows.lora_training import LoraSettings, train_lora_judge
 
-    model_args = {**parse_model_args(args.model_args), "intern_backend": "hf"}  # training needs torch
+    # training needs torch; the plan first: its checks come before the records' questions are rebuilt
+    plan = intern_plan({**parse_model_args(args.model_args), "intern_backend": "hf"})
     questions = {(r.task, r.doc_hash): RebuiltQuestion(question_of(r)) for r in records}
     val = split_questions(records, settings.validation_fraction, settings.seed)
     train = [r for r, v in zip(records, val) if not v]
-    intern, identity, thinking = intern_for(model_args)
+    intern, identity, thinking = intern_for(plan)
     try:
         num_layers, hidden_size = intern.hidden_shape()
         layer = layer_of(args.hidden_layer, num_layers)

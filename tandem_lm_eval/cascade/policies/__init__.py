@@ -16,36 +16,45 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Sequence
 
-from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.agreement import AgreementPolicy
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
 from tandem_lm_eval.cascade.policies.fixed import FIXED_LEVELS, FixedStagePolicy, InternOnlyPolicy
 from tandem_lm_eval.cascade.policies.mentor import BudgetForcingPolicy, MentorOnlyPolicy
 from tandem_lm_eval.cascade.policies.route import RoutePolicy
 from tandem_lm_eval.cascade.policies.router import RouterPolicy
+from tandem_lm_eval.cascade.policies.spec import REGISTRY, ModeSyntax, PolicySpec, parse_with, valid_modes
 from tandem_lm_eval.cascade.policies.tandem import TandemPolicy
 
-MODES = (
-    "tandem",
-    "intern_only",
-    "fixed:<k>",
-    "fixed:low|medium|high",
-    "route",
-    "mentor_only",
-    "budget_forcing:<B>",
-    "agreement",
-    "router",
-)
+
+def _register_modes(registry: dict[str, ModeSyntax]) -> None:
+    """Every policy file's ``MODES``: a file in this folder that declares modes registers them."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for syntax in getattr(module, "MODES", ()):
+            known = registry.get(syntax.name)
+            if known is not None and known.parse.__module__ != module.__name__:
+                raise RuntimeError(f"mode {syntax.name!r} is declared twice (policies/{info.name}.py)")
+            registry[syntax.name] = syntax
+
+
+_register_modes(REGISTRY)
+MODES = tuple(valid_modes(REGISTRY))
 
 __all__ = [
+    "FIXED_LEVELS",
     "MODES",
     "AgreementPolicy",
+    "REGISTRY",
     "BudgetForcingPolicy",
     "FixedStagePolicy",
     "InternOnlyPolicy",
     "MentorOnlyPolicy",
+    "ModeSyntax",
+    "PolicySpec",
     "RoutePolicy",
     "RouterPolicy",
     "StopPolicy",
@@ -53,53 +62,30 @@ __all__ = [
     "answerer_of",
     "check_mode",
     "make_policy",
+    "parse_mode",
     "select_stage",
 ]
 
 
+def parse_mode(mode: str) -> PolicySpec:
+    """``mode=`` text as a typed spec (parsed once, when the run plan is made; CascadeError names the mode)."""
+    return parse_with(REGISTRY, mode)
+
+
 def check_mode(mode: str) -> str:
-    """``mode`` if it names a policy (checked when model_args are read, before any model loads)."""
-    make_policy(mode, thresholds=(0.5,))  # the thresholds only satisfy the constructor here
-    return mode.strip()
+    """``mode`` if it names a policy (its canonical text)."""
+    return parse_mode(mode).mode
 
 
 def answerer_of(mode: str) -> str:
     """Who answers in ``mode``: ``"intern"`` (the cascade) or ``"mentor"`` (no intern is needed)."""
-    return make_policy(mode, thresholds=(0.5,)).answerer
+    return parse_mode(mode).answerer
 
 
 def make_policy(
-    mode: str, thresholds: Sequence[float] | None = None, *, budget_forcing_close: str = "auto"
+    mode: str | PolicySpec, thresholds: Sequence[float] | None = None, *, budget_forcing_close: str = "auto"
 ) -> StopPolicy:
     """The policy ``mode`` names. ``thresholds``: per-stage τ_t (``tandem``; ``route``, ``router`` read τ_0);
     ``budget_forcing_close``: the text forced after a cut reasoning (``budget_forcing:B``)."""
-    mode = mode.strip()
-    if mode in ("tandem", "route", "router"):
-        if thresholds is None:
-            raise CascadeError(f"mode={mode} needs thresholds (from the classifier or model_args)")
-        return {"tandem": TandemPolicy, "route": RoutePolicy, "router": RouterPolicy}[mode](thresholds)
-    if mode == "intern_only":
-        return InternOnlyPolicy()
-    if mode == "mentor_only":
-        return MentorOnlyPolicy()
-    if mode == "agreement":
-        return AgreementPolicy()
-    if mode.startswith("fixed:"):
-        value = mode.split(":", 1)[1].strip()
-        if value.lower() in FIXED_LEVELS:
-            return FixedStagePolicy(FIXED_LEVELS[value.lower()], label=value.lower())
-        try:
-            return FixedStagePolicy(int(value))
-        except ValueError:
-            raise CascadeError(
-                f"bad mode {mode!r}: use fixed:<stage number> or fixed:low|medium|high, e.g. fixed:3"
-            ) from None
-    if mode.startswith("budget_forcing:"):
-        try:
-            budget = int(mode.split(":", 1)[1])
-        except ValueError:
-            raise CascadeError(
-                f"bad mode {mode!r}: use budget_forcing:<reasoning tokens>, e.g. budget_forcing:2000"
-            ) from None
-        return BudgetForcingPolicy(budget, budget_forcing_close)
-    raise CascadeError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    spec = mode if isinstance(mode, PolicySpec) else parse_mode(mode)
+    return spec.make(thresholds, budget_forcing_close=budget_forcing_close)

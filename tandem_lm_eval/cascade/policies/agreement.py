@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.policies.spec import NO_THRESHOLDS, ModeSyntax, PolicySpec
 
 
 def agreed_at(keys: Sequence[str | None], stage: int) -> bool:
@@ -49,3 +50,19 @@ class AgreementPolicy(StopPolicy):
 
     def final_stage(self, scores: Sequence[float], num_stages: int) -> int:
         return num_stages - 1
+
+
+def _parse(mode: str, argument: str | None) -> PolicySpec:
+    policy = AgreementPolicy()
+    return PolicySpec(
+        mode=mode,
+        name="agreement",
+        answerer="intern",
+        needs_classifier=False,
+        thresholds=NO_THRESHOLDS,
+        factory=lambda thresholds, options: AgreementPolicy(),
+        stage_rule=policy.last_stage,
+    )
+
+
+MODES = (ModeSyntax("agreement", ("agreement",), _parse, order=50),)

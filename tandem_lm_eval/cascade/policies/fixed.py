@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.policies.spec import ModeSyntax, PolicySpec, spec_of
 
 #: the paper's names of the fixed-budget levels (Table 1): the stage each one answers from
 FIXED_LEVELS = {"low": 1, "medium": 2, "high": 3}
@@ -44,3 +45,22 @@ class InternOnlyPolicy(FixedStagePolicy):
 
     def __init__(self) -> None:
         super().__init__(0)
+
+
+def _parse_fixed(mode: str, argument: str | None) -> PolicySpec:
+    if argument.lower() in FIXED_LEVELS:
+        return spec_of(FixedStagePolicy(FIXED_LEVELS[argument.lower()], label=argument.lower()), mode)
+    try:
+        return spec_of(FixedStagePolicy(int(argument)), mode)
+    except ValueError:
+        raise CascadeError(
+            f"bad mode {mode!r}: use fixed:<stage number> or fixed:low|medium|high, e.g. fixed:3"
+        ) from None
+
+
+MODES = (
+    ModeSyntax(
+        "intern_only", ("intern_only",), lambda mode, argument: spec_of(InternOnlyPolicy(), mode), order=10
+    ),
+    ModeSyntax("fixed", ("fixed:<k>", "fixed:low|medium|high"), _parse_fixed, takes_argument=True, order=20),
+)

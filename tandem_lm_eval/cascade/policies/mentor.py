@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.policies.spec import NO_THRESHOLDS, ModeSyntax, PolicySpec, spec_of
 from tandem_lm_eval.common.thinking import THINK_CLOSE, THINK_OPEN
 
 #: ``budget_forcing_close=auto``: what ends a cut-off reasoning trace (``<think>...``)
@@ -56,3 +57,40 @@ class BudgetForcingPolicy(MentorOnlyPolicy):
         if self.close != "auto":
             return self.close
         return THINKING_CLOSE if output.lstrip().startswith(THINK_OPEN) else PLAIN_CLOSE
+
+
+def _parse_budget_forcing(mode: str, argument: str | None) -> PolicySpec:
+    try:
+        budget = int(argument)
+    except ValueError:
+        raise CascadeError(
+            f"bad mode {mode!r}: use budget_forcing:<reasoning tokens>, e.g. budget_forcing:2000"
+        ) from None
+    BudgetForcingPolicy(budget)  # the budget's own check, now
+    return PolicySpec(
+        mode=mode,
+        name="budget_forcing",
+        answerer="mentor",
+        needs_classifier=False,
+        thresholds=NO_THRESHOLDS,
+        options=frozenset({"budget_forcing_close"}),
+        factory=lambda thresholds, options: BudgetForcingPolicy(
+            budget, options.get("budget_forcing_close", "auto")
+        ),
+        stage_rule=MentorOnlyPolicy().last_stage,
+    )
+
+
+MODES = (
+    ModeSyntax(
+        "mentor_only", ("mentor_only",), lambda mode, argument: spec_of(MentorOnlyPolicy(), mode), order=40
+    ),
+    ModeSyntax(
+        "budget_forcing",
+        ("budget_forcing:<B>",),
+        _parse_budget_forcing,
+        takes_argument=True,
+        order=45,
+        options=("budget_forcing_close",),
+    ),
+)

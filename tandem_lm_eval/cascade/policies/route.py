@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy
+from tandem_lm_eval.cascade.policies.spec import FIRST_ONLY, ModeSyntax, PolicySpec
 
 
 class RoutePolicy(StopPolicy):
@@ -42,3 +43,24 @@ class RoutePolicy(StopPolicy):
 
     def final_stage(self, scores: Sequence[float], num_stages: int) -> int:
         return num_stages - 1
+
+
+def _last_stage(num_stages: int) -> int:
+    if num_stages < 2:
+        raise CascadeError("the route policy needs at least one mentor budget")
+    return num_stages - 1
+
+
+def _parse(mode: str, argument: str | None) -> PolicySpec:
+    return PolicySpec(
+        mode=mode,
+        name="route",
+        answerer="intern",
+        needs_classifier=True,
+        thresholds=FIRST_ONLY,
+        factory=lambda thresholds, options: RoutePolicy(thresholds),
+        stage_rule=_last_stage,
+    )
+
+
+MODES = (ModeSyntax("route", ("route",), _parse, order=30),)

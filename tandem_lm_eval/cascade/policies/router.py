@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.policies.route import RoutePolicy
+from tandem_lm_eval.cascade.policies.spec import FIRST_ONLY, ModeSyntax, PolicySpec
 
 
 class RouterPolicy(RoutePolicy):
@@ -38,3 +39,19 @@ class RouterPolicy(RoutePolicy):
 
     def final_stage(self, scores: Sequence[float], num_stages: int) -> int:
         return 0
+
+
+def _parse(mode: str, argument: str | None) -> PolicySpec:
+    return PolicySpec(
+        mode=mode,
+        name="router",
+        answerer="intern",
+        needs_classifier=True,
+        thresholds=FIRST_ONLY,
+        factory=lambda thresholds, options: RouterPolicy(thresholds),
+        stage_rule=lambda num_stages: 0,  # no mentor stage: the mentor answers itself or not at all
+        routes_to_mentor=True,
+    )
+
+
+MODES = (ModeSyntax("router", ("router",), _parse, order=55),)

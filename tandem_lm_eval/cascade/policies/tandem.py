@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from tandem_lm_eval.cascade.errors import CascadeError
 from tandem_lm_eval.cascade.policies.base import StopPolicy, select_stage
+from tandem_lm_eval.cascade.policies.spec import PER_STAGE, ModeSyntax, PolicySpec
 
 
 class TandemPolicy(StopPolicy):
@@ -32,3 +33,18 @@ class TandemPolicy(StopPolicy):
 
     def final_stage(self, scores: Sequence[float], num_stages: int) -> int:
         return select_stage(scores, self.thresholds)[0]
+
+
+def _parse(mode: str, argument: str | None) -> PolicySpec:
+    return PolicySpec(
+        mode=mode,
+        name="tandem",
+        answerer="intern",
+        needs_classifier=True,
+        thresholds=PER_STAGE,
+        factory=lambda thresholds, options: TandemPolicy(thresholds),
+        stage_rule=lambda num_stages: num_stages - 1,
+    )
+
+
+MODES = (ModeSyntax("tandem", ("tandem",), _parse, order=0),)
