@@ -16,6 +16,7 @@ from tandem_lm_eval.cascade.policies import AgreementPolicy, make_policy
 from tandem_lm_eval.cascade.prompts import Question
 from tandem_lm_eval.cascade.stages import Cascade
 from tandem_lm_eval.cost.flops import tflops
+from tandem_lm_eval.cascade.roles import Role
 
 
 class StagedIntern(ScriptedBackend):
@@ -56,7 +57,7 @@ def test_agreement_stops_at_the_first_repeated_answer_and_pays_every_answer():
         }
     )
     mentor = ScriptedBackend(params=32)
-    cascade = Cascade(mentor, intern, AgreementPolicy(), (10, 20, 30), None, 32, 7, progress=False)
+    cascade = Cascade(Role(mentor, params=32), Role(intern, params=7), AgreementPolicy(), (10, 20, 30), None, progress=False)
     cascade.answer_key = lambda question, text: text.split()[-1]
     early, never, first = cascade.run([q("early"), q("never"), q("first")])
     assert [r.cost.stop_stage for r in (early, never, first)] == [2, 3, 1]
@@ -85,7 +86,9 @@ def test_a_stage_that_adds_nothing_reuses_the_answer_and_agrees():
     # generated again (as collect records it) and agrees
     intern = StagedIntern({"done": {0: "1", 10: "2"}})
     mentor = ScriptedBackend(script_len={"done": 10}, params=32)
-    cascade = Cascade(mentor, intern, make_policy("agreement"), (10, 20), None, 32, 7, progress=False)
+    cascade = Cascade(
+        Role(mentor, params=32), Role(intern, params=7), make_policy("agreement"), (10, 20), None, progress=False
+    )
     cascade.answer_key = lambda question, text: text.split()[-1]
     (res,) = cascade.run([q("done")])
     assert res.cost.stop_stage == 2 and res.cost.intern_tokens == 3 + 4

@@ -107,17 +107,17 @@ def test_tandem_lm_turns_only_tandem_errors_into_one_line(monkeypatch):
     from tandem_lm_eval.harness import lm
     from tandem_lm_eval.store.run_store import StoreError
 
-    def refused(cfg):
+    def refused(plan):
         raise StoreError("run store /x/s.sqlite: not a run store")
 
-    monkeypatch.setattr(lm, "build_replica", refused)
+    monkeypatch.setattr(lm, "LocalReplica", refused)  # the replica this process builds from its plan
     with pytest.raises(SystemExit) as info:
         lm.TandemLM(progress="false")
     assert str(info.value) == "tandem: run store /x/s.sqlite: not a run store"
 
-    def broken(cfg):
+    def broken(plan):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(lm, "build_replica", broken)
+    monkeypatch.setattr(lm, "LocalReplica", broken)
     with pytest.raises(ValueError, match="an internal invariant broke"):
         lm.TandemLM(progress="false")

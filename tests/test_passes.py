@@ -15,6 +15,7 @@ from tandem_lm_eval.cost.ledger import RequestCost
 from tandem_lm_eval.cost.passes import PassTokens, full_pass_tflops
 from tandem_lm_eval.judgment.card import ClassifierCard
 from tandem_lm_eval.judgment.classifier import Classifier
+from tandem_lm_eval.cascade.roles import Role
 
 
 def test_full_pass_on_a_hand_counted_request():
@@ -78,13 +79,11 @@ def test_live_cascade_counts_every_pass():
     # rendered prompt (render_words); the intern answers 7 tokens, the mentor writes its whole budget
     mentor, intern = ScriptedBackend(params=32), ScriptedBackend(default_len=7, params=7)
     cascade = Cascade(
-        mentor,
-        intern,
+        Role(mentor, params=32),
+        Role(intern, params=7),
         TandemPolicy([0.5] * 3),
         (10, 20),
         Everything(),
-        mentor_params=32,
-        intern_params=7,
         progress=False,
     )
     (res,) = cascade.run([q("a b c")])

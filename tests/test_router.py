@@ -19,6 +19,7 @@ from tandem_lm_eval.cli.commands import run_subcommand
 from tandem_lm_eval.cost.flops import tflops
 from tandem_lm_eval.judgment.card import ClassifierCard
 from tandem_lm_eval.judgment.classifier import Classifier
+from tandem_lm_eval.cascade.roles import Role
 
 
 class ByQuestion(Classifier):
@@ -41,7 +42,7 @@ def test_router_sends_each_question_to_one_model_and_pays_the_reading():
     mentor, intern = ScriptedBackend(default_len=9, params=32), ScriptedBackend(default_len=7, params=7)
     clf = ByQuestion()
     clf.values = np.array([0.9, 0.1])
-    cascade = Cascade(mentor, intern, RouterPolicy([0.5]), (10, 20), clf, 32, 7, progress=False)
+    cascade = Cascade(Role(mentor, params=32), Role(intern, params=7), RouterPolicy([0.5]), (10, 20), clf, progress=False)
     easy, hard = cascade.run([q("easy one"), q("hard one")])
     # the intern read both questions once (one scoring call), then answered only the easy one
     assert len(intern.score_calls) == 1 and len(intern.score_calls[0]) == 2

@@ -41,7 +41,9 @@ def configuration_fingerprint(cfg: TandemConfig, classifier_folder: Path | None)
     for role in ("mentor", "intern"):
         rc = getattr(cfg, role)
         # the fingerprint's digest: an option may hold a secret, and the cache file keeps this entry
-        out[role] = {**public[role], "options": None, "fingerprint": fingerprint_digest(fingerprint(rc))}
+        # ``loads`` follows from the mode (which is compared itself): not a difference of its own
+        role_dict = {k: v for k, v in public[role].items() if k != "loads"}
+        out[role] = {**role_dict, "options": None, "fingerprint": fingerprint_digest(fingerprint(rc))}
     out["classifier_files"] = None if classifier_folder is None else folder_bytes_digest(classifier_folder)
     return json.loads(json.dumps(out, sort_keys=True, default=str))
 

@@ -335,7 +335,7 @@ class TandemLM(LM):
     def _refuse_training_questions(self, requests, questions) -> None:
         """Leakage guard: a question the classifier (or its thresholds) was fit on must not be scored."""
         seen = self.classifier.card.training_questions if self.classifier is not None else frozenset()
-        if not seen or self.plan.allow_training_overlap:
+        if not seen or self.config.allow_training_overlap:
             return
         identities = [
             QuestionIdentity(q.key, q.content_key(getattr(req, "doc", None)))

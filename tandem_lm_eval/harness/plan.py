@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from tandem_lm_eval.backends.base import BackendError, HiddenRequest
-from tandem_lm_eval.backends.checkpoint import configured_hidden_shape
 from tandem_lm_eval.backends.recorded_mentor import recorded_outputs
 from tandem_lm_eval.cascade.policies import FixedStagePolicy, PolicySpec, parse_mode
 from tandem_lm_eval.cascade.policies.spec import FIRST_ONLY, spec_of
 from tandem_lm_eval.common.options import as_bool, as_float, as_int
 from tandem_lm_eval.cost.pricing import TokenPrices
+from tandem_lm_eval.data.checkpoint import configured_hidden_shape
 from tandem_lm_eval.data.resources import classifiers_dir
 from tandem_lm_eval.harness.config import DEFAULT_BUDGETS, ConfigError, RoleConfig, TandemConfig
 from tandem_lm_eval.judgment.card import META_FILE
